@@ -1,0 +1,96 @@
+"""Atomic writes: build beside the target, rename when complete.
+
+A process killed at any point (kill -9 included) leaves either the old target or the new one,
+never a half-written one. Leftover temporary folders are named `.<target>.tmp-<pid>-<rand>` and
+are removed by `clean_stale_temporaries` on the next run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TMP_MARKER = ".tmp-"
+
+
+def _temporary_sibling(target: Path) -> Path:
+    return target.parent / f".{target.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike[str], *, replace: bool = True) -> Iterator[Path]:
+    """Yield a temporary folder beside `target`; on success it becomes `target` in one rename.
+
+    On an exception the temporary folder is removed and `target` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(target)
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if target.exists():
+        if not replace:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise FileExistsError(target)
+        # Move the old one aside first so the swap is two renames, never a partial folder.
+        old = _temporary_sibling(target)
+        os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, target)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(path)
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Remove temporaries left by killed processes in `folder`; return what was removed."""
+    folder = Path(folder)
+    removed: list[Path] = []
+    if not folder.is_dir():
+        return removed
+    for child in folder.iterdir():
+        if child.name.startswith(".") and TMP_MARKER in child.name:
+            pid_part = child.name.split(TMP_MARKER, 1)[1].split("-", 1)[0]
+            if pid_part.isdigit() and _process_alive(int(pid_part)) and int(pid_part) != os.getpid():
+                continue  # another live process is still building it
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,1 @@
+"""Records, sources, the one chat-template function, mixing and packing."""

