@@ -1,7 +1,9 @@
 """The contract between the pipeline runner and a stage.
 
 The runner resolves every ``${stages.<name>.output}`` reference to the finished artifact's absolute
-path before calling ``run``, so stages see plain paths and model source strings only. A stage writes
+path before calling ``run``, and the YAML loader makes every relative path absolute (relative to the
+YAML file) for keys named ``path``, ``paths``, ``file``, ``files`` or ending in ``_path``, ``_file``,
+``_dir``; so stages see absolute paths and model source strings only. A stage writes
 its artifact into ``ctx.work_dir`` (a temporary folder); the runner adds ``alloy.json`` and the
 model card, then renames the folder to ``<output>/<stage>/`` in one step.
 """
