@@ -102,3 +102,26 @@ def model_card(manifest: dict[str, Any]) -> str:
     lines += ["", "## Configuration", "", "```json", json.dumps(manifest["config"], indent=2, default=str), "```", ""]
     lines += ["Lineage: `alloy lineage <this folder>`.", ""]
     return "\n".join(lines)
+
+
+def lineage_tree(folder: str | Path, _seen: set[str] | None = None) -> dict[str, Any] | None:
+    """The artifact's manifest with its parents' manifests nested under "parents", recursively."""
+    manifest = read_manifest(folder)
+    if manifest is None:
+        return None
+    seen = _seen if _seen is not None else set()
+    node = {k: manifest.get(k) for k in ("stage", "kind", "created", "content_hash", "metrics")}
+    node["path"] = str(Path(folder).resolve())
+    node["parents"] = []
+    for parent in manifest.get("parents", []):
+        path = parent.get("path")
+        child = None
+        if path and path not in seen:
+            seen.add(path)
+            child = lineage_tree(path, seen)
+        if child is None:
+            child = {"role": parent.get("role"), "source": parent.get("source"), "parents": []}
+        else:
+            child["role"] = parent.get("role")
+        node["parents"].append(child)
+    return node

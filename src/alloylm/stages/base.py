@@ -79,7 +79,10 @@ class StageContext:
     run_name: str
     seed: int
     work_dir: Path  # write the artifact here (temporary; renamed when the stage succeeds)
-    state_dir: Path  # survives interruptions: checkpoints, caches; keyed by the stage's content hash
+    # Survives interruptions: `state_dir/checkpoints` is for training checkpoints (the runner clears
+    # it when the stage's content hash changes, and after success); anything else in it, such as
+    # caches keyed by their own content, is kept across config changes (e.g. DPO reference log-probs).
+    state_dir: Path
     output_root: Path  # the run's output folder (<output>/)
     progress: Progress = field(default_factory=Progress)
     launcher: dict[str, Any] = field(default_factory=dict)  # e.g. {"kind": "accelerate", "num_processes": 2}

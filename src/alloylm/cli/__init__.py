@@ -1,0 +1,1 @@
+"""The `alloy` command line: one module per command, listed in main.COMMANDS."""

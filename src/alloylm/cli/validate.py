@@ -1,0 +1,25 @@
+"""`alloy validate PIPELINE`: every check `alloy run` makes before work starts, and nothing else."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", help="pipeline YAML file")
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
+    parser.add_argument("--no-data-check", action="store_true", help="do not require data files to exist (recipes for data you will provide)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.graph import check_graph
+
+    pipeline = load_pipeline(args.pipeline, args.overrides, check_data=not args.no_data_check)
+    order = check_graph(pipeline, check_data=not args.no_data_check)
+    print(f"{pipeline.file}: valid; {len(order)} stages, output {pipeline.output_dir}")
+    for name in order:
+        spec = pipeline.stages[name]
+        after = f" <- {', '.join(spec.depends_on)}" if spec.depends_on else ""
+        print(f"  {name:<16} {spec.kind:<8}{after}")
+    return 0

@@ -1,0 +1,1 @@
+"""Pipeline configuration: YAML with line numbers, variables, dotted overrides, strict models."""

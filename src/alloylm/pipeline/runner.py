@@ -1,0 +1,246 @@
+"""Run a pipeline: stages in order, each built atomically, skipped when already built.
+
+A stage's content hash covers its resolved config, its parents' hashes, the bytes of its data
+files, the identity of its model sources, the run seed and the alloylm version. A finished artifact
+with the same hash is skipped. A run killed at any point leaves no half-written artifact (each is
+built in a temporary folder and renamed) and the next run continues: finished stages are skipped
+and a training stage resumes from its last checkpoint in `<output>/.alloy/state/<stage>/`.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alloylm import __version__
+from alloylm.atomic import atomic_directory, atomic_write_text, clean_stale_temporaries
+from alloylm.config.pipeline import STAGE_REF, Pipeline, StageSpec, absolutize_paths, resolve_stage_refs
+from alloylm.errors import AlloyError
+from alloylm.hashing import hash_json, sha256_path
+from alloylm.pipeline.graph import check_graph
+from alloylm.pipeline.lineage import read_manifest, write_manifest
+from alloylm.stages.base import Progress, StageContext, StageResult
+
+TRAINING_KINDS = ("cpt", "sft", "dpo", "orpo")
+
+
+@dataclass
+class Launcher:
+    kind: str | None = None  # None (in-process), "accelerate" or "torchrun"
+    num_processes: int = 1
+    config_file: str | None = None
+
+
+@dataclass
+class StageOutcome:
+    name: str
+    kind: str
+    status: str  # built | skipped | failed | not run
+    path: Path
+    wall_s: float = 0.0
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+def model_identity(source: str) -> str:
+    """A stable identity for a model source, for content hashes (cheap: no weight hashing)."""
+    from alloylm.models.sources import file_fingerprint, source_scheme
+
+    scheme = source_scheme(source)
+    if scheme == "embedded":
+        from alloylm.models.embedded import embedded_gguf_path
+
+        return f"{source}@{file_fingerprint(embedded_gguf_path(source.split(':', 1)[1]))}"
+    if scheme == "local":
+        path = Path(source)
+        manifest = read_manifest(path) if path.is_dir() else None
+        if manifest:
+            return f"artifact@{manifest['content_hash']}"
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        return hash_json([[str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()])
+    return source  # hub ids and tiny models are named by their source string
+
+
+class PipelineRunner:
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        force: set[str] | None = None,
+        only: set[str] | None = None,
+        launcher: Launcher | None = None,
+        progress_factory: Callable[[str], Progress] | None = None,
+        on_event: Callable[[str, StageOutcome], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.force = force or set()
+        self.only = only
+        self.launcher = launcher or Launcher()
+        self.progress_factory = progress_factory or (lambda name: Progress())
+        self.on_event = on_event or (lambda event, outcome: None)
+        for name in (self.force | (self.only or set())) - set(pipeline.stages):
+            raise AlloyError(f"no stage named {name!r}", hint=f"stages: {', '.join(pipeline.stages)}")
+
+    @property
+    def output_dir(self) -> Path:
+        return self.pipeline.output_dir
+
+    def artifact_dir(self, name: str) -> Path:
+        return self.output_dir / name
+
+    def state_dir(self, name: str) -> Path:
+        return self.output_dir / ".alloy" / "state" / name
+
+    def run(self) -> list[StageOutcome]:
+        order = check_graph(self.pipeline)
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        clean_stale_temporaries(self.output_dir)
+        outcomes: list[StageOutcome] = []
+        hashes: dict[str, str] = {}
+        for name in order:
+            spec = self.pipeline.stages[name]
+            if self.only is not None and name not in self.only:
+                manifest = read_manifest(self.artifact_dir(name))
+                if manifest is None:
+                    if any(name in self.pipeline.stages[o].depends_on for o in self.only):
+                        raise AlloyError(f"--only needs stage {name!r}, which has not been built yet", hint=f"run it first: alloy run {self.pipeline.file.name} --only {name}")
+                    continue
+                hashes[name] = manifest["content_hash"]
+                continue
+            outcome = self.run_stage(spec, hashes)
+            outcomes.append(outcome)
+            if outcome.status == "failed":
+                for rest in order[order.index(name) + 1 :]:
+                    outcomes.append(StageOutcome(rest, self.pipeline.stages[rest].kind, "not run", self.artifact_dir(rest)))
+                break
+        return outcomes
+
+    def content_hash(self, spec: StageSpec, hashes: dict[str, str]) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
+        data_hashes: dict[str, str] = {}
+        models: dict[str, str] = {}
+        parents: list[dict[str, Any]] = []
+        for item in spec.module.inputs(spec.config):
+            match = STAGE_REF.search(item.value)
+            if match:
+                parent = match.group(1)
+                parents.append({"role": item.key, "source": item.value, "stage": parent, "hash": hashes[parent], "path": str(self.artifact_dir(parent))})
+            elif item.kind == "model":
+                models[item.key] = model_identity(item.value)
+                local = Path(item.value)
+                parent = {"role": item.key, "source": item.value, "hash": models[item.key]}
+                if local.is_dir() and read_manifest(local):
+                    parent["path"] = str(local.resolve())
+                parents.append(parent)
+            elif Path(item.value).exists():
+                data_hashes[item.value] = sha256_path(item.value)
+        payload = {
+            "kind": spec.kind,
+            "config": spec.raw,
+            "parents": {p["role"]: p["hash"] for p in parents},
+            "data": data_hashes,
+            "models": models,
+            "seed": self.pipeline.run.seed,
+            "alloylm": __version__,
+        }
+        return hash_json(payload), data_hashes, parents
+
+    def run_stage(self, spec: StageSpec, hashes: dict[str, str]) -> StageOutcome:
+        target = self.artifact_dir(spec.name)
+        content_hash, data_hashes, parents = self.content_hash(spec, hashes)
+        hashes[spec.name] = content_hash
+        existing = read_manifest(target)
+        if existing and existing.get("content_hash") == content_hash and spec.name not in self.force:
+            outcome = StageOutcome(spec.name, spec.kind, "skipped", target, metrics=existing.get("metrics", {}))
+            self.on_event("skipped", outcome)
+            return outcome
+        outcome = StageOutcome(spec.name, spec.kind, "running", target)
+        self.on_event("start", outcome)
+        state_dir = self._prepare_state_dir(spec.name, content_hash)
+        started = time.time()
+        progress = self.progress_factory(spec.name)
+        try:
+            outputs = {name: self.artifact_dir(name) for name in hashes}
+            resolved = absolutize_paths(resolve_stage_refs(spec.raw, outputs), self.pipeline.base_dir)
+            config = spec.module.Config.model_validate(resolved)
+            with atomic_directory(target) as work_dir:
+                ctx = StageContext(
+                    stage_name=spec.name,
+                    run_name=self.pipeline.run.name,
+                    seed=self.pipeline.run.seed,
+                    work_dir=work_dir,
+                    state_dir=state_dir,
+                    output_root=self.output_dir,
+                    progress=progress,
+                    launcher=self.launcher.__dict__.copy(),
+                )
+                result = self._execute(spec, config, ctx)
+                wall = time.time() - started
+                write_manifest(
+                    work_dir,
+                    stage=spec.name,
+                    kind=spec.kind,
+                    produces=spec.module.PRODUCES,
+                    config=config.model_dump(mode="json"),
+                    parents=parents,
+                    content_hash=content_hash,
+                    seed=self.pipeline.run.seed,
+                    metrics=result.metrics,
+                    details=result.details,
+                    data_hashes={**data_hashes, **result.data_hashes},
+                    outputs=result.outputs,
+                    wall_time_s=wall,
+                    run_name=self.pipeline.run.name,
+                )
+        except (Exception, KeyboardInterrupt) as error:
+            progress.finish()
+            outcome.status, outcome.wall_s = "failed", time.time() - started
+            outcome.error = error.render() if isinstance(error, AlloyError) else f"{type(error).__name__}: {error}"
+            if isinstance(error, KeyboardInterrupt):
+                self.on_event("failed", outcome)
+                raise
+            if not isinstance(error, AlloyError):
+                outcome.error += "\n" + traceback.format_exc(limit=8)
+            self.on_event("failed", outcome)
+            return outcome
+        progress.finish()
+        shutil.rmtree(state_dir / "checkpoints", ignore_errors=True)
+        outcome.status, outcome.wall_s, outcome.metrics = "built", wall, result.metrics
+        self.on_event("built", outcome)
+        return outcome
+
+    def _prepare_state_dir(self, name: str, content_hash: str) -> Path:
+        state_dir = self.state_dir(name)
+        state_dir.mkdir(parents=True, exist_ok=True)
+        marker = state_dir / "content_hash"
+        if marker.exists() and marker.read_text().strip() != content_hash:
+            # Checkpoints of another configuration must not be resumed from.
+            shutil.rmtree(state_dir / "checkpoints", ignore_errors=True)
+        atomic_write_text(marker, content_hash + "\n")
+        return state_dir
+
+    def _execute(self, spec: StageSpec, config: Any, ctx: StageContext) -> StageResult:
+        if self.launcher.kind and spec.kind in TRAINING_KINDS:
+            from alloylm.train.launch import run_stage_distributed
+
+            return run_stage_distributed(
+                stage_kind=spec.kind,
+                config=config.model_dump(mode="json"),
+                ctx_fields={
+                    "stage_name": ctx.stage_name,
+                    "run_name": ctx.run_name,
+                    "seed": ctx.seed,
+                    "work_dir": str(ctx.work_dir),
+                    "state_dir": str(ctx.state_dir),
+                    "output_root": str(ctx.output_root),
+                },
+                launcher=self.launcher.kind,
+                num_processes=self.launcher.num_processes,
+                config_file=self.launcher.config_file,
+            )
+        result = spec.module.run(ctx, config)
+        return result if result is not None else StageResult()
