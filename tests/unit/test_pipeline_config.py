@@ -130,3 +130,9 @@ def test_duplicate_key_is_an_error(tmp_path):
     path = write(tmp_path, "run: {name: t}\nrun: {name: u}\nstages: {a: {kind: echo}}\n")
     with pytest.raises(ConfigError, match="duplicate key 'run'"):
         load_pipeline(path)
+
+
+def test_unquoted_reference_in_flow_list_gets_a_hint(tmp_path):
+    path = write(tmp_path, "run: {name: t}\nstages:\n  a: {kind: echo}\n  b:\n    kind: echo\n    x: [${stages.a.output}]\n")
+    with pytest.raises(ConfigError, match="quote"):
+        load_pipeline(path)

@@ -40,13 +40,13 @@ stages:
     kind: merge
     method: slerp                          # the study's per-layer schedule is the default
     base_model: embedded:smollm2-135m-instruct
-    models: [${{stages.sft.output}}]
+    models: ["${{stages.sft.output}}"]
 
   eval:
     kind: eval
-    models: [embedded:smollm2-135m-instruct, ${{stages.sft.output}}, ${{stages.merge.output}}]
+    models: [embedded:smollm2-135m-instruct, "${{stages.sft.output}}", "${{stages.merge.output}}"]
     tasks:
-      - {{path: ${{vars.benchmark}}, type: mcq, protocols: [cloze]}}
+      - {{path: "${{vars.benchmark}}", type: mcq, protocols: [cloze]}}
 """
 
 

@@ -42,10 +42,15 @@ def load_yaml_with_lines(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
+        line_text = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        hint = None
+        if "${" in line_text and ("[" in line_text or "{" in line_text.split("${")[0]):
+            hint = 'quote ${...} references inside [ ] or { }: models: ["${stages.sft.output}"]'
         raise ConfigError(
             f"not valid YAML: {getattr(error, 'problem', error)}",
             file=str(path),
             line=mark.line + 1 if mark else None,
+            hint=hint,
         ) from None
     lines: dict[KeyPath, int] = {}
     if node is None:
