@@ -1,0 +1,317 @@
+"""Evaluate several models on several tasks with identical settings, caching finished results.
+
+A finished (model content hash, task content hash, protocol, settings) result is stored under
+$ALLOY_HOME/evals/<key>.json and returned again without loading the model. Models are loaded only
+when at least one of their results is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alloylm.atomic import atomic_write_json
+from alloylm.errors import DataError
+from alloylm.evals import results as results_lib
+from alloylm.evals.protocol import PromptSettings
+from alloylm.evals.tasks import Item, task_type
+from alloylm.hashing import hash_json, sha256_file
+from alloylm.stages.base import Progress
+
+# Bump when prompts, extraction or scoring change, so that cached results are recomputed.
+EVAL_VERSION = 1
+_MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
+_NOT_MODEL_FILES = ("alloy.json",)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: a file (or lm_eval:<task>) and how to read and score it."""
+
+    name: str
+    path: str | None = None
+    type: str | None = (
+        None  # mcq | true_false | numeric | perplexity | None (everything in the file)
+    )
+    protocols: tuple[str, ...] | None = None  # None: the run's protocols
+    mapping: dict[str, Any] | None = None
+    limit: int | None = None
+    text_field: str = "text"  # perplexity: the JSONL field holding each document
+    max_length: int = 512  # perplexity window, tokens
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    protocols: tuple[str, ...] = ("paper",)
+    template: str = "chat"  # chat | plain (see protocol.py); recorded with every score
+    batch_size: int = 8
+    max_new_tokens: int = 16
+    resamples: int = 1000
+    seed: int = 0
+    baseline: str | None = None
+    dtype: str | None = None
+    cache: bool = True
+
+    def recorded(self, protocol: str) -> dict[str, Any]:
+        """The settings that can change a score (batch size cannot: it is not recorded in the key)."""
+        settings: dict[str, Any] = {
+            "template": self.template,
+            "resamples": self.resamples,
+            "seed": self.seed,
+        }
+        if protocol == "paper":
+            settings = {
+                "template": "chat",
+                "max_new_tokens": self.max_new_tokens,
+                "decoding": "greedy",
+                "resamples": self.resamples,
+                "seed": self.seed,
+            }
+        settings["dtype"] = self.dtype or "auto"
+        return settings
+
+
+@dataclass
+class PreparedTask:
+    spec: TaskSpec
+    items: list[Item] = field(default_factory=list)
+    documents: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    subject: str | None = None
+    content_hash: str = ""
+
+
+def evals_cache_dir() -> Path:
+    from alloylm.models.home import alloy_home
+
+    return alloy_home() / "evals"
+
+
+def model_content_hash(folder: Path) -> str:
+    """sha256 over the model's own files (weights, config, tokenizer), not eval outputs beside them."""
+    files = sorted(
+        p
+        for p in Path(folder).iterdir()
+        if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES and p.name not in _NOT_MODEL_FILES
+    )
+    memo_path = evals_cache_dir() / "model-hashes.json"
+    memo: dict[str, str] = json.loads(memo_path.read_text()) if memo_path.exists() else {}
+    stamp = hash_json([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
+    if stamp not in memo:  # hashing 0.5 GB takes seconds: remember it per file stamp
+        memo[stamp] = hash_json([[p.name, sha256_file(p)] for p in files])
+        atomic_write_json(memo_path, memo)
+    return memo[stamp]
+
+
+def prepare_task(spec: TaskSpec) -> PreparedTask:
+    """Load and validate a task's file before any model work; zero scorable items is an error."""
+    from alloylm.evals.loaders import load_documents, load_items
+
+    prepared = PreparedTask(spec=spec)
+    if spec.name.startswith("lm_eval:"):
+        prepared.content_hash = hash_json({"lm_eval": spec.name, "limit": spec.limit})
+        return prepared
+    assert spec.path is not None
+    file_hash = sha256_file(spec.path)
+    prepared.content_hash = hash_json(
+        {
+            "file": file_hash,
+            "type": spec.type,
+            "mapping": spec.mapping,
+            "limit": spec.limit,
+            "text_field": spec.text_field,
+            "max_length": spec.max_length,
+        }
+    )
+    if spec.type == "perplexity":
+        prepared.documents = load_documents(spec.path, text_field=spec.text_field, limit=spec.limit)
+        return prepared
+    report = load_items(spec.path, spec.mapping)
+    items = task_type(spec.type).select(report.items)[: spec.limit]
+    if not items:
+        raise DataError(
+            f"no scorable {spec.type or ''} items (skipped {len(report.skipped)}: {report.skipped[:3]})",
+            file=spec.path,
+            hint="check the file's layout, or give a column mapping (question/choices/answer)",
+        )
+    prepared.items, prepared.skipped, prepared.subject = items, report.skipped, report.subject
+    return prepared
+
+
+def _cache_key(model_hash: str, task: PreparedTask, protocol: str, settings: EvalSettings) -> str:
+    return hash_json(
+        {
+            "version": EVAL_VERSION,
+            "model": model_hash,
+            "task": task.content_hash,
+            "protocol": protocol,
+            "settings": settings.recorded(protocol),
+        }
+    )
+
+
+def _read_cache(key: str) -> dict[str, Any] | None:
+    path = evals_cache_dir() / f"{key}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None  # a damaged entry is recomputed
+
+
+class _LazyScorer:
+    """Loads the model the first time a result is not in the cache."""
+
+    def __init__(self, folder: Path, settings: EvalSettings) -> None:
+        self.folder, self.settings, self._scorer = folder, settings, None
+
+    def get(self) -> Any:
+        if self._scorer is None:
+            from alloylm.evals.scoring import Scorer
+            from alloylm.models.loading import load_causal_lm, load_tokenizer
+
+            model = load_causal_lm(self.folder, dtype=self.settings.dtype)
+            self._scorer = Scorer(
+                model, load_tokenizer(self.folder), batch_size=self.settings.batch_size
+            )
+        return self._scorer
+
+
+def evaluate(
+    models: Sequence[str],
+    tasks: Sequence[TaskSpec],
+    settings: EvalSettings,
+    *,
+    resolve_model: Callable[[str], Path] | None = None,
+    progress: Progress | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Every model on every task under every protocol; returns result records (see results.py)."""
+    if resolve_model is None:
+        from alloylm.models.sources import resolve_model
+    progress = progress or Progress()
+    prepared = [prepare_task(spec) for spec in tasks]  # bad task files fail before any model loads
+    for task in prepared:
+        if task.skipped:
+            log(f"{task.spec.name}: skipped {len(task.skipped)} records; first: {task.skipped[0]}")
+    records: list[dict[str, Any]] = []
+    for source in models:
+        folder = Path(resolve_model(source))
+        model_hash = model_content_hash(folder)
+        scorer = _LazyScorer(folder, settings)
+        for task in prepared:
+            for protocol in _protocols_for(task, settings):
+                key = _cache_key(model_hash, task, protocol, settings)
+                cached = _read_cache(key) if settings.cache else None
+                if cached is not None:
+                    records.append({**cached, "model": source, "cached": True})
+                    continue
+                record = _run_one(scorer, task, protocol, settings, progress, log)
+                if record is None:
+                    continue
+                record.update(
+                    model=source, model_path=str(folder), model_hash=model_hash, cache_key=key
+                )
+                atomic_write_json(evals_cache_dir() / f"{key}.json", record)
+                records.append({**record, "cached": False})
+    results_lib.add_baseline_comparisons(
+        records, settings.baseline, resamples=settings.resamples, seed=settings.seed
+    )
+    return records
+
+
+def _protocols_for(task: PreparedTask, settings: EvalSettings) -> tuple[str, ...]:
+    if task.spec.type == "perplexity":
+        return ("perplexity",)
+    if task.spec.name.startswith("lm_eval:"):
+        return ("lm_eval",)
+    return task.spec.protocols or settings.protocols
+
+
+def _run_one(
+    scorer: _LazyScorer,
+    task: PreparedTask,
+    protocol: str,
+    settings: EvalSettings,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    start = time.perf_counter()
+    if protocol == "lm_eval":
+        from alloylm.evals.lm_eval_adapter import run_lm_eval_task
+
+        record = run_lm_eval_task(
+            scorer.folder, task.spec.name.removeprefix("lm_eval:"), settings, limit=task.spec.limit
+        )
+    elif protocol == "perplexity":
+        progress.start(None, f"{task.spec.name}: perplexity")
+        step = _counter(progress)
+        per_document = scorer.get().document_nll(
+            task.documents, max_length=task.spec.max_length, progress=step
+        )
+        record = results_lib.perplexity_record(
+            per_document, resamples=settings.resamples, seed=settings.seed
+        )
+        progress.finish()
+    else:
+        record = _run_protocol(scorer, task, protocol, settings, progress, log)
+        if record is None:
+            return None
+    seconds = time.perf_counter() - start
+    record.update(
+        task=task.spec.name,
+        task_file=task.spec.path,
+        task_hash=task.content_hash,
+        task_type=task.spec.type or "auto",
+        protocol=protocol,
+        settings=settings.recorded(protocol),
+        skipped_records=len(task.skipped),
+        seconds=round(seconds, 3),
+        items_per_s=round(record["n"] / seconds, 3) if seconds > 0 else None,
+    )
+    return record
+
+
+def _run_protocol(
+    scorer: _LazyScorer,
+    task: PreparedTask,
+    protocol: str,
+    settings: EvalSettings,
+    progress: Progress,
+    log: Callable[[str], None],
+) -> dict[str, Any] | None:
+    from alloylm.registry import EVAL_PROTOCOLS
+
+    runner = EVAL_PROTOCOLS.get(protocol)()
+    items = [item for item in task.items if runner.supports(item)]
+    not_applicable = len(task.items) - len(items)
+    if not items:
+        log(f"{task.spec.name}: protocol {protocol!r} cannot score any of its items; skipped")
+        return None
+    prompt = PromptSettings(
+        template=settings.template, subject=task.subject, max_new_tokens=settings.max_new_tokens
+    )  # type: ignore[arg-type]
+    progress.start(len(items), f"{task.spec.name}: {protocol}")
+    predictions = runner.run(scorer.get(), items, prompt, _counter(progress))
+    progress.finish()
+    record = results_lib.accuracy_record(
+        predictions, resamples=settings.resamples, seed=settings.seed
+    )
+    record["not_applicable"] = not_applicable
+    record["prompt"] = asdict(prompt)
+    return record
+
+
+def _counter(progress: Progress) -> Callable[[int], None]:
+    done = [0]
+
+    def step(count: int) -> None:
+        done[0] += count
+        progress.update(done[0])
+
+    return step

@@ -1,0 +1,160 @@
+"""Batched model computations behind the protocols: next-token scores, option scores, greedy answers.
+
+Speed choices (CPU-first, same results as scoring each option separately):
+- letters: one forward pass per question; only the last position's logits are computed
+  (`logits_to_keep=1`), so the vocabulary projection runs once per question, not per token;
+- cloze: the question's prefix runs once with the KV cache on, the cache is repeated for the
+  options, and only the option tokens run again;
+- prompts are sorted by length and left-padded in batches, so padding stays small.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+ProgressFn = Callable[[int], None]
+
+
+def _noop(_: int) -> None:
+    return None
+
+
+class Scorer:
+    """Wraps one loaded causal LM and its tokenizer for evaluation."""
+
+    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = max(1, int(batch_size))
+        self.device = next(model.parameters()).device
+        pad = (
+            tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        )
+        self.pad_id = int(pad if pad is not None else 0)
+        # transformers >= 5.2x calls the KV cache `cache`; earlier releases `past_key_values`.
+        forward_parameters = inspect.signature(model.forward).parameters
+        self._cache_kwarg = "cache" if "cache" in forward_parameters else "past_key_values"
+
+    def encode(self, text: str, *, special_tokens: bool) -> list[int]:
+        """Token ids; chat-templated text already holds its special tokens (special_tokens=False)."""
+        return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
+
+    def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        width = max(len(row) for row in rows)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for index, row in enumerate(rows):
+            ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[index, width - len(row) :] = 1
+        return ids.to(self.device), mask.to(self.device)
+
+    def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
+        return [
+            order[start : start + self.batch_size]
+            for start in range(0, len(order), self.batch_size)
+        ]
+
+    @torch.inference_mode()
+    def next_token_logprobs(
+        self,
+        prompts: Sequence[Sequence[int]],
+        candidates: Sequence[Sequence[int]],
+        progress: ProgressFn = _noop,
+    ) -> list[list[float]]:
+        """log p(candidate token | prompt) for each prompt's candidate token ids; one pass per prompt."""
+        results: list[list[float]] = [[] for _ in prompts]
+        for batch in self._batches([len(p) for p in prompts]):
+            ids, mask = self._left_padded([prompts[i] for i in batch])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = self.model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+            ).logits[:, -1, :]
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            for row, index in enumerate(batch):
+                results[index] = logprobs[row, list(candidates[index])].tolist()
+            progress(len(batch))
+        return results
+
+    @torch.inference_mode()
+    def continuation_logprobs(
+        self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
+    ) -> list[float]:
+        """Sum of log p(continuation tokens | prefix) per continuation; the prefix runs once."""
+        prefix_ids = torch.tensor([list(prefix)], dtype=torch.long, device=self.device)
+        first = self.model(input_ids=prefix_ids, use_cache=True, logits_to_keep=1)
+        first_logprobs = torch.log_softmax(first.logits[0, -1].float(), dim=-1)
+        totals = [float(first_logprobs[cont[0]]) for cont in continuations]
+        longest = max(len(cont) for cont in continuations)
+        if longest == 1:
+            return totals
+        cache = first["cache"] if "cache" in first else first["past_key_values"]
+        cache.batch_repeat_interleave(len(continuations))
+        # Right-pad the options: the cache covers positions [0, P); option tokens take P, P+1, ...
+        ids = torch.full((len(continuations), longest - 1), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(continuations), len(prefix) + longest - 1), dtype=torch.long)
+        mask[:, : len(prefix)] = 1
+        for row, cont in enumerate(continuations):
+            ids[row, : len(cont) - 1] = torch.tensor(cont[:-1], dtype=torch.long)
+            mask[row, len(prefix) : len(prefix) + len(cont) - 1] = 1
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            **{self._cache_kwarg: cache},
+        )
+        logprobs = torch.log_softmax(out.logits.float(), dim=-1)
+        for row, cont in enumerate(continuations):
+            targets = torch.tensor(cont[1:], dtype=torch.long, device=self.device)
+            picked = logprobs[row, : len(cont) - 1].gather(-1, targets[:, None])
+            totals[row] += float(picked.sum())
+        return totals
+
+    @torch.inference_mode()
+    def generate(
+        self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, progress: ProgressFn = _noop
+    ) -> list[str]:
+        """Greedy continuations, decoded without special tokens."""
+        from transformers import GenerationConfig
+
+        eos = self.model.generation_config.eos_token_id
+        config = GenerationConfig(
+            max_new_tokens=max_new_tokens,
+            do_sample=False,
+            pad_token_id=self.pad_id,
+            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
+        )
+        responses = [""] * len(prompts)
+        for batch in self._batches([len(p) for p in prompts]):
+            ids, mask = self._left_padded([prompts[i] for i in batch])
+            output = self.model.generate(
+                input_ids=ids, attention_mask=mask, generation_config=config
+            )
+            new_tokens = output[:, ids.shape[1] :]
+            for row, index in enumerate(batch):
+                responses[index] = self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+            progress(len(batch))
+        return responses
+
+    @torch.inference_mode()
+    def document_nll(
+        self, documents: Sequence[str], *, max_length: int = 512, progress: ProgressFn = _noop
+    ) -> list[tuple[float, int]]:
+        """(sum of token NLL, tokens predicted) per document, in disjoint windows of max_length."""
+        windows: list[tuple[int, list[int]]] = []
+        for doc_index, text in enumerate(documents):
+            tokens = self.encode(text, special_tokens=True)
+            for start in range(0, max(len(tokens) - 1, 0), max_length):
+                windows.append((doc_index, tokens[start : start + max_length + 1]))
+        totals = [[0.0, 0] for _ in documents]
+        for doc_index, window in windows:  # one window at a time: full-vocab logits are large
+            ids = torch.tensor([window], dtype=torch.long, device=self.device)
+            logits = self.model(input_ids=ids[:, :-1]).logits[0].float()
+            nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
+            totals[doc_index][0] += float(nll)
+            totals[doc_index][1] += len(window) - 1
+            progress(1)
+        return [(float(total), int(count)) for total, count in totals]
