@@ -1,0 +1,180 @@
+"""Merge settings: the native YAML shape (also the `merge` stage's keys) and its normalisation.
+
+Native YAML (`alloy merge CONFIG OUTPUT_DIR`, or a pipeline stage with `kind: merge`):
+
+    method: slerp                       # registry MERGE_METHODS
+    base_model: embedded:smollm2-135m-instruct
+    models: [runs/quickstart/sft]       # sources or {model: ..., parameters: {weight: ...}}
+    schedule: study                     # or parameters: {t: ...}; slerp's default is `study`
+    dtype: bfloat16                     # optional: cast inputs first (mergekit's `dtype`)
+    sweep: [{name: study, schedule: study}, {name: g, schedule: variant_g}]   # or {grid: [...]}
+
+mergekit's own YAML is read by `alloylm.merge.mergekit_compat` into the same `MergeSettings`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, model_validator
+
+from alloylm.errors import ConfigError
+from alloylm.merge.plan import schedule_preset
+from alloylm.stages.base import StrictModel
+
+# Methods that work on task vectors (model - base) and so need a base model.
+NEEDS_BASE = {"slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock"}
+DTYPE_NAMES = ("bfloat16", "bf16", "float16", "fp16", "half", "float32", "fp32", "float", "float64")
+
+
+class ModelInput(StrictModel):
+    model: str
+    parameters: dict[str, Any] | None = None
+
+
+class SliceSource(StrictModel):
+    model: str
+    layer_range: tuple[int, int]
+    parameters: dict[str, Any] | None = None
+
+
+class Slice(StrictModel):
+    sources: list[SliceSource]
+    base_model: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class SweepVariant(StrictModel):
+    """One output of a sweep: a named schedule preset or explicit parameters (over the defaults)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.\-]+$")
+    schedule: str | None = None
+    parameters: dict[str, Any] | None = None
+
+
+class SweepGrid(StrictModel):
+    """A grid of uniform values of one parameter (default t): one output per value."""
+
+    grid: list[float] = Field(min_length=1)
+    parameter: str = "t"
+
+
+class MergeSettings(StrictModel):
+    method: str = "slerp"
+    base_model: str | None = None
+    models: list[str | ModelInput] = Field(default_factory=list)
+    slices: list[Slice] | None = None
+    parameters: dict[str, Any] | None = None
+    schedule: str | None = None
+    dtype: str | None = None
+    out_dtype: str | None = None
+    tokenizer_source: str | None = None
+    chat_template: str | None = None
+    seed: int = 0
+    max_shard_size: int | str = "5GB"
+    sweep: list[SweepVariant] | SweepGrid | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> MergeSettings:
+        from alloylm.registry import MERGE_METHODS
+
+        MERGE_METHODS.entry(self.method)  # unknown method: "did you mean"
+        for key in ("dtype", "out_dtype"):
+            value = getattr(self, key)
+            if value is not None and value not in DTYPE_NAMES:
+                raise ValueError(f"{key} must be one of {', '.join(DTYPE_NAMES)}, got {value!r}")
+        if self.schedule is not None:
+            schedule_preset(self.schedule)
+            if self.parameters and "t" in self.parameters:
+                raise ValueError("give either schedule or parameters.t, not both")
+        if not self.models and not self.slices:
+            raise ValueError("give the models to merge: models: [...] (or mergekit slices)")
+        if self.method in NEEDS_BASE and not self.base_model:
+            raise ValueError(f"method {self.method!r} needs base_model")
+        if isinstance(self.sweep, list):
+            names = [v.name for v in self.sweep]
+            if len(set(names)) != len(names):
+                raise ValueError(f"sweep variant names must be unique, got {names}")
+        return self
+
+    # -- normalised views -------------------------------------------------------------------
+    def model_inputs(self) -> list[ModelInput]:
+        """All input models, base first (added when missing), each once."""
+        inputs = [m if isinstance(m, ModelInput) else ModelInput(model=m) for m in self.models]
+        if self.slices:
+            inputs = []
+            for source in self.slices[0].sources:
+                inputs.append(ModelInput(model=source.model, parameters=source.parameters))
+        if self.base_model and all(m.model != self.base_model for m in inputs):
+            inputs.insert(0, ModelInput(model=self.base_model))
+        inputs.sort(key=lambda m: m.model != self.base_model)  # stable: base first
+        return inputs
+
+    def base_parameters(self) -> dict[str, Any]:
+        """Top-level parameters with the schedule (or slerp's study default) filled in as t."""
+        parameters = dict(self.parameters or {})
+        if self.schedule is not None:
+            parameters["t"] = schedule_preset(self.schedule)
+        elif self.method == "slerp" and "t" not in parameters:
+            parameters["t"] = schedule_preset("study")
+        return parameters
+
+    def variants(self) -> list[tuple[str | None, dict[str, Any]]]:
+        """(name, top-level parameters) per output; name None when there is no sweep."""
+        base = self.base_parameters()
+        if self.sweep is None:
+            return [(None, base)]
+        if isinstance(self.sweep, SweepGrid):
+            return [
+                (f"{self.sweep.parameter}{v:g}", {**base, self.sweep.parameter: v})
+                for v in self.sweep.grid
+            ]
+        out = []
+        for variant in self.sweep:
+            parameters = {**base, **(variant.parameters or {})}
+            if variant.schedule is not None:
+                parameters["t"] = schedule_preset(variant.schedule)
+            out.append((variant.name, parameters))
+        return out
+
+
+def settings_from_dict(data: dict[str, Any], *, file: str | None = None) -> MergeSettings:
+    """Validate a native merge mapping; errors name the file and the key."""
+    try:
+        return MergeSettings.model_validate(data)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"]) or None
+        raise ConfigError(
+            error["msg"], file=file, key=key, hint="see docs/merge.md for the merge keys"
+        ) from None
+
+
+def load_merge_yaml(path: str | Path) -> MergeSettings:
+    """Read a merge YAML: mergekit's format (has `merge_method`) or the native one."""
+    import yaml
+
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(
+            f"merge config {path} does not exist", hint="give the path of a YAML file"
+        )
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        line = getattr(getattr(exc, "problem_mark", None), "line", None)
+        raise ConfigError(
+            f"invalid YAML: {exc}", file=str(path), line=None if line is None else line + 1
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of merge keys", file=str(path))
+    if "merge_method" in data:
+        from alloylm.merge.mergekit_compat import settings_from_mergekit
+
+        return settings_from_mergekit(data, file=str(path))
+    if data.get("kind", "merge") != "merge":
+        raise ConfigError(f"kind is {data['kind']!r}, expected merge", file=str(path), key="kind")
+    data.pop("kind", None)
+    data.pop("description", None)
+    return settings_from_dict(data, file=str(path))

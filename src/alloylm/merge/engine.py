@@ -1,0 +1,256 @@
+"""Run a merge: check the parents, stream every tensor once, write one or more output models.
+
+Each parent tensor is read once (safetensors, one tensor at a time) and merged for every output
+(one output, or all variants of a sweep), then appended to that output's shards. Peak memory is
+the input tensors of one step plus the interpreter, not the sum of the parents.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from alloylm.errors import ConfigError
+from alloylm.merge.apply import TensorContext, apply_method, check_method_supported
+from alloylm.merge.checks import check_parents, check_tensors, num_layers, read_config
+from alloylm.merge.config import MergeSettings
+from alloylm.merge.jobs import TensorJob, build_jobs, output_layers
+from alloylm.merge.tensors import (
+    DTYPE_NAMES,
+    ModelTensors,
+    StreamingModelWriter,
+    parse_size,
+    torch_dtype,
+)
+from alloylm.stages.base import Progress
+
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
+TORCH_TO_CONFIG = {
+    torch.bfloat16: "bfloat16",
+    torch.float16: "float16",
+    torch.float32: "float32",
+    torch.float64: "float64",
+}
+
+
+@dataclass
+class MergeOutput:
+    """One model to produce: a variant name (None without a sweep), its parameters, its folder."""
+
+    name: str | None
+    parameters: dict[str, Any]
+    folder: Path
+
+
+@dataclass
+class MergeReport:
+    name: str | None
+    folder: Path
+    tensors: int = 0
+    linear_fallback: int = 0  # SLERP tensors that took the linear fallback (|cos| > 0.9995)
+    linear_fallback_names: list[str] = field(default_factory=list)
+    t_values: list[float] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"variant": self.name, "tensors": self.tensors}
+        if self.t_values:
+            out["linear_fallback_tensors"] = self.linear_fallback
+            out["linear_fallback_fraction"] = round(self.linear_fallback / max(self.tensors, 1), 4)
+            out["t_min"] = round(min(self.t_values), 6)
+            out["t_max"] = round(max(self.t_values), 6)
+            out["t_mean"] = round(sum(self.t_values) / len(self.t_values), 6)
+        return out
+
+
+@dataclass
+class PreparedMerge:
+    settings: MergeSettings
+    model_ids: list[str]
+    folders: list[Path]
+    readers: list[ModelTensors]
+    jobs: list[TensorJob]
+    warnings: list[str]
+
+
+def prepare_merge(settings: MergeSettings, model_path: Callable[[str], Path]) -> PreparedMerge:
+    """Resolve parents, refuse incompatible ones (config and headers only), plan the tensors."""
+    check_method_supported(settings.method)
+    inputs = settings.model_inputs()
+    model_ids = [m.model for m in inputs]
+    folders = [Path(model_path(m)) for m in model_ids]
+    same_layers = settings.slices is None
+    warnings = check_parents(folders[0], folders[1:], same_layers=same_layers)
+    readers = [ModelTensors(f) for f in folders]
+    for reader in readers[1:]:
+        check_tensors(readers[0], reader, same_layers=same_layers)
+    layers = num_layers(read_config(folders[0]))
+    jobs = build_jobs(settings, readers[0].names(), layers, model_ids)
+    for job in jobs:
+        for reader, name in zip(readers, job.sources, strict=False):
+            if name not in reader.infos:
+                raise ConfigError(
+                    f"tensor {name} (for {job.out_name}) is not in {reader.folder}", key="slices"
+                )
+    return PreparedMerge(settings, model_ids, folders, readers, jobs, warnings)
+
+
+def _out_dtype(settings: MergeSettings, source: torch.dtype) -> torch.dtype:
+    if not source.is_floating_point:
+        return source
+    return torch_dtype(settings.out_dtype) or torch_dtype(settings.dtype) or source
+
+
+def run_merge(
+    settings: MergeSettings,
+    outputs: list[MergeOutput],
+    *,
+    model_path: Callable[[str], Path] | None = None,
+    progress: Progress | None = None,
+    prepared: PreparedMerge | None = None,
+) -> list[MergeReport]:
+    """Merge the parents into every output folder (created if missing); return a report per output."""
+    if model_path is None:
+        from alloylm.models.sources import resolve_model as model_path
+    progress = progress or Progress()
+    plan = prepared or prepare_merge(settings, model_path)
+    for warning in plan.warnings:
+        progress.log(f"warning: {warning}")
+    base_info = plan.readers[0].infos
+    layout = [
+        (
+            j.out_name,
+            base_info[j.sources[0]].shape,
+            _out_dtype(settings, base_info[j.sources[0]].dtype),
+        )
+        for j in plan.jobs
+    ]
+    max_bytes = parse_size(settings.max_shard_size)
+    writers = [StreamingModelWriter(o.folder, layout, max_bytes) for o in outputs]
+    reports = [MergeReport(o.name, o.folder) for o in outputs]
+    try:
+        _merge_all(plan, outputs, writers, reports, progress)
+    finally:
+        for writer in writers:
+            writer.abort()
+        for reader in plan.readers:
+            reader.close()
+    for output, writer in zip(outputs, writers, strict=False):
+        writer.finish()
+        write_model_files(output.folder, plan, layout)
+    return reports
+
+
+def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progress) -> None:
+    settings = plan.settings
+    load_dtype = torch_dtype(settings.dtype)
+    progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
+    started = time.perf_counter()
+    for step, job in enumerate(plan.jobs, start=1):
+        tensors = [
+            reader.get(name) for reader, name in zip(plan.readers, job.sources, strict=False)
+        ]
+        out_dtype = _out_dtype(settings, tensors[0].dtype)
+        if not tensors[0].is_floating_point():
+            for writer in writers:
+                writer.write(job.out_name, tensors[0])
+            continue
+        if load_dtype is not None:  # mergekit casts inputs to `dtype` before merging
+            tensors = [t.to(load_dtype) for t in tensors]
+        ctx = TensorContext(
+            job, tensors, has_base=settings.base_model is not None, seed=settings.seed
+        )
+        for output, writer, report in zip(outputs, writers, reports, strict=False):
+            applied = apply_method(settings.method, ctx, output.parameters, output.name)
+            writer.write(job.out_name, applied.tensor.to(out_dtype))
+            report.tensors += 1
+            if applied.t is not None:
+                report.t_values.append(applied.t)
+            if applied.linear_fallback:
+                report.linear_fallback += 1
+                report.linear_fallback_names.append(job.out_name)
+        progress.update(
+            step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
+        )
+    progress.finish()
+
+
+def write_model_files(folder: Path, plan: PreparedMerge, layout: list[tuple]) -> None:
+    """config.json (dtype, layer count), generation config, tokenizer and chat template."""
+    settings = plan.settings
+    base = plan.folders[0]
+    config = json.loads((base / "config.json").read_text())
+    float_dtypes = {dtype for _, _, dtype in layout if dtype.is_floating_point}
+    if len(float_dtypes) == 1:
+        name = TORCH_TO_CONFIG.get(next(iter(float_dtypes)))
+        config["dtype"] = name
+        if "torch_dtype" in config:
+            config["torch_dtype"] = name
+    layers = output_layers(settings)
+    if layers is not None:
+        config["num_hidden_layers"] = layers
+    (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    if (base / "generation_config.json").exists():
+        shutil.copyfile(base / "generation_config.json", folder / "generation_config.json")
+    tokenizer_folder = _tokenizer_folder(plan)
+    for name in TOKENIZER_FILES:
+        if (tokenizer_folder / name).exists():
+            shutil.copyfile(tokenizer_folder / name, folder / name)
+    if settings.chat_template:
+        _write_chat_template(folder, settings.chat_template)
+
+
+def _tokenizer_folder(plan: PreparedMerge) -> Path:
+    source = plan.settings.tokenizer_source
+    if source in (None, "base"):
+        return plan.folders[0]
+    if source in plan.model_ids:
+        return plan.folders[plan.model_ids.index(source)]
+    raise ConfigError(
+        f"tokenizer_source {source!r} is not one of the merged models",
+        key="tokenizer_source",
+        hint="use base or one of the models",
+    )
+
+
+def _write_chat_template(folder: Path, template: str) -> None:
+    path = Path(template).expanduser()
+    if "{" not in template and path.is_file():
+        template = path.read_text()
+    elif "{" not in template:
+        raise ConfigError(
+            f"chat_template {template!r} is neither a Jinja template nor a file",
+            key="chat_template",
+        )
+    (folder / "chat_template.jinja").write_text(template)
+    config_path = folder / "tokenizer_config.json"
+    if config_path.exists():  # one template only: the .jinja file wins, drop an embedded one
+        config = json.loads(config_path.read_text())
+        if config.pop("chat_template", None) is not None:
+            config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+__all__ = [
+    "MergeOutput",
+    "MergeReport",
+    "PreparedMerge",
+    "prepare_merge",
+    "run_merge",
+    "DTYPE_NAMES",
+]

@@ -1,0 +1,124 @@
+"""The list of output tensors of a merge: where each comes from and at which layer position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from alloylm.errors import ConfigError
+from alloylm.merge.config import MergeSettings
+from alloylm.merge.plan import layer_index, layer_position, rename_layer
+
+
+@dataclass(frozen=True)
+class TensorJob:
+    out_name: str
+    sources: tuple[str, ...]  # input tensor name in each model (same order as the model list)
+    position: float  # layer position for gradients; 0 outside the layers (mergekit)
+    slice_parameters: dict[str, Any] | None = None
+    model_parameters: tuple[dict[str, Any] | None, ...] = ()
+
+
+def _order_key(name: str) -> tuple[int, int, str]:
+    index = layer_index(name)
+    if index is not None:
+        return (1, index, name)
+    return (0 if "embed" in name else 2, 0, name)
+
+
+def build_jobs(
+    settings: MergeSettings, names: list[str], layers: int | None, model_ids: list[str]
+) -> list[TensorJob]:
+    """Jobs in output order (embeddings, layers in order, the rest). `names`: the base's tensors."""
+    ordered = sorted(names, key=_order_key)
+    n_models = len(model_ids)
+    if not settings.slices:
+        per_model = tuple(_model_parameters(settings, model_ids))
+        if layers is None:
+            layers = 1 + max((layer_index(n) or 0) for n in names)
+        return [
+            TensorJob(
+                out_name=name,
+                sources=(name,) * n_models,
+                position=0.0
+                if layer_index(name) is None
+                else layer_position(layer_index(name), layers),
+                model_parameters=per_model,
+            )
+            for name in ordered
+        ]
+    return _slice_jobs(settings, ordered, model_ids)
+
+
+def _model_parameters(settings: MergeSettings, model_ids: list[str]) -> list[dict[str, Any] | None]:
+    by_model = {m.model: m.parameters for m in settings.model_inputs()}
+    return [by_model.get(model) for model in model_ids]
+
+
+def _slice_jobs(
+    settings: MergeSettings, ordered: list[str], model_ids: list[str]
+) -> list[TensorJob]:
+    templates = [n for n in ordered if layer_index(n) == 0]
+    outside = [n for n in ordered if layer_index(n) is None]
+    pre = [n for n in outside if "embed" in n]
+    post = [n for n in outside if "embed" not in n]
+    jobs: list[TensorJob] = []
+    first, last = settings.slices[0], settings.slices[-1]
+    jobs += _outside_jobs(pre, first, model_ids)
+    out_layer = 0
+    for number, slice_ in enumerate(settings.slices):
+        sources = _sources_by_model(slice_, model_ids, number)
+        lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
+        if len(lengths) != 1:
+            raise ConfigError(
+                "all sources of a slice must have the same number of layers", key=f"slices.{number}"
+            )
+        length = lengths.pop()
+        for offset in range(length):
+            for template in templates:
+                jobs.append(
+                    TensorJob(
+                        out_name=rename_layer(template, out_layer),
+                        sources=tuple(
+                            rename_layer(template, s.layer_range[0] + offset) for s in sources
+                        ),
+                        position=layer_position(offset, length),
+                        slice_parameters=slice_.parameters,
+                        model_parameters=tuple(s.parameters for s in sources),
+                    )
+                )
+            out_layer += 1
+    jobs += _outside_jobs(post, last, model_ids)
+    return jobs
+
+
+def _sources_by_model(slice_, model_ids: list[str], number: int):
+    by_model = {s.model: s for s in slice_.sources}
+    if set(by_model) != set(model_ids):
+        raise ConfigError(
+            f"slice {number} merges {sorted(by_model)} but the merge's models are {sorted(model_ids)}",
+            key=f"slices.{number}.sources",
+            hint="every slice must take the same models (stacking different models is not supported)",
+        )
+    return [by_model[m] for m in model_ids]
+
+
+def _outside_jobs(names: list[str], slice_, model_ids: list[str]) -> list[TensorJob]:
+    sources = _sources_by_model(slice_, model_ids, 0)
+    return [
+        TensorJob(
+            name,
+            (name,) * len(model_ids),
+            0.0,
+            slice_.parameters,
+            tuple(s.parameters for s in sources),
+        )
+        for name in names
+    ]
+
+
+def output_layers(settings: MergeSettings) -> int | None:
+    """Number of layers of the output when slices change it, else None."""
+    if not settings.slices:
+        return None
+    return sum(s.sources[0].layer_range[1] - s.sources[0].layer_range[0] for s in settings.slices)

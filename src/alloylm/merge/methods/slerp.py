@@ -1,0 +1,95 @@
+"""Spherical linear interpolation of two tensors, with mergekit's semantics.
+
+Shoemake, "Animating rotation with quaternion curves", SIGGRAPH 1985
+(https://doi.org/10.1145/325165.325242); as used for model merging by mergekit
+(https://github.com/arcee-ai/mergekit, merge_methods/slerp.py, Goddard et al. 2024,
+https://arxiv.org/abs/2403.13257).
+
+Per tensor: flatten, take the angle between the *normalized* copies, then combine the
+*unnormalized* tensors with the sine weights. When |cos| > 0.9995 the tensors are treated as
+colinear and plain linear interpolation is used instead (the "linear fallback"). t = 0 gives v0
+(the base model), t = 1 gives v1. Arithmetic is float32, as in mergekit.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+DOT_THRESHOLD = 0.9995
+EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class SlerpGeometry:
+    """What SLERP needs to know about a pair of tensors, computed once and reused for many t."""
+
+    cos_theta: float
+
+    @property
+    def colinear(self) -> bool:
+        return abs(self.cos_theta) > DOT_THRESHOLD
+
+
+def slerp_geometry(v0: torch.Tensor, v1: torch.Tensor, eps: float = EPS) -> SlerpGeometry:
+    """Cosine of the angle between the flattened tensors (normalized copies, as mergekit).
+
+    mergekit divides each vector by its norm only when the norm exceeds `eps`; a (near) zero
+    vector is left as it is, which makes its dot product (near) zero.
+    """
+    a = v0.reshape(-1).float()
+    b = v1.reshape(-1).float()
+    # float64 accumulation: the products are exact in float64, so the dot does not depend on
+    # the summation order (mergekit sums in float32 with numpy's pairwise order).
+    dot = _dot64(a, b)
+    norm0 = math.sqrt(_dot64(a, a))
+    norm1 = math.sqrt(_dot64(b, b))
+    cos = dot / (norm0 if norm0 > eps else 1.0) / (norm1 if norm1 > eps else 1.0)
+    return SlerpGeometry(cos_theta=float(torch.tensor(cos, dtype=torch.float32)))
+
+
+def _dot64(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 20) -> float:
+    """Dot product accumulated in float64, chunked so no full float64 copy is made."""
+    total = 0.0
+    for start in range(0, a.numel(), chunk):
+        total += torch.dot(
+            a[start : start + chunk].double(), b[start : start + chunk].double()
+        ).item()
+    return total
+
+
+def slerp_coefficients(t: float, geometry: SlerpGeometry) -> tuple[float, float]:
+    """(s0, s1) such that the result is s0 * v0 + s1 * v1; float32 arithmetic like mergekit."""
+    if geometry.colinear:
+        return 1.0 - t, t
+    f32 = torch.float32
+    theta_0 = torch.arccos(torch.tensor(geometry.cos_theta, dtype=f32))
+    sin_theta_0 = torch.sin(theta_0)
+    theta_t = theta_0 * torch.tensor(t, dtype=f32)
+    s0 = torch.sin(theta_0 - theta_t) / sin_theta_0
+    s1 = torch.sin(theta_t) / sin_theta_0
+    return float(s0), float(s1)
+
+
+def combine(s0: float, v0: torch.Tensor, s1: float, v1: torch.Tensor) -> torch.Tensor:
+    """s0 * v0 + s1 * v1 in float32, shape of v0 (exact copies for the coefficients 1 and 0)."""
+    a = v0.float()
+    if s1 == 0.0 and s0 == 1.0:
+        return a.clone()
+    b = v1.float()
+    if s0 == 0.0 and s1 == 1.0:
+        return b.clone()
+    return torch.add(a * s0, b, alpha=s1)
+
+
+def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
+    """Spherical interpolation from v0 (t = 0, the base) to v1 (t = 1); float32 result."""
+    s0, s1 = slerp_coefficients(t, slerp_geometry(v0, v1))
+    return combine(s0, v0, s1, v1)
+
+
+def uses_linear_fallback(v0: torch.Tensor, v1: torch.Tensor) -> bool:
+    """True when SLERP of these tensors falls back to linear interpolation (|cos| > 0.9995)."""
+    return slerp_geometry(v0, v1).colinear

@@ -1,0 +1,242 @@
+"""Streaming safetensors I/O: read tensors one at a time, write shards without holding them.
+
+Reading: the headers of every shard are parsed up front (names, shapes, dtypes: no tensor data
+read), then tensors come one at a time through `safetensors.safe_open`.
+
+Writing: since the merge plan knows every output name, shape and dtype before any tensor is
+computed, each shard's header is written first and tensor bytes are appended as they are produced;
+peak memory stays at the input tensors of one step, whatever the number of outputs (sweeps).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import torch
+
+from alloylm.errors import ModelSourceError
+
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+DTYPE_NAMES = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+TORCH_DTYPES = {
+    "bfloat16": torch.bfloat16,
+    "bf16": torch.bfloat16,
+    "float16": torch.float16,
+    "fp16": torch.float16,
+    "half": torch.float16,
+    "float32": torch.float32,
+    "fp32": torch.float32,
+    "float": torch.float32,
+    "float64": torch.float64,
+}
+INDEX_FILE = "model.safetensors.index.json"
+SINGLE_FILE = "model.safetensors"
+
+
+def torch_dtype(name: str | None) -> torch.dtype | None:
+    return None if name is None else TORCH_DTYPES[name]
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    dtype: torch.dtype
+    file: Path
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+
+def read_header(path: Path) -> dict:
+    with open(path, "rb") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        return json.loads(handle.read(length))
+
+
+def weight_files(folder: Path) -> list[Path]:
+    """The safetensors files of a model folder (from the index when there is one)."""
+    index = folder / INDEX_FILE
+    if index.exists():
+        names = sorted(set(json.loads(index.read_text())["weight_map"].values()))
+        return [folder / name for name in names]
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        pickled = sorted(p.name for p in folder.glob("*.bin"))
+        raise ModelSourceError(
+            f"{folder} has no .safetensors weights"
+            + (f" (only pickled {pickled[0]})" if pickled else ""),
+            hint="merging reads safetensors only; convert with "
+            "`AutoModelForCausalLM.from_pretrained(dir).save_pretrained(dir)` (safetensors is the default)",
+        )
+    return files
+
+
+class ModelTensors:
+    """Tensors of one model folder, read one at a time."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = Path(folder)
+        self.infos: dict[str, TensorInfo] = {}
+        for file in weight_files(self.folder):
+            for name, meta in read_header(file).items():
+                if name == "__metadata__":
+                    continue
+                dtype = SAFETENSORS_DTYPES.get(meta["dtype"])
+                if dtype is None:
+                    raise ModelSourceError(
+                        f"{file}: tensor {name} has unsupported dtype {meta['dtype']}"
+                    )
+                self.infos[name] = TensorInfo(name, tuple(meta["shape"]), dtype, file)
+        self._handles: dict[Path, object] = {}
+
+    def names(self) -> list[str]:
+        return list(self.infos)
+
+    def get(self, name: str) -> torch.Tensor:
+        from safetensors import safe_open
+
+        info = self.infos[name]
+        handle = self._handles.get(info.file)
+        if handle is None:
+            handle = safe_open(str(info.file), framework="pt", device="cpu")
+            self._handles[info.file] = handle
+        return handle.get_tensor(name)
+
+    def close(self) -> None:
+        self._handles.clear()
+
+
+def plan_shards(
+    entries: list[tuple[str, tuple[int, ...], torch.dtype]], max_bytes: int
+) -> list[list[tuple]]:
+    """Split (name, shape, dtype) entries, in order, into shards of at most `max_bytes` each."""
+    shards: list[list[tuple]] = [[]]
+    size = 0
+    for entry in entries:
+        nbytes = _nbytes(entry[1], entry[2])
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(entry)
+        size += nbytes
+    return shards
+
+
+def _nbytes(shape: tuple[int, ...], dtype: torch.dtype) -> int:
+    n = 1
+    for d in shape:
+        n *= d
+    return n * torch.empty((), dtype=dtype).element_size()
+
+
+def shard_names(count: int) -> list[str]:
+    if count == 1:
+        return [SINGLE_FILE]
+    return [f"model-{i + 1:05d}-of-{count:05d}.safetensors" for i in range(count)]
+
+
+class StreamingModelWriter:
+    """Writes a model whose tensor layout is known in advance; tensors arrive in layout order."""
+
+    def __init__(
+        self,
+        folder: Path,
+        entries: list[tuple[str, tuple[int, ...], torch.dtype]],
+        max_shard_bytes: int,
+    ) -> None:
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.shards = plan_shards(entries, max_shard_bytes)
+        self.files = shard_names(len(self.shards))
+        self._order = [(s, e) for s, shard in enumerate(self.shards) for e in shard]
+        self._next = 0
+        self._handle: IO[bytes] | None = None
+        self._current_shard = -1
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        shard_index, (expected, shape, dtype) = self._order[self._next]
+        if name != expected or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+            raise RuntimeError(
+                f"writer expected {expected} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}"
+            )
+        if shard_index != self._current_shard:
+            self._open_shard(shard_index)
+        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
+        self._handle.write(memoryview(data))
+        self._next += 1
+        if self._next == len(self._order) or self._order[self._next][0] != shard_index:
+            self._handle.close()
+            self._handle = None
+
+    def _open_shard(self, index: int) -> None:
+        header: dict[str, object] = {"__metadata__": {"format": "pt"}}
+        offset = 0
+        for name, shape, dtype in self.shards[index]:
+            end = offset + _nbytes(shape, dtype)
+            header[name] = {
+                "dtype": DTYPE_NAMES[dtype],
+                "shape": list(shape),
+                "data_offsets": [offset, end],
+            }
+            offset = end
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # safetensors aligns the data start to 8 bytes
+        self._handle = open(self.folder / self.files[index], "wb")  # noqa: SIM115 (closed after its last tensor)
+        self._handle.write(struct.pack("<Q", len(text)))
+        self._handle.write(text)
+        self._current_shard = index
+
+    def finish(self) -> None:
+        if self._next != len(self._order):
+            missing = self._order[self._next][1][0]
+            raise RuntimeError(f"writer closed before all tensors were written (next: {missing})")
+        if len(self.files) > 1:
+            weight_map = {e[0]: self.files[s] for s, e in self._order}
+            total = sum(_nbytes(e[1], e[2]) for _, e in self._order)
+            index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+            (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
+
+    def abort(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from 5000000000, '5GB', '500MB', '2GiB'."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper().replace(" ", "")
+    units = {
+        "KIB": 1 << 10,
+        "MIB": 1 << 20,
+        "GIB": 1 << 30,
+        "KB": 10**3,
+        "MB": 10**6,
+        "GB": 10**9,
+        "B": 1,
+    }
+    for unit, factor in units.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
