@@ -1,0 +1,242 @@
+"""The only module that imports trl: training arguments, trainers, resume, saving.
+
+Shared by every training stage (cpt, sft here; dpo/orpo extend it). The stages hand over
+pre-tokenized, pre-packed datasets (`input_ids`, `labels`, optional `seq_lengths`), so TRL's own
+dataset preparation is skipped and the numerics of templating and packing live in one place
+(`alloylm.data`).
+
+Speed on CPU (see benchmarks/train_throughput.py): TRL's defaults turn on gradient
+checkpointing and bf16 autocast, and its SFT loss computes per-token entropy and top-1 accuracy
+over the full vocabulary at every step. `build_training_args` follows our `TrainConfig`
+(checkpointing off unless asked, precision from `dtype`), and `LeanSFTTrainer` computes the loss
+as the model does, leaving those metrics out unless `token_metrics=True`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from trl import SFTConfig, SFTTrainer
+
+from alloylm.train.callbacks import ProgressCallback, summarise_training
+from alloylm.train.checkpoints import checkpoint_step, latest_checkpoint
+from alloylm.train.config import TrainConfig
+from alloylm.train.lora import model_for_saving
+
+__all__ = [
+    "LeanSFTTrainer",
+    "ProgressCallback",
+    "build_training_args",
+    "is_main_process",
+    "latest_checkpoint",
+    "make_sft_trainer",
+    "precision_flags",
+    "save_trained_model",
+    "train_resumable",
+]
+
+# Files transformers' Trainer writes beside a saved model that an artifact must not carry
+# (training_args.bin is a pickle).
+_NOT_IN_ARTIFACT = ("training_args.bin",)
+
+
+def resolve_dtype(dtype: str) -> str:
+    """'auto' -> bfloat16 on a CUDA GPU with bf16 support, else float32."""
+    if dtype != "auto":
+        return dtype
+    import torch
+
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bfloat16"
+    return "float32"
+
+
+def precision_flags(dtype: str) -> dict[str, bool]:
+    """TrainingArguments' bf16/fp16 flags for our `dtype` (mixed precision over fp32 weights)."""
+    resolved = resolve_dtype(dtype)
+    return {"bf16": resolved == "bfloat16", "fp16": resolved == "float16"}
+
+
+def build_training_args(
+    train: TrainConfig,
+    output_dir: str | Path,
+    *,
+    seed: int,
+    args_class: type | None = None,
+    **overrides: Any,
+) -> Any:
+    """TRL/transformers training arguments for a `TrainConfig`.
+
+    `args_class` defaults to trl.SFTConfig (pre-tokenized data, no TRL preparation); pass
+    trl.DPOConfig or an ORPO config class for preference stages, and their own fields (beta,
+    max_length...) as `overrides`. Checkpoints go to `output_dir` (the stage's state folder).
+    """
+    kwargs: dict[str, Any] = {
+        "output_dir": str(output_dir),
+        "learning_rate": train.learning_rate,
+        "lr_scheduler_type": train.lr_scheduler,
+        # A float in [0, 1) is a ratio of the total steps (transformers >= 5).
+        "warmup_steps": train.warmup_ratio if train.warmup_ratio > 0 else 0,
+        "num_train_epochs": train.epochs,
+        "max_steps": train.max_steps,
+        "per_device_train_batch_size": train.per_device_batch_size,
+        "gradient_accumulation_steps": train.gradient_accumulation_steps,
+        "weight_decay": train.weight_decay,
+        "max_grad_norm": train.max_grad_norm,
+        "optim": train.optimizer,
+        "save_strategy": "steps",
+        "save_steps": train.save_steps,
+        "save_total_limit": train.save_total_limit,
+        "logging_steps": train.logging_steps,
+        "logging_first_step": True,
+        "seed": seed,
+        "data_seed": seed,
+        "report_to": "none",
+        "disable_tqdm": True,  # ProgressCallback reports instead
+        "include_num_input_tokens_seen": "all",
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        **precision_flags(train.dtype),
+    }
+    kwargs.update(_checkpointing_kwargs(args_class or SFTConfig, train.gradient_checkpointing))
+    if args_class is None or args_class is SFTConfig:
+        args_class = SFTConfig
+        kwargs.update(
+            max_length=None,  # rows are packed/truncated by alloylm.data.packing already
+            packing=False,
+            dataset_kwargs={"skip_prepare_dataset": True},
+        )
+    kwargs.update(overrides)
+    return args_class(**kwargs)
+
+
+def _checkpointing_kwargs(args_class: type, enabled: bool) -> dict[str, bool]:
+    """Activation checkpointing, under its transformers >= 5.x name when the class knows it.
+
+    Always passed explicitly: TRL's configs default it to True (slower, for large models).
+    """
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_class)}
+    key = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return {key: enabled}
+
+
+class LeanSFTTrainer(SFTTrainer):
+    """SFTTrainer whose loss is the model's own, without per-step entropy/accuracy metrics.
+
+    TRL's SFT loss goes through a fused LM head that also computes, at every step, the entropy
+    and top-1 accuracy over the whole vocabulary (for logging). On CPU that, with TRL's other
+    defaults, halves throughput. With `token_metrics=False` the loss is transformers' causal-LM
+    loss (same value: mean next-token NLL over labels != -100, normalised by the tokens of the
+    whole accumulated batch).
+    """
+
+    def __init__(self, *args: Any, token_metrics: bool = False, **kwargs: Any) -> None:
+        self.token_metrics = token_metrics
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        if self.token_metrics:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        inputs["use_cache"] = False
+        # Trainer.compute_loss: the model computes the loss from `labels` (and scales it for
+        # gradient accumulation / several processes), skipping SFTTrainer's metric pass.
+        return super(SFTTrainer, self).compute_loss(
+            model, inputs, return_outputs, num_items_in_batch
+        )
+
+
+def make_sft_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    args: Any,
+    *,
+    progress: Any = None,
+    description: str = "training",
+    padding_free: bool = False,
+    token_metrics: bool = False,
+    callbacks: list[Any] | None = None,
+) -> LeanSFTTrainer:
+    """A trainer over a pre-tokenized dataset (`input_ids`, `labels`[, `seq_lengths`]).
+
+    `padding_free=True` flattens each batch into one row with position ids restarting at every
+    packed example (`seq_lengths`), so packed examples do not attend to each other.
+    """
+    if padding_free:
+        args.padding_free = True
+    all_callbacks = list(callbacks or [])
+    if progress is not None:
+        all_callbacks.insert(0, ProgressCallback(progress, description))
+    return LeanSFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        callbacks=all_callbacks,
+        token_metrics=token_metrics,
+    )
+
+
+def is_main_process(trainer: Any) -> bool:
+    """True on the process that writes files (rank 0 of all nodes)."""
+    return bool(trainer.is_world_process_zero())
+
+
+def train_resumable(trainer: Any, checkpoint_dir: str | Path) -> dict[str, Any]:
+    """Train, resuming from the latest complete checkpoint in `checkpoint_dir`; return metrics.
+
+    Checkpoints carry optimizer, scheduler, RNG and data-order state, so a resumed run ends
+    where an uninterrupted one would (up to floating-point noise).
+    """
+    checkpoint = latest_checkpoint(checkpoint_dir)
+    tokens_before = 0
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    seconds = time.perf_counter() - started
+    state = trainer.state
+    if checkpoint is not None:
+        tokens_before = _tokens_at_checkpoint(checkpoint)
+    total_tokens = int(state.num_input_tokens_seen or 0)
+    return summarise_training(
+        state.log_history,
+        global_step=state.global_step,
+        tokens_trained=total_tokens,
+        session_tokens=total_tokens - tokens_before,
+        session_seconds=seconds,
+        resumed_from_step=checkpoint_step(checkpoint),
+    )
+
+
+def _tokens_at_checkpoint(checkpoint: Path) -> int:
+    import json
+
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    return int(state.get("num_input_tokens_seen") or 0)
+
+
+def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: Any = None) -> None:
+    """Write the final model (safetensors) and tokenizer into `target`, on the main process only.
+
+    With LoRA and `merge_adapter`, the adapter is merged and a plain model is saved; without
+    merge, the adapter alone (peft format) is saved.
+    """
+    target = Path(target)
+    if lora is not None and lora.merge_adapter:
+        merged = model_for_saving(trainer.accelerator.unwrap_model(trainer.model), lora)
+        if is_main_process(trainer):
+            merged.save_pretrained(str(target), safe_serialization=True)
+            tokenizer.save_pretrained(str(target))
+    else:
+        trainer.save_model(str(target))  # rank-safe; also saves the processing class
+    if is_main_process(trainer):
+        for name in _NOT_IN_ARTIFACT:
+            (target / name).unlink(missing_ok=True)
+    trainer.accelerator.wait_for_everyone()
