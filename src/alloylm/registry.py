@@ -87,6 +87,7 @@ MERGE_METHODS = Registry(
         "ties": Entry("alloylm.merge.methods.ties:ties", "trim, elect sign, disjoint merge (Yadav et al. 2023)"),
         "dare_linear": Entry("alloylm.merge.methods.dare:dare_linear", "drop and rescale task vectors, then add (Yu et al. 2024)"),
         "dare_ties": Entry("alloylm.merge.methods.dare:dare_ties", "DARE with TIES sign election (Yu et al. 2024)"),
+        "model_stock": Entry("alloylm.merge.methods.model_stock:model_stock", "move toward the models' average by an angle ratio (Jang et al. 2024)"),
     },
 )
 
