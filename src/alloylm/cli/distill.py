@@ -81,58 +81,49 @@ def _resolve(value: Any, base: Path, key: str = "") -> Any:
     return value
 
 
-def load_stage_config(path: Path, stage: str | None) -> tuple[dict[str, Any], int | None]:
+def load_stage_config(path: Path, stage: str | None) -> tuple[Any, int | None]:
+    """(validated distill Config, pipeline seed) from a pipeline YAML or a bare stage YAML."""
     import yaml
+    from pydantic import ValidationError
 
     from alloylm.stages.distill import Config
 
     if not path.is_file():
         raise ConfigError("config file not found", file=str(path))
     data = yaml.safe_load(path.read_text()) or {}
-    seed = (data.get("run") or {}).get("seed") if isinstance(data.get("run"), dict) else None
-    if "stages" in data:
-        distills = {
-            n: s
-            for n, s in (data["stages"] or {}).items()
-            if isinstance(s, dict) and s.get("kind") == "distill"
-        }
-        if stage:
-            if stage not in distills:
-                raise ConfigError(
-                    f"no distill stage named {stage!r}",
-                    file=str(path),
-                    key="stages",
-                    hint=f"distill stages: {', '.join(distills) or 'none'}",
-                )
-            data = distills[stage]
-        elif len(distills) == 1:
-            data = next(iter(distills.values()))
-        else:
+    if isinstance(data, dict) and "stages" in data:
+        from alloylm.config.pipeline import load_pipeline
+
+        pipeline = load_pipeline(path, check_data=False)
+        distills = {n: s for n, s in pipeline.stages.items() if s.kind == "distill"}
+        if stage is None and len(distills) == 1:
+            stage = next(iter(distills))
+        if stage not in distills:
             raise ConfigError(
-                "pick the distill stage with --stage",
+                "pick the distill stage with --stage"
+                if stage is None
+                else f"no distill stage named {stage!r}",
                 file=str(path),
                 key="stages",
                 hint=f"distill stages: {', '.join(distills) or 'none'}",
             )
+        return distills[stage].config, pipeline.run.seed
+    if not isinstance(data, dict):
+        raise ConfigError("expected a mapping of distill stage keys", file=str(path))
     data = {"kind": "distill", **_resolve(data, path.parent)}
-    from pydantic import ValidationError
-
     try:
-        Config.model_validate(data)
+        return Config.model_validate(data), None
     except ValidationError as error:
         first = error.errors()[0]
         raise ConfigError(
             first["msg"], file=str(path), key=".".join(map(str, first["loc"])) or None
         ) from None
-    return data, seed
 
 
 def _run(args: argparse.Namespace) -> int:
     from alloylm.distill.engine import run_distill
-    from alloylm.stages.distill import Config
 
-    data, seed = load_stage_config(Path(args.config), args.stage)
-    cfg = Config.model_validate(data)
+    cfg, seed = load_stage_config(Path(args.config), args.stage)
     out = Path(args.out)
     result = run_distill(
         cfg, out, out / ".distill-state", seed=args.seed if args.seed is not None else (seed or 42)

@@ -187,9 +187,7 @@ def run_unit(
 def ingest(
     cfg: DistillConfig, log: Any = print
 ) -> tuple[list[Document], list[Chunk], dict[str, int]]:
-    docs = load_documents(cfg.paths, text_key=cfg.text_key) if cfg.paths else []
-    if cfg.max_documents:
-        docs = docs[: cfg.max_documents]
+    docs = load_documents(cfg.paths, text_key=cfg.text_key, limit=cfg.max_documents) if cfg.paths else []
     removed = {"documents_exact": 0, "documents_near": 0, "chunks_exact": 0, "chunks_near": 0}
     if cfg.dedup.enabled and docs:
         docs, gone = dedup(

@@ -117,8 +117,10 @@ def _jsonl_documents(path: Path, text_key: str) -> Iterable[Document]:
             yield Document(doc_id, title, record[text_key], f"{path}:{line_number}")
 
 
-def load_documents(paths: Sequence[str | Path], *, text_key: str = "text") -> list[Document]:
-    """Read every supported file in `paths` (files or folders, searched recursively), cleaned."""
+def load_documents(
+    paths: Sequence[str | Path], *, text_key: str = "text", limit: int | None = None
+) -> list[Document]:
+    """Read every supported file in `paths` (files or folders, searched recursively), cleaned; at most `limit`."""
     files: list[Path] = []
     for entry in map(Path, paths):
         if entry.is_dir():
@@ -133,7 +135,7 @@ def load_documents(paths: Sequence[str | Path], *, text_key: str = "text") -> li
     for path in files:
         suffix = path.suffix.lower()
         if suffix == ".jsonl":
-            raw = list(_jsonl_documents(path, text_key))
+            raw: Iterable[Document] = _jsonl_documents(path, text_key)
         elif suffix == ".pdf":
             raw = [Document(path.stem, path.stem, pdf_text(path), str(path))]
         elif suffix in (".md", ".markdown", ".txt"):
@@ -155,6 +157,8 @@ def load_documents(paths: Sequence[str | Path], *, text_key: str = "text") -> li
             text = clean_text(doc.text)
             if text:
                 documents.append(Document(doc.doc_id, doc.title, text, doc.source))
+            if limit is not None and len(documents) >= limit:
+                return documents
     return documents
 
 
