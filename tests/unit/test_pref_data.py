@@ -121,15 +121,44 @@ def test_shared_hh_file_loads_and_skips_its_empty_replies(shared_data: Path) -> 
     assert all(p.prompt[-1]["role"] == "user" for p in pairs)
 
 
-def test_gzip_and_json_array(tmp_path: Path) -> None:
+def test_gzip_folder_and_stage_output(tmp_path: Path) -> None:
     record = {"prompt": "p", "chosen": "a", "rejected": "b"}
     gz = tmp_path / "p.jsonl.gz"
     with gzip.open(gz, "wt") as handle:
         handle.write(json.dumps(record) + "\n")
-    arr = tmp_path / "p.json"
-    arr.write_text(json.dumps([record, record]))
     assert len(preference.read_preference_file(gz)[0]) == 1
-    assert len(preference.read_preference_files([gz, arr])[0]) == 3
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    _write_jsonl(folder / "a.jsonl", [json.dumps(record)] * 3)
+    (folder / "README.md").write_text("not data")
+    assert len(preference.read_preference_file(folder)[0]) == 3
+    assert len(preference.read_preference_file(folder, limit=2)[0]) == 2
+    # a data stage's artifact: the file named in alloy.json outputs, not its other files
+    stage = tmp_path / "distill"
+    stage.mkdir()
+    _write_jsonl(stage / "preference.jsonl", [json.dumps(record)] * 2)
+    _write_jsonl(stage / "chat.jsonl", [json.dumps({"messages": []})])
+    outputs = {"preference": "preference.jsonl", "chat": "chat.jsonl"}
+    (stage / "alloy.json").write_text(json.dumps({"outputs": outputs}))
+    pairs, report = preference.read_preference_file(stage)
+    assert len(pairs) == 2 and not report.issues
+
+
+def test_sources_mix_by_weight(tmp_path: Path) -> None:
+    def records(prefix: str) -> list[str]:
+        return [
+            json.dumps({"prompt": f"{prefix}{i}", "chosen": "a", "rejected": "b"}) for i in range(4)
+        ]
+
+    a = _write_jsonl(tmp_path / "a.jsonl", records("p"))
+    b = _write_jsonl(tmp_path / "b.jsonl", records("q"))
+    sources = [
+        preference.PreferenceSource(path=str(a), weight=2.0),
+        preference.PreferenceSource(path=str(b), weight=0.5),
+    ]
+    pairs, report, details = preference.load_preference_sources(sources, seed=1)
+    assert len(pairs) == 8 + 2 and [d["mixed_pairs"] for d in details] == [8, 2]
+    assert report.read == 8
 
 
 def test_missing_file_is_a_data_error(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """Preference pairs: records, loaders for the layouts we meet, and the text the trainers see.
 
-Layouts read as they are (JSONL, optionally gzip-compressed, or a JSON array):
+Layouts read as they are (JSONL, optionally gzip-compressed; CSV and Parquet through data.sources):
 
 - the study's layout: ``{"prompt": ..., "chosen": ..., "rejected": ...}`` where each field is a
   plain string or a list of ``{role, content}`` messages. A chosen/rejected list that repeats the
@@ -25,8 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import Field
+
 from alloylm.data.chat_template import Message, format_chat, format_prompt, validate_messages
 from alloylm.errors import DataError
+from alloylm.stages.base import StrictModel
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 LongPromptPolicy = Literal["drop", "truncate_left"]
@@ -106,32 +109,48 @@ def _reason_key(reason: str) -> str:
 # -- reading files --------------------------------------------------------------------------------
 
 
+class PreferenceSource(StrictModel):
+    """One entry of a preference stage's `data:` list."""
+
+    path: str = Field(
+        description="a file (.jsonl, .jsonl.gz, .csv, .parquet), a folder, or a data stage's output"
+    )
+    weight: float = Field(
+        1.0, gt=0.0, description="times each pair is used: 2.0 twice, 0.5 a seeded half"
+    )
+    limit: int | None = Field(None, ge=1, description="use only the first N usable pairs")
+
+
+def preference_files(path: str | os.PathLike[str]) -> list[Path]:
+    """The files a source path stands for: a data stage's artifact folder gives its preference
+    file (alloy.json `outputs`), any other folder its data files (see data.sources)."""
+    from alloylm.data.sources import source_files
+
+    path = Path(path)
+    manifest = path / "alloy.json"
+    if path.is_dir() and manifest.exists():
+        outputs = json.loads(manifest.read_text()).get("outputs") or {}
+        if "preference" in outputs:
+            return [path / outputs["preference"]]
+        raise DataError(
+            f"stage output {path} has no preference data (it holds: {', '.join(outputs) or 'nothing'})",
+            file=str(path),
+            hint="point at a stage that writes preference pairs (distill with a preference builder)",
+        )
+    return source_files(path)
+
+
 def iter_json_records(
     path: str | os.PathLike[str], report: PreferenceReport
 ) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed record) from JSONL, JSONL.gz or a JSON array file."""
+    """Yield (line number, parsed record) of a JSONL(.gz) file; bad lines go to `report`."""
     path = Path(path)
     if not path.exists():
         raise DataError(
             f"preference file {path} does not exist", file=str(path), hint="check the data path"
         )
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if path.name.endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as handle:
-        if path.name.endswith(".json"):
-            try:
-                records = json.load(handle)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"not valid JSON: {error.msg}", file=str(path), line=error.lineno
-                ) from None
-            if not isinstance(records, list):
-                raise DataError(
-                    "expected a JSON array of records",
-                    file=str(path),
-                    hint="or use JSONL, one record a line",
-                )
-            yield from ((index + 1, record) for index, record in enumerate(records))
-            return
         for number, text in enumerate(handle, start=1):
             if not text.strip():
                 continue
@@ -142,20 +161,40 @@ def iter_json_records(
                 report.skip(str(path), number, f"invalid JSON: {error.msg} at column {error.colno}")
 
 
+def _iter_file_records(path: Path, report: PreferenceReport) -> Iterator[tuple[int, Any]]:
+    from alloylm.data.sources import file_format, iter_raw_records
+
+    if file_format(path) == "jsonl":
+        yield from iter_json_records(path, report)
+    else:  # csv / parquet: message lists, if any, arrive as JSON text
+        for _, line, record in iter_raw_records(path):
+            yield line or 0, {k: _maybe_json(v) for k, v in record.items()}
+
+
+def _maybe_json(value: Any) -> Any:
+    if isinstance(value, str) and value[:1] in "[{":
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
 def read_preference_file(
-    path: str | os.PathLike[str],
+    path: str | os.PathLike[str], limit: int | None = None
 ) -> tuple[list[PreferencePair], PreferenceReport]:
-    """Read every usable pair of one file; skipped records are in the report."""
+    """Read the usable pairs of one file or folder (at most `limit`); skipped records are in the report."""
     report = PreferenceReport()
     pairs: list[PreferencePair] = []
-    for line, record in iter_json_records(path, report):
-        report.read += 1
-        try:
-            pair = parse_record(record, origin=f"{path}:{line}")
-        except ValueError as error:
-            report.skip(str(path), line, str(error))
-            continue
-        pairs.append(pair)
+    for file in preference_files(path):
+        for line, record in _iter_file_records(file, report):
+            if limit is not None and len(pairs) >= limit:
+                break
+            report.read += 1
+            try:
+                pairs.append(parse_record(record, origin=f"{file}:{line}"))
+            except ValueError as error:
+                report.skip(str(file), line, str(error))
     report.kept = len(pairs)
     return pairs, report
 
@@ -170,6 +209,32 @@ def read_preference_files(
         pairs.extend(file_pairs)
         total.merge(report)
     return pairs, total
+
+
+def load_preference_sources(
+    sources: Sequence[PreferenceSource], seed: int
+) -> tuple[list[PreferencePair], PreferenceReport, list[dict[str, Any]]]:
+    """Pairs of all sources mixed by weight (seeded, see data.mixing), the merged report, and
+    per-source details for the stage summary."""
+    from alloylm.data.mixing import mix
+
+    loaded = [read_preference_file(source.path, source.limit) for source in sources]
+    for source, (pairs, _) in zip(sources, loaded, strict=True):
+        if not pairs:
+            raise DataError(
+                f"no usable preference pairs in {source.path}",
+                file=source.path,
+                hint="each record needs prompt, chosen and rejected (see docs/preference.md)",
+            )
+    mixed, counts = mix([pairs for pairs, _ in loaded], [s.weight for s in sources], seed)
+    total = PreferenceReport()
+    details = []
+    for source, (_, report), count in zip(sources, loaded, counts, strict=True):
+        total.merge(report)
+        details.append(
+            {"path": source.path, "weight": source.weight, **report.summary(), "mixed_pairs": count}
+        )
+    return mixed, total, details
 
 
 # -- parsing one record ---------------------------------------------------------------------------
@@ -334,22 +399,22 @@ def format_pairs(
     """Pairs -> [{prompt, chosen, rejected}] texts; prompts over `max_prompt_length` tokens are
     dropped (counted in `report`) or cut from the left, keeping the latest turns."""
     rows: list[dict[str, str]] = []
+    seen_long: set[str] = set()  # a pair mixed in twice is reported once
     for pair in pairs:
         prompt = format_prompt(tokenizer, pair.prompt)
         if max_prompt_length is not None:
             ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
             if len(ids) > max_prompt_length:
+                first = pair.origin not in seen_long
+                seen_long.add(pair.origin)
                 if long_prompts == "drop":
-                    file, _, line = pair.origin.rpartition(":")
-                    report.skip(
-                        file,
-                        int(line) if line.isdigit() else 0,
-                        f"prompt too long: {len(ids)} tokens > max_prompt_length {max_prompt_length}",
-                    )
-                    report.kept -= 1
+                    if first:
+                        file, _, line = pair.origin.rpartition(":")
+                        reason = f"prompt too long: {len(ids)} tokens > max_prompt_length {max_prompt_length}"
+                        report.skip(file, int(line) if line.isdigit() else 0, reason)
                     continue
                 prompt = tokenizer.decode(ids[-max_prompt_length:])
-                report.truncated += 1
+                report.truncated += int(first)
         rows.append(
             {
                 "prompt": prompt,
