@@ -98,6 +98,7 @@ def build_training_args(
         "include_num_input_tokens_seen": "all",
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
+        "dataloader_pin_memory": _has_cuda(),
         **precision_flags(train.dtype),
     }
     kwargs.update(_checkpointing_kwargs(args_class or SFTConfig, train.gradient_checkpointing))
@@ -110,6 +111,12 @@ def build_training_args(
         )
     kwargs.update(overrides)
     return args_class(**kwargs)
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def _checkpointing_kwargs(args_class: type, enabled: bool) -> dict[str, bool]:
@@ -175,7 +182,7 @@ def make_sft_trainer(
     all_callbacks = list(callbacks or [])
     if progress is not None:
         all_callbacks.insert(0, ProgressCallback(progress, description))
-    return LeanSFTTrainer(
+    trainer = LeanSFTTrainer(
         model=model,
         args=args,
         train_dataset=train_dataset,
@@ -183,6 +190,11 @@ def make_sft_trainer(
         callbacks=all_callbacks,
         token_metrics=token_metrics,
     )
+    if progress is not None:  # our callback reports; transformers' printer would repeat every log
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def is_main_process(trainer: Any) -> bool:
@@ -240,3 +252,112 @@ def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: A
         for name in _NOT_IN_ARTIFACT:
             (target / name).unlink(missing_ok=True)
     trainer.accelerator.wait_for_everyone()
+
+
+# =================================================================================================
+# Preference training: DPO. This section belongs to the preference stages (stages/dpo.py,
+# train/preference_fit.py); the code above is shared by every training stage.
+# =================================================================================================
+
+
+from trl import DPOConfig, DPOTrainer  # noqa: E402  (kept in this section, see above)
+
+
+def dpo_loss_types() -> tuple[str, ...]:
+    """The loss names this TRL's DPOTrainer accepts, read from DPOConfig's own documentation
+    (so a TRL upgrade that adds or drops one changes this list, not our code)."""
+    import dataclasses
+    import re
+
+    field = next(f for f in dataclasses.fields(DPOConfig) if f.name == "loss_type")
+    help_text = field.metadata["help"]
+    return tuple(dict.fromkeys(re.findall(r"`'([a-z_]+)'`", help_text)))
+
+
+class CachedRefDPOTrainer(DPOTrainer):
+    """DPOTrainer whose precomputed reference log-probs of the training set live in a file we
+    name (keyed by the caller on reference model, data and template), so that a rerun with
+    another beta or learning rate skips the reference pass."""
+
+    def __init__(self, *args: Any, ref_cache_file: str | Path | None = None, **kwargs: Any) -> None:
+        self.ref_cache_file = Path(ref_cache_file) if ref_cache_file else None
+        self.ref_cache_hit = False
+        super().__init__(*args, **kwargs)
+
+    def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
+        if name != "train" or self.ref_cache_file is None:
+            return super()._precompute_ref_logps(dataset, name, batch_size)
+        cached = _read_ref_cache(self.ref_cache_file, len(dataset))
+        if cached is not None:
+            self.ref_cache_hit = True
+            return dataset.add_column("ref_chosen_logps", cached[0]).add_column(
+                "ref_rejected_logps", cached[1]
+            )
+        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
+        if self.accelerator.is_main_process:
+            chosen, rejected = dataset["ref_chosen_logps"], dataset["ref_rejected_logps"]
+            _write_ref_cache(self.ref_cache_file, chosen, rejected)
+        self.accelerator.wait_for_everyone()
+        return dataset
+
+
+def make_dpo_trainer(
+    model: Any,
+    tokenizer: Any,
+    train_dataset: Any,
+    args: Any,
+    *,
+    ref_model: Any = None,
+    ref_cache_file: str | Path | None = None,
+    callbacks: list[Any] | None = None,
+) -> CachedRefDPOTrainer:
+    """TRL's DPOTrainer on {prompt, chosen, rejected} texts (already rendered by our chat template).
+
+    `ref_model=None`: TRL rebuilds the reference from the policy's folder (so the policy must be
+    loaded from a folder), or disables the LoRA adapters, or, with precomputed log-probs, uses
+    the policy before training. `ref_cache_file`: see CachedRefDPOTrainer.
+    """
+    from transformers.trainer_callback import PrinterCallback
+
+    trainer = CachedRefDPOTrainer(
+        model=model,
+        ref_model=ref_model,
+        args=args,
+        train_dataset=train_dataset,
+        processing_class=tokenizer,
+        callbacks=list(callbacks or []),
+        ref_cache_file=ref_cache_file,
+    )
+    trainer.remove_callback(PrinterCallback)  # our callback reports
+    return trainer
+
+
+def _read_ref_cache(path: str | Path, rows: int) -> tuple[list[float], list[float]] | None:
+    """(chosen, rejected) reference log-probs from `path`, or None when absent or for other data."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(path))
+    chosen, rejected = tensors["ref_chosen_logps"], tensors["ref_rejected_logps"]
+    if len(chosen) != rows or len(rejected) != rows:
+        return None
+    return chosen.tolist(), rejected.tolist()
+
+
+def _write_ref_cache(path: str | Path, chosen: Any, rejected: Any) -> None:
+    import os
+
+    import torch
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tensors = {
+        "ref_chosen_logps": torch.tensor(list(chosen), dtype=torch.float32),
+        "ref_rejected_logps": torch.tensor(list(rejected), dtype=torch.float32),
+    }
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)  # atomic: a killed run leaves no half-written cache

@@ -1,0 +1,136 @@
+"""Stage kind `cpt`: continued pretraining on raw domain text.
+
+    cpt:
+      kind: cpt
+      model: embedded:smollm2-135m-instruct
+      data:
+        - path: ${shared_data}/openstax_corpus/anatomy_physiology_2e.jsonl
+          weight: 1.0
+          holdout: {fraction: 0.05, seed: 0, key: module}
+      train: {max_steps: 20, learning_rate: 5.0e-5, max_seq_length: 512}
+
+Raw text, no chat template. Every document starts with the tokenizer's BOS token (for SmolLM2
+that is `<|im_start|>`); a tokenizer without BOS gets its EOS token after each document instead.
+Documents of all sources are mixed by weight (seeded), concatenated and cut into rows of exactly
+`max_seq_length` tokens: every trained position is a real token. Held-out documents (per source
+`holdout`) are written to `heldout.jsonl` in the artifact for perplexity on unseen text.
+See docs/training.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from alloylm.data.sources import DataSource
+from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.train.config import TrainConfig
+
+PRODUCES = "model"
+HELDOUT_FILE = "heldout.jsonl"
+
+
+class Config(StageConfig):
+    kind: str = "cpt"
+    model: str = Field(description="model source or ${stages.<name>.output}")
+    data: list[DataSource] = Field(
+        min_length=1, description="text sources (jsonl/csv/parquet/txt/md)"
+    )
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def inputs(cfg: Config) -> list[InputSpec]:
+    specs = [InputSpec("model", cfg.model, "model")]
+    specs += [
+        InputSpec(f"data.{i}.path", source.path, "data", "text")
+        for i, source in enumerate(cfg.data)
+    ]
+    return specs
+
+
+def document_separator(tokenizer: Any) -> tuple[str, int]:
+    """('bos', id) when the tokenizer has a BOS token, else ('eos', id): the document boundary."""
+    if tokenizer.bos_token_id is not None:
+        return "bos", int(tokenizer.bos_token_id)
+    if tokenizer.eos_token_id is not None:
+        return "eos", int(tokenizer.eos_token_id)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to separate documents")
+
+
+def tokenize_documents(tokenizer: Any, texts: list[str], batch_size: int = 256) -> list[list[int]]:
+    """Token ids of each text with its separator: [BOS] + text, or text + [EOS]."""
+    where, separator = document_separator(tokenizer)
+    documents: list[list[int]] = []
+    for start in range(0, len(texts), batch_size):
+        batch = tokenizer(
+            texts[start : start + batch_size], add_special_tokens=False, verbose=False
+        )
+        for ids in batch["input_ids"]:
+            documents.append([separator, *ids] if where == "bos" else [*ids, separator])
+    return documents
+
+
+def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.atomic import atomic_write_text
+    from alloylm.data.mixing import mix
+    from alloylm.data.packing import pack_wrapped
+    from alloylm.data.sources import heldout_rows, load_text_docs
+    from alloylm.models.loading import load_tokenizer
+    from alloylm.train.fit import fit_and_save, source_hashes
+
+    seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
+    model_dir = ctx.model_path(cfg.model)
+    tokenizer = load_tokenizer(model_dir)
+
+    loaded = [load_text_docs(source) for source in cfg.data]
+    for part in loaded:
+        if part.report.bad:
+            ctx.log(
+                f"{part.source.path}: {part.report.bad} unusable records skipped, e.g. {part.report.problems[0]}"
+            )
+    docs, counts = mix([part.records for part in loaded], [s.weight for s in cfg.data], seed)
+    rows = pack_wrapped(
+        tokenize_documents(tokenizer, [doc.text for doc in docs]), cfg.train.max_seq_length
+    )
+    ctx.log(
+        f"{len(docs)} documents -> {len(rows.input_ids)} rows of {cfg.train.max_seq_length} tokens"
+    )
+
+    metrics, trainer = fit_and_save(
+        ctx,
+        model_dir=model_dir,
+        tokenizer=tokenizer,
+        rows=rows,
+        train=cfg.train,
+        seed=seed,
+        padding_free=False,
+        description="continued pretraining",
+    )
+    heldout = heldout_rows(loaded)
+    if heldout and trainer.is_world_process_zero():
+        import json
+
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in heldout)
+        atomic_write_text(ctx.work_dir / HELDOUT_FILE, lines)
+
+    files = [file for part in loaded for file in part.report.files]
+    separator = document_separator(tokenizer)
+    return StageResult(
+        metrics=metrics,
+        data_hashes=source_hashes(files),
+        details={
+            "seed": seed,
+            "document_separator": {
+                "position": separator[0],
+                "token": tokenizer.convert_ids_to_tokens(separator[1]),
+            },
+            "sources": [
+                {**part.details(), "mixed_records": count}
+                for part, count in zip(loaded, counts, strict=True)
+            ],
+            "heldout_file": HELDOUT_FILE if heldout else None,
+            "heldout_documents": len(heldout),
+            "block_size": cfg.train.max_seq_length,
+        },
+    )

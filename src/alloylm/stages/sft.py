@@ -1,0 +1,138 @@
+"""Stage kind `sft`: supervised fine-tuning on conversations, loss on assistant tokens only.
+
+    sft:
+      kind: sft
+      model: ${stages.cpt.output}
+      data:
+        - path: ${shared_data}/openstax_sft/chemistry_2e_exercises_qa.jsonl     # question/answer
+        - path: ${shared_data}/openstax_sft/chemistry_2e_glossary.jsonl         # term/definition
+          template: {user: "What is {term}?", assistant: "{definition}"}
+          weight: 0.5
+      train: {max_steps: 20, learning_rate: 2.0e-5, max_seq_length: 512}
+
+The model's own chat template renders each conversation once
+(`alloylm.data.chat_template.tokenize_chat`; ChatML for a model without one). The pad token is
+set to a token other than EOS (`pick_pad_token`) so the end-of-turn EOS stays in the loss and the
+model learns to stop. Whole conversations are packed into rows (best-fit decreasing) and trained
+padding-free: position ids restart per conversation, so packed conversations do not attend to
+each other. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from alloylm.data.sources import DataSource
+from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.train.config import TrainConfig
+
+PRODUCES = "model"
+HELDOUT_FILE = "heldout.jsonl"
+
+
+class Config(StageConfig):
+    kind: str = "sft"
+    model: str = Field(description="model source or ${stages.<name>.output}")
+    data: list[DataSource] = Field(min_length=1, description="chat sources (see docs/training.md)")
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+
+def inputs(cfg: Config) -> list[InputSpec]:
+    specs = [InputSpec("model", cfg.model, "model")]
+    specs += [
+        InputSpec(f"data.{i}.path", source.path, "data", "chat")
+        for i, source in enumerate(cfg.data)
+    ]
+    return specs
+
+
+def tokenize_examples(
+    tokenizer: Any, conversations: list[Any], max_length: int
+) -> tuple[list[tuple[list[int], list[int]]], int]:
+    """(input_ids, labels) per conversation, truncated to `max_length`; and how many were dropped
+    because truncation left no assistant token to learn."""
+    from alloylm.data.chat_template import tokenize_chat
+    from alloylm.data.packing import masked_labels
+
+    examples: list[tuple[list[int], list[int]]] = []
+    dropped = 0
+    for messages in conversations:
+        encoded = tokenize_chat(tokenizer, list(messages), max_length=max_length)
+        if not any(encoded["assistant_masks"]):
+            dropped += 1
+            continue
+        ids = encoded["input_ids"]
+        examples.append((ids, masked_labels(ids, encoded["assistant_masks"])))
+    return examples, dropped
+
+
+def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.data.chat_template import ensure_chat_template, pick_pad_token
+    from alloylm.data.mixing import mix
+    from alloylm.data.packing import pack_best_fit, unpacked_rows
+    from alloylm.data.sources import heldout_rows, load_chat_examples
+    from alloylm.models.loading import load_tokenizer
+    from alloylm.train.fit import fit_and_save, source_hashes
+
+    seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
+    model_dir = ctx.model_path(cfg.model)
+    tokenizer = load_tokenizer(model_dir)
+    added_chatml = ensure_chat_template(tokenizer)
+    pad_token, pad_changed = pick_pad_token(tokenizer)
+
+    loaded = [load_chat_examples(source) for source in cfg.data]
+    for part in loaded:
+        if part.report.bad:
+            ctx.log(
+                f"{part.source.path}: {part.report.bad} unusable records skipped, e.g. {part.report.problems[0]}"
+            )
+    chats, counts = mix([part.records for part in loaded], [s.weight for s in cfg.data], seed)
+    examples, too_long = tokenize_examples(
+        tokenizer, [c.messages for c in chats], cfg.train.max_seq_length
+    )
+    pack = pack_best_fit if cfg.train.packing else unpacked_rows
+    rows = pack(examples, cfg.train.max_seq_length)
+    ctx.log(
+        f"{len(examples)} conversations -> {len(rows.input_ids)} rows (<= {cfg.train.max_seq_length} tokens)"
+    )
+
+    metrics, trainer = fit_and_save(
+        ctx,
+        model_dir=model_dir,
+        tokenizer=tokenizer,
+        rows=rows,
+        train=cfg.train,
+        seed=seed,
+        padding_free=cfg.train.packing,
+        description="supervised fine-tuning",
+    )
+    heldout = heldout_rows(loaded)
+    if heldout and trainer.is_world_process_zero():
+        import json
+
+        from alloylm.atomic import atomic_write_text
+
+        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in heldout)
+        atomic_write_text(ctx.work_dir / HELDOUT_FILE, lines)
+
+    files = [file for part in loaded for file in part.report.files]
+    return StageResult(
+        metrics=metrics,
+        data_hashes=source_hashes(files),
+        details={
+            "seed": seed,
+            "chat_template": "chatml (model had none)" if added_chatml else "model's own",
+            "pad_token": {"token": pad_token, "changed": pad_changed, "eos": tokenizer.eos_token},
+            "sources": [
+                {**part.details(), "mixed_records": count}
+                for part, count in zip(loaded, counts, strict=True)
+            ],
+            "conversations": len(examples),
+            "dropped_no_assistant_after_truncation": too_long,
+            "heldout_file": HELDOUT_FILE if heldout else None,
+            "heldout_conversations": len(heldout),
+            "packing": "best_fit_padding_free" if cfg.train.packing else "none",
+        },
+    )

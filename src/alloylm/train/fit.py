@@ -1,0 +1,97 @@
+"""The part every token-level training stage shares: load, train (resumable), save, report.
+
+Stages prepare a packed dataset; `fit_and_save` does the rest the same way for cpt and sft:
+seeded model loading (LoRA when asked), the trainer in `_trl.py`, checkpoints in
+`ctx.state_dir/checkpoints` with automatic resume, the final model and tokenizer in
+`ctx.work_dir` (main process only), and the metrics for StageResult.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from alloylm.data.packing import PackedRows
+from alloylm.stages.base import StageContext
+from alloylm.train.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+
+
+def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -> Any:
+    """fp32 weights (mixed precision comes from `train.dtype`), with fresh LoRA adapters if asked."""
+    from transformers import set_seed
+
+    from alloylm.models.loading import load_causal_lm
+    from alloylm.train.lora import wrap_with_lora
+
+    set_seed(seed)  # LoRA's random init and dropout
+    model = load_causal_lm(model_dir, dtype="float32")
+    if train.lora is not None:
+        model = wrap_with_lora(model, train.lora)
+    return model
+
+
+def rows_dataset(rows: PackedRows, *, with_seq_lengths: bool) -> Any:
+    """A datasets.Dataset of packed rows."""
+    from datasets import Dataset
+
+    columns = rows.columns()
+    if not with_seq_lengths:
+        columns.pop("seq_lengths")
+    return Dataset.from_dict(columns)
+
+
+def fit_and_save(
+    ctx: StageContext,
+    *,
+    model_dir: str | Path,
+    tokenizer: Any,
+    rows: PackedRows,
+    train: TrainConfig,
+    seed: int,
+    padding_free: bool,
+    description: str,
+) -> tuple[dict[str, Any], Any]:
+    """Train on `rows`, save the artifact into ctx.work_dir; return (metrics, trainer)."""
+    from alloylm.train._trl import (
+        build_training_args,
+        make_sft_trainer,
+        save_trained_model,
+        train_resumable,
+    )
+    from alloylm.train.lora import trainable_parameter_count
+
+    model = load_trainable_model(model_dir, train, seed)
+    trainable, total = trainable_parameter_count(model)
+    checkpoint_dir = Path(ctx.state_dir) / CHECKPOINTS
+    args = build_training_args(train, checkpoint_dir, seed=seed)
+    trainer = make_sft_trainer(
+        model,
+        tokenizer,
+        rows_dataset(rows, with_seq_lengths=padding_free),
+        args,
+        progress=ctx.progress,
+        description=f"{ctx.stage_name} ({description})",
+        padding_free=padding_free,
+    )
+    metrics = train_resumable(trainer, checkpoint_dir)
+    save_trained_model(trainer, tokenizer, ctx.work_dir, train.lora)
+    metrics.update(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        packed_rows=len(rows.input_ids),
+        # Padding-free batches hold only real tokens; otherwise rows are padded to the block.
+        real_token_fraction=1.0 if padding_free else round(rows.real_token_fraction(), 6),
+        row_fill_fraction=round(rows.real_token_fraction(), 6),
+        loss_token_fraction=round(rows.trained_tokens / max(rows.real_tokens, 1), 6),
+        dataset_tokens=rows.real_tokens,
+        dropped_tail_tokens=rows.dropped_tokens,
+    )
+    return metrics, trainer
+
+
+def source_hashes(files: list[str]) -> dict[str, str]:
+    from alloylm.hashing import sha256_file
+
+    return {file: sha256_file(file) for file in files}
