@@ -105,6 +105,7 @@ class TeacherClient:
             budget,
         )
         self.templates, self.seed = templates, seed
+        self.stop = threading.Event()  # set on interruption: in-flight units make no new call
 
     def ask(self, template_name: str, variables: dict[str, Any], attempt: int) -> str:
         template = self.templates[template_name]
@@ -124,6 +125,8 @@ class TeacherClient:
             with self.tally.lock:
                 self.tally.cache_hits += 1
             return cached[0]
+        if self.stop.is_set():
+            raise KeyboardInterrupt
         with self.tally.lock:
             if self.budget is not None and self.tally.tokens >= self.budget:
                 raise BudgetExhausted()
@@ -187,7 +190,11 @@ def run_unit(
 def ingest(
     cfg: DistillConfig, log: Any = print
 ) -> tuple[list[Document], list[Chunk], dict[str, int]]:
-    docs = load_documents(cfg.paths, text_key=cfg.text_key, limit=cfg.max_documents) if cfg.paths else []
+    docs = (
+        load_documents(cfg.paths, text_key=cfg.text_key, limit=cfg.max_documents)
+        if cfg.paths
+        else []
+    )
     removed = {"documents_exact": 0, "documents_near": 0, "chunks_exact": 0, "chunks_near": 0}
     if cfg.dedup.enabled and docs:
         docs, gone = dedup(
