@@ -8,6 +8,7 @@ when at least one of their results is missing.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -86,6 +87,9 @@ class PreparedTask:
 
 
 def evals_cache_dir() -> Path:
+    """$ALLOY_EVALS_DIR, else $ALLOY_HOME/evals."""
+    if os.environ.get("ALLOY_EVALS_DIR"):
+        return Path(os.environ["ALLOY_EVALS_DIR"])
     from alloylm.models.home import alloy_home
 
     return alloy_home() / "evals"
@@ -209,7 +213,9 @@ def evaluate(
                 key = _cache_key(model_hash, task, protocol, settings)
                 cached = _read_cache(key) if settings.cache else None
                 if cached is not None:
-                    records.append({**cached, "model": source, "cached": True})
+                    records.append(
+                        {**cached, "model": source, "model_path": str(folder), "cached": True}
+                    )
                     continue
                 record = _run_one(scorer, task, protocol, settings, progress, log)
                 if record is None:

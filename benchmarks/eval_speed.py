@@ -1,0 +1,274 @@
+"""Questions/s of `loglik` scoring: alloylm vs lm-evaluation-harness, whole process against whole process.
+
+Same model folder (the embedded SmolLM2-135M-Instruct), same questions (MMLU college_biology test,
+144), same prompt (lm-eval's MMLU default: description line, "{question}\\nA. ...\\nD. ...\\nAnswer:",
+letters " A".." D" as choices, 0-shot, no chat template: alloylm's `--template plain`), same batch
+size. lm-eval reads the CSV through a task YAML that copies its mmlu `_default_template_yaml`
+with the local file as dataset. Also times alloylm's `paper` protocol (generation) on the same file.
+
+    python benchmarks/eval_speed.py [--lm-eval /work/lmeval-venv/bin/lm_eval] [--batch-size 8]
+
+Prints a table and writes benchmarks/results/eval_speed.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_TASK = "mmlu_stem/college_biology_test.csv"
+LM_EVAL_TASK = "alloy_bench_mmlu_college_biology"
+# lm-eval 0.4.13 lm_eval/tasks/mmlu/default/_default_template_yaml + mmlu_college_biology.yaml,
+# with the hub dataset replaced by the local file.
+TASK_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+description: "The following are multiple choice questions (with answers) about college biology.\\n\\n"
+doc_to_text: "{{{{question.strip()}}}}\\nA. {{{{choices[0]}}}}\\nB. {{{{choices[1]}}}}\\nC. {{{{choices[2]}}}}\\nD. {{{{choices[3]}}}}\\nAnswer:"
+doc_to_choice: ["A", "B", "C", "D"]
+doc_to_target: answer
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def shared_data() -> Path:
+    if os.environ.get("ALLOY_DATA"):
+        return Path(os.environ["ALLOY_DATA"])
+    for base in (REPO, *REPO.parents):
+        if (base / "shared" / "data").is_dir():
+            return base / "shared" / "data"
+    raise SystemExit("shared data folder not found; set ALLOY_DATA")
+
+
+def timed(command: list[str], env: dict[str, str], log: Path) -> float:
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        result = subprocess.run(
+            command, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
+        )
+    seconds = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(
+            f"{command[0]} failed ({result.returncode}); see {log}:\n{log.read_text()[-3000:]}"
+        )
+    return seconds
+
+
+def run_lm_eval(
+    lm_eval: str, model: Path, csv_path: Path, work: Path, batch_size: int, env: dict[str, str]
+) -> dict:
+    data = work / "college_biology.jsonl"
+    with open(csv_path, newline="", encoding="utf-8") as handle, open(data, "w") as out:
+        for row in csv.reader(handle):  # the cais/mmlu fields: question, choices, answer (index)
+            out.write(
+                json.dumps(
+                    {
+                        "question": row[0],
+                        "choices": row[1:5],
+                        "answer": "ABCD".index(row[5].strip()),
+                    }
+                )
+                + "\n"
+            )
+    tasks = work / "tasks"
+    tasks.mkdir()
+    (tasks / f"{LM_EVAL_TASK}.yaml").write_text(TASK_YAML.format(task=LM_EVAL_TASK, data=data))
+    out_dir = work / "lm_eval_out"
+    command = [
+        lm_eval,
+        "--model",
+        "hf",
+        "--model_args",
+        f"pretrained={model},dtype=float32",
+        "--tasks",
+        LM_EVAL_TASK,
+        "--include_path",
+        str(tasks),
+        "--batch_size",
+        str(batch_size),
+        "--device",
+        "cpu",
+        "--num_fewshot",
+        "0",
+        "--output_path",
+        str(out_dir),
+        "--log_samples",
+    ]
+    seconds = timed(command, env, work / "lm_eval.log")
+    results_file = sorted(out_dir.rglob("results_*.json"))[-1]
+    accuracy = json.loads(results_file.read_text())["results"][LM_EVAL_TASK]["acc,none"]
+    samples_file = sorted(out_dir.rglob(f"samples_{LM_EVAL_TASK}_*.jsonl"))[-1]
+    predictions = {}
+    for line in samples_file.read_text().splitlines():
+        sample = json.loads(line)
+        scores = [float(resp[0][0]) for resp in sample["resps"]]
+        predictions[int(sample["doc_id"])] = max(range(len(scores)), key=scores.__getitem__)
+    return {
+        "seconds": seconds,
+        "accuracy": accuracy,
+        "predictions": predictions,
+        "version": _lm_eval_version(lm_eval),
+    }
+
+
+def _lm_eval_version(lm_eval: str) -> str:
+    python = Path(lm_eval).parent / "python"
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('lm-eval'))"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return probe.stdout.strip() or "?"
+
+
+def run_alloylm(
+    model: Path, csv_path: Path, work: Path, protocol: str, batch_size: int, env: dict[str, str]
+) -> dict:
+    output = work / f"alloylm_{protocol}.json"
+    command = [
+        sys.executable,
+        "-m",
+        "alloylm.cli.eval",
+        str(model),
+        "--tasks",
+        str(csv_path),
+        "--protocol",
+        protocol,
+        "--template",
+        "plain",
+        "--batch-size",
+        str(batch_size),
+        "--no-cache",
+        "--no-save",
+        "--output",
+        str(output),
+    ]
+    seconds = timed(command, env, work / f"alloylm_{protocol}.log")
+    record = json.loads(output.read_text())["results"][0]
+    predictions = {
+        index: "ABCD".index(p["pred"]) if p["pred"] else None
+        for index, p in enumerate(record["predictions"])
+    }
+    return {
+        "seconds": seconds,
+        "accuracy": record["score"],
+        "n": record["n"],
+        "unparseable": record["unparseable"],
+        "scoring_seconds": record["seconds"],
+        "predictions": predictions,
+        "settings": record["settings"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--lm-eval", default=os.environ.get("LM_EVAL_BIN", "/work/lmeval-venv/bin/lm_eval")
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--task", default=DEFAULT_TASK, help="MMLU CSV under the shared data folder"
+    )
+    parser.add_argument("--skip-paper", action="store_true")
+    args = parser.parse_args()
+
+    from alloylm.models.sources import resolve_model
+
+    model = resolve_model("embedded:smollm2-135m-instruct")
+    csv_path = shared_data() / args.task
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        n_questions = sum(1 for _ in csv.reader(handle))
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "HF_DATASETS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="eval_speed-") as tmp:
+        work = Path(tmp)
+        if Path(args.lm_eval).exists():
+            rows["lm-eval loglik"] = run_lm_eval(
+                args.lm_eval, model, csv_path, work, args.batch_size, env
+            )
+        rows["alloylm loglik"] = run_alloylm(model, csv_path, work, "loglik", args.batch_size, env)
+        if not args.skip_paper:
+            rows["alloylm paper"] = run_alloylm(
+                model, csv_path, work, "paper", args.batch_size, env
+            )
+    report(rows, n_questions, args)
+
+
+def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
+    ours, peer = rows["alloylm loglik"], rows.get("lm-eval loglik")
+    summary = {}
+    for name, row in rows.items():
+        summary[name] = {
+            "seconds": round(row["seconds"], 2),
+            "questions_per_s": round(n / row["seconds"], 3),
+            "accuracy": row["accuracy"],
+            **({"scoring_seconds": row["scoring_seconds"]} if "scoring_seconds" in row else {}),
+            **({"unparseable": row["unparseable"]} if "unparseable" in row else {}),
+        }
+    comparison = {}
+    if peer is not None:
+        differing = [
+            i for i in peer["predictions"] if peer["predictions"][i] != ours["predictions"].get(i)
+        ]
+        comparison = {
+            "speedup_qps": round(peer["seconds"] / ours["seconds"], 2),
+            "questions_answered_differently": len(differing),
+            "accuracy_difference_questions": round(abs(peer["accuracy"] - ours["accuracy"]) * n),
+            "lm_eval_version": peer["version"],
+        }
+    result = {
+        "benchmark": "eval_speed",
+        "task": args.task,
+        "questions": n,
+        "batch_size": args.batch_size,
+        "model": "embedded:smollm2-135m-instruct (fp32, CPU)",
+        "prompt": "lm-eval mmlu default, 0-shot, plain (no chat template)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "rows": summary,
+        "comparison": comparison,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    out = REPO / "benchmarks" / "results" / "eval_speed.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{'run':<16} {'whole process s':>16} {'questions/s':>12} {'accuracy':>9}")
+    for name, row in summary.items():
+        print(
+            f"{name:<16} {row['seconds']:>16.1f} {row['questions_per_s']:>12.2f} {row['accuracy']:>9.4f}"
+        )
+    if comparison:
+        print(
+            f"alloylm loglik / lm-eval: {comparison['speedup_qps']}x questions/s; "
+            f"{comparison['questions_answered_differently']} of {n} questions answered differently"
+        )
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,156 @@
+"""`alloy eval MODEL... --tasks FILE_OR_NAME... --protocol paper|loglik|cloze`.
+
+Every model is evaluated with identical settings; finished results are cached by content hash
+($ALLOY_HOME/evals) and not recomputed. Results are printed as a table, written as JSON next to
+each model (<model>/evals/) and, with --output, to one combined file.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+PROTOCOL_CHOICES = ("paper", "loglik", "cloze")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="model sources: embedded:..., tiny:llama, folders, .gguf, hub ids",
+    )
+    parser.add_argument(
+        "--tasks",
+        nargs="+",
+        required=True,
+        metavar="TASK",
+        help="benchmark files, names under $ALLOY_DATA, or lm_eval:<task>",
+    )
+    parser.add_argument(
+        "--protocol",
+        nargs="+",
+        default=["paper"],
+        choices=PROTOCOL_CHOICES,
+        help="scoring protocols (default: paper, the study's)",
+    )
+    parser.add_argument(
+        "--type",
+        default=None,
+        choices=("mcq", "true_false", "numeric", "perplexity"),
+        help="keep only items of this type (perplexity: the tasks are held-out text)",
+    )
+    parser.add_argument(
+        "--template",
+        default="chat",
+        choices=("chat", "plain"),
+        help="loglik/cloze prompt: the model's chat template (default) or plain text as lm-eval's MMLU",
+    )
+    parser.add_argument(
+        "--mapping",
+        nargs="*",
+        default=None,
+        metavar="FIELD=COLUMN",
+        help="column mapping for other layouts, e.g. question=Stem answer=Key choices=o1,o2,o3",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="first N items (documents for perplexity) per task"
+    )
+    parser.add_argument(
+        "--baseline",
+        default=None,
+        help="model for relative improvement (default: the first model when several)",
+    )
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=16, help="paper protocol answer length"
+    )
+    parser.add_argument(
+        "--dtype", default=None, help="float32, bfloat16, ... (default: float32 on CPU)"
+    )
+    parser.add_argument(
+        "--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% interval"
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--output", default=None, help="also write all results to this JSON file")
+    parser.add_argument(
+        "--no-cache", action="store_true", help="recompute even when a cached result exists"
+    )
+    parser.add_argument(
+        "--no-save", action="store_true", help="do not write results next to the models"
+    )
+
+
+def parse_mapping(pairs: list[str] | None) -> dict[str, object] | None:
+    from alloylm.errors import ConfigError
+
+    if not pairs:
+        return None
+    mapping: dict[str, object] = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise ConfigError(
+                f"mapping {pair!r} is not FIELD=COLUMN",
+                key="--mapping",
+                hint="e.g. question=Stem answer=Key",
+            )
+        mapping[field] = column.split(",") if field == "choices" else column
+    return mapping
+
+
+def run(args: argparse.Namespace) -> int:
+    from alloylm.evals.catalog import resolve_task
+    from alloylm.evals.results import format_table, save_next_to_models, write_results
+    from alloylm.evals.runner import EvalSettings, evaluate
+
+    mapping = parse_mapping(args.mapping)
+    tasks = [
+        resolve_task(name, type=args.type, mapping=mapping, limit=args.limit) for name in args.tasks
+    ]
+    baseline = args.baseline or (args.models[0] if len(args.models) > 1 else None)
+    settings = EvalSettings(
+        protocols=tuple(args.protocol),
+        template=args.template,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        resamples=args.resamples,
+        seed=args.seed,
+        baseline=baseline,
+        dtype=args.dtype,
+        cache=not args.no_cache,
+    )
+    progress = _progress()
+    records = evaluate(args.models, tasks, settings, progress=progress, log=progress.log)
+    print(format_table(records))
+    if not args.no_save:
+        for path in save_next_to_models(records):
+            progress.log(f"wrote {path}")
+    if args.output:
+        write_results(args.output, records, settings=settings.__dict__)
+        progress.log(f"wrote {args.output}")
+    return 0
+
+
+def _progress():  # type: ignore[no-untyped-def]
+    try:
+        from alloylm.cli.display import RichStageProgress
+
+        return RichStageProgress("eval")
+    except ImportError:
+        from alloylm.stages.base import Progress
+
+        return Progress()
+
+
+if __name__ == "__main__":  # `python -m alloylm.cli.eval`, used by benchmarks/eval_speed.py
+    import sys
+
+    from alloylm.errors import AlloyError
+
+    parser = argparse.ArgumentParser(prog="alloy eval")
+    add_arguments(parser)
+    try:
+        sys.exit(run(parser.parse_args()))
+    except AlloyError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,61 @@
+"""Task names -> task specs: a file path, `lm_eval:<task>`, or a file in the shared data folder.
+
+A bare name such as `mmlu_stem/college_biology_test` or `anatomy_physiology_2e_mcq` is looked up
+(with .jsonl/.csv/.json) under $ALLOY_DATA, then ./shared/data and ../shared/data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from alloylm.errors import DataError
+from alloylm.evals.runner import TaskSpec
+
+_SUFFIXES = ("", ".jsonl", ".csv", ".json", ".txt")
+
+
+def data_roots() -> list[Path]:
+    roots = [Path(os.environ["ALLOY_DATA"])] if os.environ.get("ALLOY_DATA") else []
+    here = Path.cwd()
+    roots += [here / "shared" / "data", here.parent / "shared" / "data"]
+    return [root for root in roots if root.is_dir()]
+
+
+def find_task_file(name: str) -> Path | None:
+    """The file a task name points to, or None."""
+    direct = Path(name).expanduser()
+    if direct.is_file():
+        return direct.resolve()
+    for root in data_roots():
+        for suffix in _SUFFIXES:
+            candidate = root / f"{name}{suffix}"
+            if candidate.is_file():
+                return candidate.resolve()
+        matches = sorted(
+            p for suffix in _SUFFIXES[1:] for p in root.rglob(f"{Path(name).name}{suffix}")
+        )
+        if len(matches) == 1:
+            return matches[0].resolve()
+    return None
+
+
+def task_display_name(path: Path) -> str:
+    return path.stem
+
+
+def resolve_task(
+    name_or_path: str, *, name: str | None = None, type: str | None = None, **options: Any
+) -> TaskSpec:
+    """A TaskSpec for a path, a shared-data name, or `lm_eval:<task>`."""
+    if name_or_path.startswith("lm_eval:"):
+        return TaskSpec(name=name or name_or_path, type=type, **options)
+    path = find_task_file(name_or_path)
+    if path is None:
+        raise DataError(
+            f"task {name_or_path!r} is neither a file nor a known data file",
+            hint="give a path to a .jsonl/.csv/.json benchmark, a name under $ALLOY_DATA "
+            "(e.g. openstax_mcq/anatomy_physiology_2e_mcq), or lm_eval:<task>",
+        )
+    return TaskSpec(name=name or task_display_name(path), path=str(path), type=type, **options)

@@ -1,0 +1,140 @@
+"""`eval` stage: every model on every task with identical settings; results JSON is the artifact.
+
+```yaml
+eval:
+  kind: eval
+  models: [embedded:smollm2-135m-instruct, ${stages.merged.output}]
+  tasks:
+    - {path: "${shared_data}/openstax_mcq/anatomy_physiology_2e_mcq.jsonl", protocols: [cloze, paper]}
+    - {path: "${stages.cpt.output}/heldout.jsonl", type: perplexity, name: heldout_ap}
+  baseline: embedded:smollm2-135m-instruct     # default: the first model
+```
+Finished results are cached by content hash under $ALLOY_HOME/evals, so re-running the stage after
+adding one model evaluates only that model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult, StrictModel
+
+PRODUCES = "eval"
+Protocol = Literal["paper", "loglik", "cloze"]
+
+
+class TaskConfig(StrictModel):
+    """One benchmark: a file (`path`) or a name (a shared-data file or `lm_eval:<task>`)."""
+
+    path: str | None = None
+    name: str | None = Field(
+        None, description="display name, or the task to find when no path is given"
+    )
+    type: Literal["mcq", "true_false", "numeric", "perplexity"] | None = None
+    protocols: list[Protocol] | None = None
+    mapping: dict[str, str | list[str]] | None = None
+    limit: int | None = Field(None, ge=1)
+    text_field: str = "text"
+    max_length: int = Field(512, ge=8)
+
+    @model_validator(mode="after")
+    def _path_or_name(self) -> TaskConfig:
+        if not self.path and not self.name:
+            raise ValueError(
+                "a task needs `path` (a benchmark file) or `name` (e.g. lm_eval:mmlu_anatomy)"
+            )
+        return self
+
+
+class Config(StageConfig):
+    models: list[str] = Field(min_length=1)
+    tasks: list[TaskConfig] = Field(min_length=1)
+    protocols: list[Protocol] = Field(default_factory=lambda: ["paper"])
+    template: Literal["chat", "plain"] = "chat"
+    baseline: str | None = Field(
+        None, description="model source for relative improvement; default: the first model"
+    )
+    batch_size: int = Field(8, ge=1)
+    max_new_tokens: int = Field(16, ge=1)
+    resamples: int = Field(1000, ge=10)
+    dtype: str | None = None
+    cache: bool = True
+
+
+def inputs(cfg: Config) -> list[InputSpec]:
+    specs = [InputSpec(f"models[{i}]", model, "model") for i, model in enumerate(cfg.models)]
+    specs += [
+        InputSpec(f"tasks[{i}].path", task.path, "data", "benchmark")
+        for i, task in enumerate(cfg.tasks)
+        if task.path
+    ]
+    return specs
+
+
+def task_specs(cfg: Config) -> list[Any]:
+    from alloylm.evals.catalog import resolve_task
+
+    specs = []
+    for task in cfg.tasks:
+        options = {
+            "protocols": tuple(task.protocols) if task.protocols else None,
+            "mapping": task.mapping,
+            "limit": task.limit,
+            "text_field": task.text_field,
+            "max_length": task.max_length,
+        }
+        specs.append(
+            resolve_task(task.path or task.name or "", name=task.name, type=task.type, **options)
+        )
+    return specs
+
+
+def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.evals.results import format_table, summary, write_results
+    from alloylm.evals.runner import EvalSettings, evaluate
+    from alloylm.hashing import sha256_file
+
+    baseline = cfg.baseline or (cfg.models[0] if len(cfg.models) > 1 else None)
+    settings = EvalSettings(
+        protocols=tuple(cfg.protocols),
+        template=cfg.template,
+        batch_size=cfg.batch_size,
+        max_new_tokens=cfg.max_new_tokens,
+        resamples=cfg.resamples,
+        seed=ctx.seed,
+        baseline=baseline,
+        dtype=cfg.dtype,
+        cache=cfg.cache,
+    )
+    specs = task_specs(cfg)
+    records = evaluate(
+        cfg.models,
+        specs,
+        settings,
+        resolve_model=ctx.model_path,
+        progress=ctx.progress,
+        log=ctx.log,
+    )
+    write_results(ctx.work_dir / "results.json", records, settings=settings.__dict__)
+    table = format_table(records)
+    (ctx.work_dir / "results.txt").write_text(table + "\n", encoding="utf-8")
+    ctx.log("\n" + table)
+    metrics = {
+        f"{record['task']}/{record['protocol']}/{index_of(cfg.models, record['model'])}": record[
+            "score"
+        ]
+        for record in records
+    }
+    return StageResult(
+        metrics=metrics,
+        data_hashes={spec.path: sha256_file(spec.path) for spec in specs if spec.path},
+        details={"results": [summary(record) for record in records]},
+        outputs={"eval": "results.json"},
+    )
+
+
+def index_of(models: list[str], model: str) -> str:
+    """Metric key part: model<i> (model paths are long and change between runs)."""
+    return f"model{models.index(model)}" if model in models else model

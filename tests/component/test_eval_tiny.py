@@ -1,0 +1,179 @@
+"""End to end on tiny:llama: protocols, perplexity, KV-cache scoring exactness, cache hits, stage, CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alloylm.evals import runner as runner_lib
+from alloylm.evals.runner import EvalSettings, TaskSpec, evaluate
+
+TINY = "tiny:llama"
+
+
+@pytest.fixture(autouse=True)
+def eval_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALLOY_EVALS_DIR", str(tmp_path / "eval-cache"))
+
+
+@pytest.fixture
+def bench_file(shared_data, tmp_path) -> Path:
+    lines = (
+        (shared_data / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl").read_text().splitlines()[:6]
+    )
+    path = tmp_path / "ap.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture
+def heldout_file(shared_data, tmp_path) -> Path:
+    with open(shared_data / "openstax_corpus/anatomy_physiology_2e.jsonl") as handle:
+        docs = [json.loads(handle.readline()) for _ in range(2)]
+    path = tmp_path / "heldout.jsonl"
+    path.write_text("".join(json.dumps({"text": d["text"][:1500]}) + "\n" for d in docs))
+    return path
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from alloylm.evals.scoring import Scorer
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.models.sources import resolve_model
+
+    folder = resolve_model(TINY)
+    return Scorer(load_causal_lm(folder), load_tokenizer(folder), batch_size=3)
+
+
+def test_kv_cache_option_scores_equal_scoring_each_option_alone(scorer):
+    import torch
+
+    prefix = scorer.encode("Question: what holds bones together?\nAnswer:", special_tokens=False)
+    options = [
+        scorer.encode(" " + text, special_tokens=False)
+        for text in ("ligaments", "a tendon of muscle", "x")
+    ]
+    shared = scorer.continuation_logprobs(prefix, options)
+    for option, value in zip(options, shared, strict=True):
+        ids = torch.tensor([prefix + option])
+        with torch.no_grad():
+            logprobs = torch.log_softmax(scorer.model(input_ids=ids).logits[0].float(), dim=-1)
+        alone = sum(float(logprobs[len(prefix) - 1 + i, token]) for i, token in enumerate(option))
+        assert value == pytest.approx(alone, abs=1e-4)
+
+
+def test_batched_letter_scores_equal_one_prompt_at_a_time(scorer):
+    prompts = [
+        scorer.encode(text, special_tokens=False)
+        for text in ("short", "a much longer prompt here", "mid size")
+    ]
+    letters = [[330, 389], [340, 422], [330, 422]]
+    batched = scorer.next_token_logprobs(prompts, letters)
+    for prompt, candidates, row in zip(prompts, letters, batched, strict=True):
+        assert scorer.next_token_logprobs([prompt], [candidates])[0] == pytest.approx(row, abs=1e-4)
+
+
+def test_end_to_end_all_protocols_and_perplexity(bench_file, heldout_file):
+    tasks = [
+        TaskSpec(name="ap", path=str(bench_file)),
+        TaskSpec(name="heldout", path=str(heldout_file), type="perplexity"),
+    ]
+    settings = EvalSettings(
+        protocols=("paper", "loglik", "cloze"), resamples=50, max_new_tokens=4, baseline=TINY
+    )
+    records = evaluate([TINY, "tiny:llama:1"], tasks, settings, log=lambda _: None)
+    by_key = {(r["model"], r["task"], r["protocol"]): r for r in records}
+    assert len(records) == 2 * 4
+    for model in (TINY, "tiny:llama:1"):
+        for protocol in ("paper", "loglik", "cloze"):
+            record = by_key[(model, "ap", protocol)]
+            assert record["n"] == 6 and len(record["predictions"]) == 6
+            assert (
+                0.0 <= record["score"] <= 1.0
+                and record["ci95"][0] <= record["score"] <= record["ci95"][1]
+            )
+            assert record["answered"] + record["unparseable"] == 6
+            assert record["settings"]["template"] == "chat" and not record["cached"]
+        ppl = by_key[(model, "heldout", "perplexity")]
+        assert (
+            ppl["metric"] == "perplexity" and ppl["score"] > 1000
+        )  # a random model: near the vocabulary size
+    other = by_key[("tiny:llama:1", "ap", "loglik")]
+    assert "relative_improvement" in other["vs_baseline"] and "paired" in other["vs_baseline"]
+    assert "per_category" in other and sum(c["n"] for c in other["per_category"].values()) == 6
+
+
+def test_second_call_is_served_from_the_cache(bench_file, monkeypatch):
+    tasks = [TaskSpec(name="ap", path=str(bench_file))]
+    settings = EvalSettings(protocols=("loglik",), resamples=50)
+    first = evaluate([TINY], tasks, settings, log=lambda _: None)
+
+    def no_model(self):
+        raise AssertionError("the model must not be loaded on a cache hit")
+
+    monkeypatch.setattr(runner_lib._LazyScorer, "get", no_model)
+    second = evaluate([TINY], tasks, settings, log=lambda _: None)
+    assert second[0]["cached"] and second[0]["score"] == first[0]["score"]
+    assert second[0]["predictions"] == first[0]["predictions"]
+    # a changed setting that can change the score is a different result
+    with pytest.raises(AssertionError, match="must not be loaded"):
+        evaluate(
+            [TINY],
+            tasks,
+            EvalSettings(protocols=("loglik",), resamples=50, template="plain"),
+            log=lambda _: None,
+        )
+
+
+def test_eval_stage_runs_without_the_runner(bench_file, tmp_path):
+    from alloylm.stages import evaluate as stage
+    from alloylm.stages.base import StageContext
+
+    cfg = stage.Config(
+        kind="eval",
+        models=[TINY],
+        tasks=[{"path": str(bench_file), "protocols": ["cloze"]}],
+        resamples=50,
+    )
+    assert [(spec.kind, spec.data_kind) for spec in stage.inputs(cfg)] == [
+        ("model", "any"),
+        ("data", "benchmark"),
+    ]
+    ctx = StageContext("eval", "test", 42, tmp_path / "work", tmp_path / "state", tmp_path)
+    ctx.work_dir.mkdir()
+    result = stage.run(ctx, cfg)
+    saved = json.loads((ctx.work_dir / "results.json").read_text())
+    assert saved["results"][0]["protocol"] == "cloze" and result.outputs == {"eval": "results.json"}
+    assert list(result.metrics) == ["ap/cloze/model0"]
+
+
+def test_cli_runs_two_models_with_one_setting(bench_file, tmp_path, capsys):
+    import argparse
+
+    from alloylm.cli import eval as cli
+
+    parser = argparse.ArgumentParser()
+    cli.add_arguments(parser)
+    out = tmp_path / "all.json"
+    args = parser.parse_args(
+        [
+            TINY,
+            "tiny:llama:1",
+            "--tasks",
+            str(bench_file),
+            "--protocol",
+            "loglik",
+            "--resamples",
+            "50",
+            "--output",
+            str(out),
+        ]
+    )
+    assert cli.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "tiny:llama:1" in printed and "loglik" in printed
+    records = json.loads(out.read_text())["results"]
+    assert {r["model"] for r in records} == {TINY, "tiny:llama:1"}
+    assert len({json.dumps(r["settings"], sort_keys=True) for r in records}) == 1

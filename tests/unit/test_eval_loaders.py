@@ -1,0 +1,142 @@
+"""Each loader on a few lines of the shipped files, the study's layout, mappings and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from alloylm.errors import DataError
+from alloylm.evals.loaders import load_documents, load_items, split_inline_options
+from alloylm.evals.runner import TaskSpec, prepare_task
+
+
+def head(source: Path, target: Path, lines: int) -> Path:
+    with open(source, encoding="utf-8") as handle:
+        target.write_text("".join(handle.readline() for _ in range(lines)), encoding="utf-8")
+    return target
+
+
+def test_mmlu_csv_without_header(shared_data, tmp_path):
+    report = load_items(
+        head(
+            shared_data / "mmlu_stem/college_biology_test.csv",
+            tmp_path / "college_biology_test.csv",
+            3,
+        )
+    )
+    assert [item.gold for item in report.items] == ["C", "C", "A"]
+    assert report.items[2].choices == ("amnion", "chorion", "allantois", "yolk sac")
+    assert report.subject == "college biology" and not report.skipped
+
+
+def test_bigbench_converted_jsonl(shared_data, tmp_path):
+    report = load_items(
+        head(shared_data / "bigbench_science/physics_mcq.jsonl", tmp_path / "p.jsonl", 2)
+    )
+    assert report.items[0].id == "physics/0" and report.items[0].gold == "A"
+    assert report.items[1].choices[2] == "E = k * q / r ^ 2" and report.items[1].gold == "C"
+
+
+def test_bigbench_original_task_json(shared_data, tmp_path):
+    for name, gold in (
+        ("physics.task.json", "A"),
+        ("ni_subtask047_science_questions.task.json", "D"),
+    ):
+        data = json.loads((shared_data / "bigbench_science/original" / name).read_text())
+        data["examples"] = data["examples"][:2]
+        (tmp_path / name).write_text(json.dumps(data))
+        report = load_items(tmp_path / name)
+        assert len(report.items) == 2 and report.items[0].gold == gold
+    # target-style items carry their options inside the text: "(A) ... (D) ..."
+    assert report.items[0].choices[3] == "the vibrations of the string?"
+    assert report.items[0].question.endswith("sound is produced by")
+
+
+def test_mascqa_mcq_numeric_and_void(shared_data, tmp_path):
+    lines = (shared_data / "mascqa/mascqa.jsonl").read_text().splitlines()
+    picked = [
+        lines[0],
+        next(row for row in lines if '"NUM"' in row),
+        next(row for row in lines if '"void": true' in row),
+    ]
+    (tmp_path / "m.jsonl").write_text("\n".join(picked) + "\n")
+    report = load_items(tmp_path / "m.jsonl")
+    mcq, numeric = report.items
+    assert mcq.kind == "mcq" and mcq.gold == "A" and mcq.category == "Thermodynamics"
+    assert mcq.question.startswith("Which of the following techniques")  # the stem, options apart
+    assert numeric.kind == "numeric" and numeric.answer_ranges == ((0.85, 0.89),)
+    assert len(report.skipped) == 1 and "m.jsonl:3: void" in report.skipped[0]
+
+
+def test_openstax_jsonl(shared_data, tmp_path):
+    report = load_items(
+        head(shared_data / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl", tmp_path / "ap.jsonl", 3)
+    )
+    assert len(report.items) == 3 and report.items[0].gold == "C"
+    assert report.items[0].category == "An Introduction to the Human Body"
+
+
+def test_study_layout_without_mapping(tmp_path):
+    path = tmp_path / "spider_silk.csv"
+    path.write_text(
+        "id,question_type,Question,Answer,Category\n"
+        '1,MC,"Which protein dominates dragline silk? A) Spidroin B) Keratin C) Collagen D) Actin",A,proteins\n'
+        "2,TF,Spider silk is tougher than Kevlar.,True,mechanics\n"
+        '3,MC,"Silk fibres are spun from? A) Glands B) Legs",B),biology\n',
+        encoding="utf-8",
+    )
+    report = load_items(path)
+    mc, tf, second = report.items
+    assert mc.choices == ("Spidroin", "Keratin", "Collagen", "Actin") and mc.gold == "A"
+    assert mc.question == "Which protein dominates dragline silk?" and mc.category == "proteins"
+    assert tf.kind == "true_false" and tf.gold == "True"
+    assert second.gold == "B"
+
+
+def test_mapping_for_another_layout(tmp_path):
+    path = tmp_path / "custom.jsonl"
+    path.write_text(
+        json.dumps({"Stem": "2+2?", "o1": "3", "o2": "4", "Key": "B", "Area": "maths"}) + "\n"
+    )
+    mapping = {"question": "Stem", "choices": ["o1", "o2"], "answer": "Key", "category": "Area"}
+    (item,) = load_items(path, mapping).items
+    assert item.choices == ("3", "4") and item.gold == "B" and item.category == "maths"
+
+
+def test_bad_records_are_reported_with_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(
+        '{"question": "ok?", "choices": ["a", "b"], "answer": "A"}\n'
+        '{"question": "no key?", "choices": ["a", "b"]}\n'
+        '{"question": "out of range?", "choices": ["a", "b"], "answer": "D"}\n'
+        "{not json\n",
+        encoding="utf-8",
+    )
+    report = load_items(path)
+    assert len(report.items) == 1
+    assert [s.split(": ", 1)[0] for s in report.skipped] == [f"{path}:2", f"{path}:3", f"{path}:4"]
+    assert "no answer key" in report.skipped[0] and "outside the 2 options" in report.skipped[1]
+    assert "malformed JSON" in report.skipped[2]
+
+
+def test_zero_scorable_items_is_an_error(tmp_path):
+    path = tmp_path / "empty.jsonl"
+    path.write_text('{"question": "no key?", "choices": ["a", "b"]}\n')
+    with pytest.raises(DataError, match="no scorable"):
+        prepare_task(TaskSpec(name="empty", path=str(path)))
+
+
+def test_inline_options_need_consecutive_letters():
+    assert split_inline_options("Vitamin A) is fat soluble") == ("Vitamin A) is fat soluble", [])
+    assert split_inline_options("Q (A) x (B) y") == ("Q", ["x", "y"])
+
+
+def test_documents_for_perplexity(shared_data, tmp_path):
+    docs = load_documents(
+        head(shared_data / "openstax_corpus/anatomy_physiology_2e.jsonl", tmp_path / "h.jsonl", 2)
+    )
+    assert len(docs) == 2 and all(len(doc) > 100 for doc in docs)
+    (tmp_path / "notes.txt").write_text("Bone is a connective tissue.")
+    assert load_documents(tmp_path / "notes.txt") == ["Bone is a connective tissue."]
