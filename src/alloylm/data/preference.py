@@ -388,6 +388,16 @@ def completion_text(tokenizer: Any, prompt: Sequence[Message], reply: Sequence[M
     return text
 
 
+def without_auto_bos(tokenizer: Any, text: str) -> str:
+    """`text` minus a leading BOS that the tokenizer adds by itself (Llama 3 templates render
+    <|begin_of_text|> and the tokenizer adds it again), so the trainers see one BOS, as SFT does."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or not text.startswith(bos):
+        return text
+    added = tokenizer("", add_special_tokens=True)["input_ids"]
+    return text[len(bos) :] if tokenizer.bos_token_id in added else text
+
+
 def format_pairs(
     tokenizer: Any,
     pairs: Sequence[PreferencePair],
@@ -415,6 +425,7 @@ def format_pairs(
                     continue
                 prompt = tokenizer.decode(ids[-max_prompt_length:])
                 report.truncated += int(first)
+        prompt = without_auto_bos(tokenizer, prompt)
         rows.append(
             {
                 "prompt": prompt,

@@ -1,0 +1,157 @@
+"""Stage kind `dpo`: direct preference optimisation (Rafailov et al. 2023) through TRL's DPOTrainer.
+
+    dpo:
+      kind: dpo
+      model: ${stages.sft.output}          # the policy; also the reference unless ref_model is set
+      data:
+        - path: ${stages.distill.output}   # or any {prompt, chosen, rejected} JSONL, HH-RLHF transcripts
+      beta: 0.05
+      train: {max_steps: 40, learning_rate: 5.0e-7}
+
+Defaults are the study's (Lu, Luu & Buehler 2024): sigmoid loss, beta 0.05, lr 5e-7, cosine,
+warmup ratio 0.1, one epoch. Pairs are rendered with the model's chat template by the same
+function as SFT; prompts over `max_prompt_length` tokens are dropped or cut from the left
+(`long_prompts`); every skipped record is reported with file and line and counted in the summary.
+`precompute_ref_log_probs` computes the reference log-probs once and caches them in the stage's
+state folder (keyed by reference model, rendered data and length limit): a rerun with another
+beta or learning rate reuses them. See docs/preference.md.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from alloylm.data.preference import PreferenceSource
+from alloylm.errors import did_you_mean
+from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.train.preference_fit import PreferenceTrainConfig
+
+PRODUCES = "model"
+REF_CACHE_DIR = "ref_logps"
+
+# The loss names of TRL 1.16's DPOTrainer (DPOConfig.loss_type). Kept here so that configs validate
+# without importing trl; tests/unit/test_pref_stage_configs.py checks it against the installed TRL.
+DPO_LOSS_TYPES = (
+    "sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard",
+    "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm",
+)  # fmt: skip
+
+
+class Config(StageConfig):
+    kind: str = "dpo"
+    model: str = Field(description="policy: a model source or ${stages.<name>.output}")
+    ref_model: str | None = Field(None, description="reference model; default: the input model")
+    data: list[PreferenceSource] = Field(min_length=1, description="preference sources")
+    beta: float = Field(
+        0.05,
+        gt=0,
+        description="strength of the pull to the reference (study: 0.05; 0.01, 0.1 tried)",
+    )
+    loss_type: str = Field(
+        "sigmoid", description="a TRL DPO loss: sigmoid, ipo, hinge, robust, ..."
+    )
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=0.5, description="robust / exo_pair: assumed label noise"
+    )
+    max_prompt_length: int | None = Field(
+        512, ge=1, description="prompt tokens; longer prompts: see long_prompts"
+    )
+    long_prompts: Literal["drop", "truncate_left"] = "drop"
+    precompute_ref_log_probs: bool = Field(
+        False, description="compute reference log-probs once, cache them on disk"
+    )
+    train: PreferenceTrainConfig = Field(default_factory=PreferenceTrainConfig)
+
+    @field_validator("loss_type")
+    @classmethod
+    def _known_loss(cls, value: str) -> str:
+        if value not in DPO_LOSS_TYPES:
+            raise ValueError(
+                f"unknown DPO loss_type {value!r}{did_you_mean(value, DPO_LOSS_TYPES)}; "
+                f"known: {', '.join(DPO_LOSS_TYPES)}"
+            )
+        return value
+
+
+def inputs(cfg: Config) -> list[InputSpec]:
+    specs = [InputSpec("model", cfg.model, "model")]
+    if cfg.ref_model:
+        specs.append(InputSpec("ref_model", cfg.ref_model, "model"))
+    specs += [
+        InputSpec(f"data.{i}.path", s.path, "data", "preference") for i, s in enumerate(cfg.data)
+    ]
+    return specs
+
+
+def ref_cache_key(ref_dir: str, rows: list[dict[str, str]], max_length: int) -> str:
+    """Reference log-probs depend on the reference weights and tokenizer (its folder), the
+    rendered texts (data and chat template) and the length limit; nothing else."""
+    from alloylm.hashing import hash_json, sha256_path
+
+    return hash_json(
+        {"ref": sha256_path(ref_dir), "rows": hash_json(rows), "max_length": max_length}
+    )[:24]
+
+
+def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.data.chat_template import pick_pad_token
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.train import _trl
+    from alloylm.train.preference_fit import file_hashes, fit_preference, load_policy, prepare_pairs
+
+    seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
+    model_dir = ctx.model_path(cfg.model)
+    ref_dir = ctx.model_path(cfg.ref_model) if cfg.ref_model else model_dir
+    tokenizer = load_tokenizer(model_dir)
+    pad_token, _ = pick_pad_token(tokenizer)
+    rows, data_summary, files = prepare_pairs(
+        ctx,
+        tokenizer,
+        cfg.data,
+        seed=seed,
+        max_prompt_length=cfg.max_prompt_length,
+        long_prompts=cfg.long_prompts,
+    )
+    cache_file = None
+    if cfg.precompute_ref_log_probs:
+        cache_file = (
+            ctx.state_dir
+            / REF_CACHE_DIR
+            / f"{ref_cache_key(str(ref_dir), rows, cfg.train.max_seq_length)}.safetensors"
+        )
+    args = _trl.build_training_args(
+        cfg.train, ctx.state_dir / "checkpoints", seed=seed, args_class=_trl.DPOConfig,
+        beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
+        max_length=cfg.train.max_seq_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
+        dataset_num_proc=None,
+    )  # fmt: skip
+    ref_model = load_causal_lm(ref_dir, dtype="float32") if cfg.ref_model else None
+    metrics, trainer, diagnostics = fit_preference(
+        ctx, make_trainer=_trl.make_dpo_trainer, model=load_policy(model_dir, cfg.train, seed),
+        tokenizer=tokenizer, args=args, rows=rows, train=cfg.train, description="DPO",
+        ref_model=ref_model, ref_cache_file=cache_file,
+    )  # fmt: skip
+    metrics["ref_log_probs"] = (
+        ("cached" if trainer.ref_cache_hit else "computed")
+        if cfg.precompute_ref_log_probs
+        else "online"
+    )
+    return StageResult(
+        metrics=metrics,
+        data_hashes=file_hashes(files),
+        details={
+            "seed": seed,
+            "reference_model": str(ref_dir),
+            "loss": {
+                "type": cfg.loss_type,
+                "beta": cfg.beta,
+                "label_smoothing": cfg.label_smoothing,
+            },
+            "pad_token": pad_token,
+            "preference_data": data_summary,
+            "diagnostics": diagnostics,
+            "ref_cache_file": str(cache_file) if cache_file else None,
+        },
+    )

@@ -1,0 +1,153 @@
+"""What the dpo and orpo stages share: the `train:` defaults, pairs -> texts, load, train, save.
+
+The pairs are rendered by the same chat-template function as SFT (`alloylm.data.preference`)
+and handed to TRL as plain {prompt, chosen, rejected} strings, so TRL never applies a template of
+its own. Checkpoints go to `ctx.state_dir/checkpoints` (a rerun resumes), the final model and
+tokenizer to `ctx.work_dir` (main process only, merged when LoRA has `merge_adapter`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from alloylm.data.preference import LongPromptPolicy, PreferenceSource
+from alloylm.errors import DataError
+from alloylm.stages.base import StageContext
+from alloylm.train.config import TrainConfig
+
+CHECKPOINTS = "checkpoints"
+
+
+class PreferenceTrainConfig(TrainConfig):
+    """`train:` of a preference stage: TrainConfig with the study's DPO defaults (lr 5e-7, cosine,
+    warmup ratio 0.1, one epoch; Lu, Luu & Buehler 2024, lamm-mit/LLM-finetuning configs).
+    `max_seq_length` is the longest prompt + reply in tokens; pairs are never packed."""
+
+    learning_rate: float = Field(5.0e-7, gt=0)
+    warmup_ratio: float = Field(
+        0.1, ge=0.0, lt=1.0, description="fraction of the steps with a linear warmup"
+    )
+    max_seq_length: int = Field(
+        1024, ge=8, description="tokens of prompt + reply; longer replies are cut"
+    )
+    per_device_batch_size: int = Field(2, ge=1, description="pairs per device per micro-step")
+    packing: bool = Field(False, description="always false: preference pairs are not packed")
+
+    @model_validator(mode="after")
+    def _no_packing(self) -> PreferenceTrainConfig:
+        if self.packing:
+            raise ValueError("preference stages do not pack pairs; remove `packing: true`")
+        return self
+
+
+class OrpoTrainConfig(PreferenceTrainConfig):
+    """ORPO's defaults: lr 3e-6 (the study's Llama-3.1 and Mistral-Instruct ORPO runs)."""
+
+    learning_rate: float = Field(3.0e-6, gt=0)
+
+
+def prepare_pairs(
+    ctx: StageContext,
+    tokenizer: Any,
+    sources: Sequence[PreferenceSource],
+    *,
+    seed: int,
+    max_prompt_length: int | None,
+    long_prompts: LongPromptPolicy,
+) -> tuple[list[dict[str, str]], dict[str, Any], list[str]]:
+    """Load, mix, check and render the pairs: (rows, data summary, files read)."""
+    from alloylm.data.chat_template import ensure_chat_template
+    from alloylm.data.preference import format_pairs, load_preference_sources, preference_files
+
+    template_added = ensure_chat_template(tokenizer)
+    pairs, report, details = load_preference_sources(sources, seed)
+    rows = format_pairs(
+        tokenizer, pairs, report, max_prompt_length=max_prompt_length, long_prompts=long_prompts
+    )
+    for line in report.log_lines():
+        ctx.log(line)
+    if not rows:
+        raise DataError(
+            f"no preference pair left to train on ({report.summary()})",
+            key="data",
+            hint="check the skipped records above, or raise max_prompt_length / use long_prompts: truncate_left",
+        )
+    summary = {
+        **report.summary(),
+        "trained_pairs": len(rows),
+        "sources": details,
+        "chatml_added": template_added,
+    }
+    ctx.log(
+        f"{len(rows)} preference pairs ({report.read} records read, {len(report.issues)} skipped)"
+    )
+    files = [str(f) for source in sources for f in preference_files(source.path)]
+    return rows, summary, files
+
+
+def load_policy(model_dir: str | Path, train: TrainConfig, seed: int) -> Any:
+    """The model to train: fp32 weights (mixed precision from `train.dtype`), LoRA when asked."""
+    from transformers import set_seed
+
+    from alloylm.models.loading import load_causal_lm
+    from alloylm.train.lora import wrap_with_lora
+
+    set_seed(seed)
+    model = load_causal_lm(model_dir, dtype="float32")
+    return wrap_with_lora(model, train.lora) if train.lora is not None else model
+
+
+def fit_preference(
+    ctx: StageContext,
+    *,
+    make_trainer: Callable[..., Any],
+    model: Any,
+    tokenizer: Any,
+    args: Any,
+    rows: list[dict[str, str]],
+    train: TrainConfig,
+    description: str,
+    **trainer_kwargs: Any,
+) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+    """Train `model` on `rows` with the trainer `make_trainer` builds; save; return
+    (metrics, trainer, diagnostics summary)."""
+    from datasets import Dataset
+
+    from alloylm.train._trl import save_trained_model, train_resumable
+    from alloylm.train.lora import trainable_parameter_count
+    from alloylm.train.preference_callbacks import PreferenceCallback, PreferenceDiagnostics
+
+    diagnostics = PreferenceDiagnostics()
+    callback = PreferenceCallback(
+        ctx.progress, ctx.log, diagnostics, f"{ctx.stage_name} ({description})"
+    )
+    trainer = make_trainer(
+        model, tokenizer, Dataset.from_list(rows), args, callbacks=[callback], **trainer_kwargs
+    )
+    trainable, total = trainable_parameter_count(model)
+    metrics = train_resumable(trainer, Path(ctx.state_dir) / CHECKPOINTS)
+    save_trained_model(trainer, tokenizer, ctx.work_dir, train.lora)
+    summary = diagnostics.summary()
+    first, last = summary["first"], summary["last"]
+    metrics.update(
+        trainable_parameters=trainable,
+        total_parameters=total,
+        pairs=len(rows),
+        reward_margin_first=first.get("reward_margin"),
+        reward_margin_last=last.get("reward_margin"),
+        reward_accuracy_last=last.get("reward_accuracy"),
+        logp_chosen_last=last.get("logp_chosen"),
+        logp_rejected_last=last.get("logp_rejected"),
+        diagnostic_warnings=len(summary["warnings"]),
+    )
+    return metrics, trainer, summary
+
+
+def file_hashes(files: list[str]) -> dict[str, str]:
+    from alloylm.hashing import sha256_file
+
+    return {file: sha256_file(file) for file in files}
