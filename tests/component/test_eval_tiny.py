@@ -64,15 +64,21 @@ def test_kv_cache_option_scores_equal_scoring_each_option_alone(scorer):
         assert value == pytest.approx(alone, abs=1e-4)
 
 
-def test_batched_letter_scores_equal_one_prompt_at_a_time(scorer):
-    prompts = [
-        scorer.encode(text, special_tokens=False)
-        for text in ("short", "a much longer prompt here", "mid size")
-    ]
-    letters = [[330, 389], [340, 422], [330, 422]]
+@pytest.mark.parametrize(
+    "shared_prefix", ["", "The following are multiple choice questions about anatomy.\n\n"]
+)
+def test_batched_letter_scores_equal_one_plain_forward_each(scorer, shared_prefix):
+    import torch
+
+    texts = ("short", "a much longer prompt here", "mid size", "x")
+    prompts = [scorer.encode(shared_prefix + text, special_tokens=False) for text in texts]
+    letters = [[330, 389], [340, 422], [330, 422], [389, 340]]
     batched = scorer.next_token_logprobs(prompts, letters)
     for prompt, candidates, row in zip(prompts, letters, batched, strict=True):
-        assert scorer.next_token_logprobs([prompt], [candidates])[0] == pytest.approx(row, abs=1e-4)
+        with torch.no_grad():
+            logits = scorer.model(input_ids=torch.tensor([prompt])).logits[0, -1].float()
+        expected = torch.log_softmax(logits, dim=-1)[candidates].tolist()
+        assert row == pytest.approx(expected, abs=1e-4)
 
 
 def test_end_to_end_all_protocols_and_perplexity(bench_file, heldout_file):

@@ -5,7 +5,8 @@ Speed choices (CPU-first, same results as scoring each option separately):
   (`logits_to_keep=1`), so the vocabulary projection runs once per question, not per token;
 - cloze: the question's prefix runs once with the KV cache on, the cache is repeated for the
   options, and only the option tokens run again;
-- prompts are sorted by length and left-padded in batches, so padding stays small.
+- prompts are sorted by length and batched, so padding stays small; the tokens every prompt of a
+  batch starts with (chat template, system prompt, instruction, MMLU description) run once.
 """
 
 from __future__ import annotations
@@ -17,6 +18,18 @@ from typing import Any
 import torch
 
 ProgressFn = Callable[[int], None]
+# Below this many shared tokens a second forward call costs more than it saves.
+MIN_SHARED_PREFIX = 8
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens all rows share."""
+    length = 0
+    for column in zip(*rows, strict=False):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
 
 
 def _noop(_: int) -> None:
@@ -69,16 +82,56 @@ class Scorer:
         """log p(candidate token | prompt) for each prompt's candidate token ids; one pass per prompt."""
         results: list[list[float]] = [[] for _ in prompts]
         for batch in self._batches([len(p) for p in prompts]):
-            ids, mask = self._left_padded([prompts[i] for i in batch])
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = self.model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
-            ).logits[:, -1, :]
+            rows = [prompts[i] for i in batch]
+            shared = min(common_prefix_length(rows), min(len(row) for row in rows) - 1)
+            if shared >= MIN_SHARED_PREFIX:
+                logits = self._last_logits_shared_prefix(rows, shared)
+            else:
+                logits = self._last_logits(rows)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             for row, index in enumerate(batch):
                 results[index] = logprobs[row, list(candidates[index])].tolist()
             progress(len(batch))
         return results
+
+    def _last_logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
+        """Logits after each row's last token: left padding, only the last position projected."""
+        ids, mask = self._left_padded(rows)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(
+            input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
+        )
+        return out.logits[:, -1, :]
+
+    def _last_logits_shared_prefix(
+        self, rows: Sequence[Sequence[int]], shared: int
+    ) -> torch.Tensor:
+        """As _last_logits, but the tokens every row starts with (template, instruction) run once."""
+        prefix = torch.tensor([list(rows[0][:shared])], dtype=torch.long, device=self.device)
+        cache = self._cache_of(self.model(input_ids=prefix, use_cache=True, logits_to_keep=1))
+        cache.batch_repeat_interleave(len(rows))
+        suffixes = [list(row[shared:]) for row in rows]
+        width = max(len(suffix) for suffix in suffixes)
+        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for index, suffix in enumerate(suffixes):  # right padding: positions follow the cache
+            ids[index, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            mask[index, shared : shared + len(suffix)] = 1
+        last = [len(suffix) - 1 for suffix in suffixes]
+        keep = sorted(set(last))  # project only the positions some row ends at
+        out = self.model(
+            input_ids=ids.to(self.device),
+            attention_mask=mask.to(self.device),
+            logits_to_keep=torch.tensor(keep, device=self.device),
+            **{self._cache_kwarg: cache},
+        )
+        picks = torch.tensor([keep.index(position) for position in last], device=self.device)
+        return out.logits[torch.arange(len(rows), device=self.device), picks]
+
+    @staticmethod
+    def _cache_of(output: Any) -> Any:
+        return output["cache"] if "cache" in output else output["past_key_values"]
 
     @torch.inference_mode()
     def continuation_logprobs(
@@ -92,7 +145,7 @@ class Scorer:
         longest = max(len(cont) for cont in continuations)
         if longest == 1:
             return totals
-        cache = first["cache"] if "cache" in first else first["past_key_values"]
+        cache = self._cache_of(first)
         cache.batch_repeat_interleave(len(continuations))
         # Right-pad the options: the cache covers positions [0, P); option tokens take P, P+1, ...
         ids = torch.full((len(continuations), longest - 1), self.pad_id, dtype=torch.long)
