@@ -420,7 +420,7 @@ def format_pairs(
                 if long_prompts == "drop":
                     if first:
                         file, _, line = pair.origin.rpartition(":")
-                        reason = f"prompt too long: {len(ids)} tokens > max_prompt_length {max_prompt_length}"
+                        reason = f"prompt too long: {len(ids)} tokens > limit {max_prompt_length}"
                         report.skip(file, int(line) if line.isdigit() else 0, reason)
                     continue
                 prompt = tokenizer.decode(ids[-max_prompt_length:])

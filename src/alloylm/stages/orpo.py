@@ -64,6 +64,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         tokenizer,
         cfg.data,
         seed=seed,
+        max_length=cfg.train.max_seq_length,
         max_prompt_length=cfg.max_prompt_length,
         long_prompts=cfg.long_prompts,
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -179,19 +180,25 @@ class _Tail:
         self.returncode, self.lines = returncode, lines
 
 
-def _run_streaming(command: list[str], env: dict[str, str], *, echo: bool, keep: int = 40) -> _Tail:
-    """Run `command`, echo its output as it comes, keep the last `keep` lines."""
+RANK_ERROR = re.compile(r"^\[(rank|default)\d+\]:\s*[\w.]*(Error|Exception)\b")
+
+
+def _run_streaming(command: list[str], env: dict[str, str], *, echo: bool, keep: int = 25) -> _Tail:
+    """Run `command`, echo its output as it comes; keep each rank's error line and the last lines."""
     lines: collections.deque[str] = collections.deque(maxlen=keep)
+    errors: list[str] = []
     with subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, bufsize=1
     ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             lines.append(line.rstrip("\n"))
+            if RANK_ERROR.match(line) and len(errors) < 8:
+                errors.append(line.rstrip("\n"))
             if echo:
                 print(line, end="", flush=True)
         returncode = process.wait()
-    return _Tail(returncode, list(lines))
+    return _Tail(returncode, [*errors, "...", *lines] if errors else list(lines))
 
 
 def rank_markers(state_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

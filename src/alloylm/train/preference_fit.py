@@ -57,16 +57,23 @@ def prepare_pairs(
     *,
     seed: int,
     max_prompt_length: int | None,
+    max_length: int,
     long_prompts: LongPromptPolicy,
 ) -> tuple[list[dict[str, str]], dict[str, Any], list[str]]:
-    """Load, mix, check and render the pairs: (rows, data summary, files read)."""
+    """Load, mix, check and render the pairs: (rows, data summary, files read).
+
+    Prompts over `max_prompt_length` tokens, or that leave no room for a reply within
+    `max_length`, are dropped or cut from the left (`long_prompts`)."""
     from alloylm.data.chat_template import ensure_chat_template
     from alloylm.data.preference import format_pairs, load_preference_sources, preference_files
 
     template_added = ensure_chat_template(tokenizer)
     pairs, report, details = load_preference_sources(sources, seed)
+    # TRL silently drops pairs whose prompt alone fills max_length: cap the prompt below it, so
+    # that such pairs are reported (or cut) like any other long prompt.
+    limit = min(max_prompt_length or max_length, max_length - 1)
     rows = format_pairs(
-        tokenizer, pairs, report, max_prompt_length=max_prompt_length, long_prompts=long_prompts
+        tokenizer, pairs, report, max_prompt_length=limit, long_prompts=long_prompts
     )
     for line in report.log_lines():
         ctx.log(line)
