@@ -1,0 +1,56 @@
+"""Every shipped study recipe validates (stage configs, DAG) without its user-provided data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alloylm.config.pipeline import load_pipeline
+from alloylm.pipeline.graph import check_graph
+
+RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes" / "paper").glob("*.yaml"))
+INSTRUCT = {
+    "llama31": "meta-llama/Llama-3.1-8B-Instruct",
+    "mistral": "mistralai/Mistral-7B-Instruct-v0.3",
+    "smollm": "HuggingFaceTB/SmolLM-1.7B-Instruct",
+}
+
+
+def test_all_five_recipes_are_shipped() -> None:
+    assert [r.name for r in RECIPES] == [
+        "llama31_8b_base.yaml", "llama31_8b_instruct.yaml", "mistral_7b_v03_base.yaml",
+        "mistral_7b_v03_instruct.yaml", "smollm_1.7b.yaml",
+    ]  # fmt: skip
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_recipe_validates_and_wires_the_study_chain(recipe: Path) -> None:
+    pipeline = load_pipeline(recipe, check_data=False)
+    order = check_graph(pipeline, check_data=False)
+    stages = pipeline.stages
+    assert [stages[n].kind for n in order][:2] == ["cpt", "sft"]
+    assert {n: stages[n].depends_on for n in ("sft", "dpo", "orpo", "dpo_slerp", "orpo_slerp")} == {
+        "sft": ["cpt"], "dpo": ["sft"], "orpo": ["sft"], "dpo_slerp": ["dpo"], "orpo_slerp": ["orpo"],
+    }  # fmt: skip
+    family = next(key for key in INSTRUCT if recipe.stem.startswith(key))
+    for merge in ("dpo_slerp", "orpo_slerp"):
+        config = stages[merge].config
+        assert config.method == "slerp" and config.base_model == INSTRUCT[family]
+    # the intended CPT mix weights: the duplicated study source counts twice
+    assert 2.0 in [source.weight for source in stages["cpt"].config.data]
+    text = recipe.read_text()
+    assert "HARDWARE:" in text and "lamm-mit/LLM-finetuning" in text
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.stem)
+def test_preference_hyperparameters_are_the_studys(recipe: Path) -> None:
+    stages = load_pipeline(recipe, check_data=False).stages
+    dpo, orpo = stages["dpo"].config, stages["orpo"].config
+    assert (dpo.loss_type, dpo.train.learning_rate, dpo.train.lr_scheduler, dpo.train.warmup_ratio) == (
+        "sigmoid", 5.0e-7, "cosine", 0.1,
+    )  # fmt: skip
+    assert dpo.train.epochs == 1 and dpo.beta in (0.01, 0.05)
+    assert dpo.beta == (0.01 if recipe.stem == "mistral_7b_v03_base" else 0.05)
+    assert orpo.beta == 0.1 and orpo.train.lr_scheduler == "cosine"
+    assert orpo.train.learning_rate in (3.0e-6, 5.0e-6)
