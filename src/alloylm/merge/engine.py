@@ -171,8 +171,8 @@ def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progres
             for writer in writers:
                 writer.write(job.out_name, tensors[0])
             continue
-        if load_dtype is not None:  # mergekit casts inputs to `dtype` before merging
-            tensors = [t.to(load_dtype) for t in tensors]
+        # mergekit casts inputs to `dtype` before merging; methods then work in float32.
+        tensors = [_working_copy(t, load_dtype) for t in tensors]
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed
         )
@@ -189,6 +189,12 @@ def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progres
             step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
         )
     progress.finish()
+
+
+def _working_copy(tensor: torch.Tensor, load_dtype: torch.dtype | None) -> torch.Tensor:
+    if load_dtype is not None and load_dtype != tensor.dtype:
+        tensor = tensor.to(load_dtype)
+    return tensor.float()
 
 
 def write_model_files(folder: Path, plan: PreparedMerge, layout: list[tuple]) -> None:

@@ -1,7 +1,7 @@
 """Streaming safetensors I/O: read tensors one at a time, write shards without holding them.
 
 Reading: the headers of every shard are parsed up front (names, shapes, dtypes: no tensor data
-read), then tensors come one at a time through `safetensors.safe_open`.
+read), then tensors are read one at a time at their header offsets.
 
 Writing: since the merge plan knows every output name, shape and dtype before any tensor is
 computed, each shard's header is written first and tensor bytes are appended as they are produced;
@@ -92,13 +92,20 @@ def weight_files(folder: Path) -> list[Path]:
 
 
 class ModelTensors:
-    """Tensors of one model folder, read one at a time."""
+    """Tensors of one model folder, read one at a time.
+
+    Reads go straight from the file into a fresh tensor (offsets from the safetensors header):
+    one copy, and no memory map whose touched pages would stay resident for the whole merge.
+    """
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.infos: dict[str, TensorInfo] = {}
+        self._offsets: dict[str, tuple[int, int]] = {}
         for file in weight_files(self.folder):
-            for name, meta in read_header(file).items():
+            header = read_header(file)
+            data_start = 8 + struct.unpack("<Q", file.open("rb").read(8))[0]
+            for name, meta in header.items():
                 if name == "__metadata__":
                     continue
                 dtype = SAFETENSORS_DTYPES.get(meta["dtype"])
@@ -107,22 +114,32 @@ class ModelTensors:
                         f"{file}: tensor {name} has unsupported dtype {meta['dtype']}"
                     )
                 self.infos[name] = TensorInfo(name, tuple(meta["shape"]), dtype, file)
-        self._handles: dict[Path, object] = {}
+                begin, end = meta["data_offsets"]
+                self._offsets[name] = (data_start + begin, end - begin)
+        self._handles: dict[Path, IO[bytes]] = {}
 
     def names(self) -> list[str]:
         return list(self.infos)
 
     def get(self, name: str) -> torch.Tensor:
-        from safetensors import safe_open
-
         info = self.infos[name]
+        start, nbytes = self._offsets[name]
         handle = self._handles.get(info.file)
         if handle is None:
-            handle = safe_open(str(info.file), framework="pt", device="cpu")
-            self._handles[info.file] = handle
-        return handle.get_tensor(name)
+            handle = self._handles[info.file] = open(info.file, "rb")  # noqa: SIM115 (closed in close())
+        buffer = torch.empty(nbytes, dtype=torch.uint8)
+        if nbytes:
+            handle.seek(start)
+            if handle.readinto(memoryview(buffer.numpy())) != nbytes:
+                raise ModelSourceError(
+                    f"{info.file} is truncated (tensor {name})",
+                    hint="re-download or re-save the model",
+                )
+        return buffer.view(info.dtype).reshape(info.shape)
 
     def close(self) -> None:
+        for handle in self._handles.values():
+            handle.close()
         self._handles.clear()
 
 

@@ -1,0 +1,276 @@
+"""SLERP merge speed and memory: alloylm against mergekit (`mergekit-yaml`), whole process vs whole process.
+
+Inputs: the embedded SmolLM2-135M-Instruct and a perturbed copy of it (seeded Gaussian noise,
+5% of each tensor's standard deviation, so that weight matrices sit below SLERP's |cos| > 0.9995
+linear-fallback threshold and the spherical path is measured), written once to --work-dir. Both tools merge them with
+the study's SLERP schedule (self_attn [0, .5, .3, .7, 1], mlp [1, .5, .7, .3, 0], rest .5) from
+the SAME mergekit YAML file, output dtype bfloat16. Also measured: a sweep of 7 schedules in one
+alloylm process (each parent read once). Reported: wall time and peak RSS (whole process,
+imports included) per run, speed and memory ratios, and the largest element-wise difference
+between the two tools' outputs.
+
+    python benchmarks/merge_speed.py --mergekit-yaml /work/mergekit-venv/bin/mergekit-yaml
+
+mergekit lives in its own virtual environment (see docs/merge.md); without it the script still
+measures alloylm and says that the comparison was skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "merge_speed.json"
+STUDY_T = [
+    {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+    {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+    {"value": 0.5},
+]
+SWEEP = [
+    {"name": "study", "schedule": "study"},
+    {"name": "variant_g", "schedule": "variant_g"},
+    {"name": "uniform", "schedule": "uniform"},
+    {"name": "t0.1", "parameters": {"t": 0.1}},
+    {"name": "t0.3", "parameters": {"t": 0.3}},
+    {"name": "t0.7", "parameters": {"t": 0.7}},
+    {"name": "t0.9", "parameters": {"t": 0.9}},
+]
+# Runs a command and prints its wall time and the peak RSS of it and its children (ru_maxrss, KiB).
+MEASURE = (
+    "import json,resource,subprocess,sys,time;t=time.perf_counter();"
+    "p=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL,stderr=subprocess.PIPE,text=True);"
+    "w=time.perf_counter()-t;r=resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss;"
+    "print(json.dumps({'rc':p.returncode,'wall_s':w,'peak_rss_mib':r/1024,'stderr':p.stderr[-2000:]}))"
+)
+
+
+def perturbed_copy(base: Path, target: Path, seed: int = 0, scale: float = 0.05) -> Path:
+    """base + seeded noise (scale x each tensor's std), saved once as a model folder."""
+    if (target / "model.safetensors").exists():
+        return target
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    tensors = load_file(str(base / "model.safetensors"))
+    noisy = {}
+    for name, tensor in tensors.items():
+        std = float(tensor.float().std()) if tensor.numel() > 1 else 1.0
+        noise = torch.randn(tensor.shape, generator=generator) * (scale * (std or 1.0))
+        noisy[name] = (tensor.float() + noise).to(tensor.dtype).contiguous()
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    for item in base.iterdir():
+        if (
+            item.is_file()
+            and item.suffix != ".safetensors"
+            and item.name not in ("alloy.json", "README.md")
+        ):
+            shutil.copyfile(item, tmp / item.name)
+    save_file(noisy, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+    os.replace(tmp, target)
+    return target
+
+
+def write_configs(work: Path, base: Path, other: Path) -> tuple[Path, Path]:
+    import yaml
+
+    mergekit_cfg = {
+        "models": [{"model": str(base)}, {"model": str(other)}],
+        "merge_method": "slerp",
+        "base_model": str(base),
+        "parameters": {"t": STUDY_T},
+        "dtype": "bfloat16",
+    }
+    sweep_cfg = {
+        "method": "slerp",
+        "base_model": str(base),
+        "models": [str(other)],
+        "dtype": "bfloat16",
+        "sweep": SWEEP,
+    }
+    (work / "slerp_mergekit.yaml").write_text(yaml.safe_dump(mergekit_cfg, sort_keys=False))
+    (work / "slerp_sweep7.yaml").write_text(yaml.safe_dump(sweep_cfg, sort_keys=False))
+    return work / "slerp_mergekit.yaml", work / "slerp_sweep7.yaml"
+
+
+def measure(command: list[str], output: Path, repeats: int) -> dict:
+    runs = []
+    for _ in range(repeats):
+        shutil.rmtree(output, ignore_errors=True)
+        raw = subprocess.run(
+            [sys.executable, "-c", MEASURE, *command], capture_output=True, text=True, check=True
+        ).stdout
+        result = json.loads(raw)
+        if result["rc"] != 0:
+            raise SystemExit(f"{' '.join(command)} failed:\n{result['stderr']}")
+        runs.append(result)
+    walls = [r["wall_s"] for r in runs]
+    return {
+        "command": " ".join(command),
+        "wall_s_runs": [round(w, 2) for w in walls],
+        "wall_s": round(statistics.median(walls), 2),
+        "peak_rss_mib": round(max(r["peak_rss_mib"] for r in runs), 1),
+    }
+
+
+def _tensors(folder: Path) -> dict:
+    from safetensors import safe_open
+
+    out = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        with safe_open(str(file), framework="pt") as handle:
+            for name in handle.keys():  # noqa: SIM118 (safe_open has no __iter__)
+                out[name] = handle.get_tensor(name)
+    return out
+
+
+def max_difference(ours: Path, theirs: Path, parents: list[Path]) -> dict:
+    """Largest |ours - theirs| over common tensors, absolute and in bf16 units in the last place.
+
+    The ulp is taken at the magnitude of the inputs (max |parent|, |output|) of each element:
+    s0*a + s1*b is computed to that precision, so a near-zero output after cancellation can only
+    be compared at that scale.
+    """
+    import torch
+
+    a, b = _tensors(ours), _tensors(theirs)
+    inputs = [_tensors(p) for p in parents]
+    common = sorted(set(a) & set(b))
+    worst, worst_ulp, differing, over_one_ulp, total, worst_name = 0.0, 0.0, 0, 0, 0, None
+    for name in common:
+        x, y = a[name].float(), b[name].float()
+        scale = torch.maximum(x.abs(), y.abs())
+        for parent in inputs:
+            scale = torch.maximum(scale, parent[name].to(torch.bfloat16).float().abs())
+        ulp = torch.exp2(torch.floor(torch.log2(scale.clamp_min(2.0**-126))) - 7)  # bf16 spacing
+        diff = (x - y).abs()
+        if float(diff.max()) > worst:
+            worst, worst_name = float(diff.max()), name
+        in_ulps = diff / ulp
+        worst_ulp = max(worst_ulp, float(in_ulps.max()))
+        differing += int((diff > 0).sum())
+        over_one_ulp += int((in_ulps > 1).sum())
+        total += diff.numel()
+    return {
+        "common_tensors": len(common),
+        "only_in_alloylm": sorted(set(a) - set(b)),
+        "only_in_mergekit": sorted(set(b) - set(a)),
+        "dtypes": sorted({str(t.dtype) for t in a.values()} | {str(t.dtype) for t in b.values()}),
+        "max_abs_diff": worst,
+        "max_abs_diff_tensor": worst_name,
+        "max_diff_bf16_ulps": worst_ulp,
+        "differing_elements": differing,
+        "elements_over_one_ulp": over_one_ulp,
+        "total_elements": total,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--mergekit-yaml",
+        default=shutil.which("mergekit-yaml") or "/work/mergekit-venv/bin/mergekit-yaml",
+        help="path of mergekit's mergekit-yaml (in its own venv)",
+    )
+    parser.add_argument(
+        "--work-dir", default=os.environ.get("ALLOY_BENCH_DIR", "/tmp/alloylm-merge-bench")
+    )
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    from alloylm.models.sources import resolve_model
+
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    base = resolve_model("embedded:smollm2-135m-instruct")
+    other = perturbed_copy(base, work / "perturbed-5pct")
+    mergekit_yaml, sweep_yaml = write_configs(work, base, other)
+    for path in (base / "model.safetensors", other / "model.safetensors"):
+        path.read_bytes()  # warm the page cache once so the first measured run is not penalised
+
+    ours_cmd = [sys.executable, "-m", "alloylm.cli.merge"]
+    results: dict = {
+        "inputs": {"base": str(base), "other": str(other), "config": str(mergekit_yaml)},
+        "cpu_count": os.cpu_count(),
+    }
+    results["alloylm_single"] = measure(
+        [*ours_cmd, str(mergekit_yaml), str(work / "out_alloylm"), "--quiet"],
+        work / "out_alloylm",
+        args.repeats,
+    )
+    results["alloylm_sweep7"] = measure(
+        [*ours_cmd, str(sweep_yaml), str(work / "out_sweep"), "--quiet"],
+        work / "out_sweep",
+        args.repeats,
+    )
+    results["sweep7_over_single"] = round(
+        results["alloylm_sweep7"]["wall_s"] / results["alloylm_single"]["wall_s"], 2
+    )
+
+    if Path(args.mergekit_yaml).exists():
+        results["mergekit_single"] = measure(
+            [args.mergekit_yaml, str(mergekit_yaml), str(work / "out_mergekit")],
+            work / "out_mergekit",
+            args.repeats,
+        )
+        results["speedup_vs_mergekit"] = round(
+            results["mergekit_single"]["wall_s"] / results["alloylm_single"]["wall_s"], 2
+        )
+        results["memory_ratio_vs_mergekit"] = round(
+            results["alloylm_single"]["peak_rss_mib"] / results["mergekit_single"]["peak_rss_mib"],
+            2,
+        )
+        results["difference"] = max_difference(
+            work / "out_alloylm", work / "out_mergekit", [base, other]
+        )
+    else:
+        results["mergekit_single"] = None
+        print(
+            f"mergekit-yaml not found at {args.mergekit_yaml}: comparison skipped (install mergekit in its own venv, see docs/merge.md)"
+        )
+
+    print_table(results)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(
+        json.dumps(
+            {"created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **results}, indent=2
+        )
+        + "\n"
+    )
+    print(f"results: {RESULTS}")
+    return 0
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{'run':<28}{'wall s (median)':>16}{'runs':>18}{'peak RSS MiB':>14}")
+    for key in ("alloylm_single", "alloylm_sweep7", "mergekit_single"):
+        r = results.get(key)
+        if r:
+            print(
+                f"{key:<28}{r['wall_s']:>16.2f}{str(r['wall_s_runs']):>18}{r['peak_rss_mib']:>14.0f}"
+            )
+    print(f"\nsweep of 7 / one merge (alloylm): {results['sweep7_over_single']}x (target <= 3x)")
+    if results.get("mergekit_single"):
+        print(f"speed-up vs mergekit: {results['speedup_vs_mergekit']}x (target >= 2x)")
+        print(
+            f"peak memory alloylm / mergekit: {results['memory_ratio_vs_mergekit']} (target <= 1)"
+        )
+        d = results["difference"]
+        print(
+            f"max |alloylm - mergekit|: {d['max_abs_diff']:.3g} ({d['max_diff_bf16_ulps']:.2f} bf16 ulps, in {d['max_abs_diff_tensor']}); "
+            f"{d['differing_elements']} of {d['total_elements']} elements differ; tensors only in mergekit: {d['only_in_mergekit']}"
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
