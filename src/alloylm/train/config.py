@@ -32,6 +32,10 @@ class LoraConfig(StrictModel):
         True,
         description="merge the adapter into the weights and save a plain model (else save the adapter only)",
     )
+    quantize: Literal["4bit", "8bit"] | None = Field(
+        None,
+        description="QLoRA: load the frozen base quantized (bitsandbytes, CUDA only); see train/qlora.py",
+    )
 
 
 class TrainConfig(StrictModel):

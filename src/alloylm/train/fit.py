@@ -26,6 +26,12 @@ def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -
     from alloylm.train.lora import wrap_with_lora
 
     set_seed(seed)  # LoRA's random init and dropout
+    if train.lora is not None and train.lora.quantize:  # QLoRA (train/qlora.py)
+        from alloylm.train.qlora import load_quantized_for_training
+
+        return load_quantized_for_training(
+            model_dir, train.lora, gradient_checkpointing=train.gradient_checkpointing
+        )
     model = load_causal_lm(model_dir, dtype="float32")
     if train.lora is not None:
         model = wrap_with_lora(model, train.lora)

@@ -104,6 +104,12 @@ def load_policy(model_dir: str | Path, train: TrainConfig, seed: int) -> Any:
     from alloylm.train.lora import wrap_with_lora
 
     set_seed(seed)
+    if train.lora is not None and train.lora.quantize:  # QLoRA
+        from alloylm.train.qlora import load_quantized_for_training
+
+        return load_quantized_for_training(
+            model_dir, train.lora, gradient_checkpointing=train.gradient_checkpointing
+        )
     model = load_causal_lm(model_dir, dtype="float32")
     return wrap_with_lora(model, train.lora) if train.lora is not None else model
 

@@ -1,0 +1,95 @@
+"""QLoRA: LoRA adapters over a base model quantized to 4 (or 8) bits by bitsandbytes.
+
+QLoRA (Dettmers et al. 2023, https://arxiv.org/abs/2305.14314) keeps the frozen base weights in
+4-bit NormalFloat with double quantization and computes in bfloat16; only the adapters train.
+It needs a CUDA GPU and the bitsandbytes package: a config with `lora: {quantize: 4bit}` is valid
+anywhere, and a run on a machine without them stops before loading anything, saying so.
+
+Saving with `merge_adapter: true` does not merge into the quantized weights (that would round the
+update into 4-bit and save a quantized model); it reloads the base model unquantized, loads the
+trained adapter into it and merges there, so the artifact is an ordinary model.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+from alloylm.errors import ConfigError
+from alloylm.train.config import LoraConfig
+
+
+def check_qlora_runtime(quantize: str) -> None:
+    """Raise a ConfigError naming what is missing when QLoRA cannot run here."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise ConfigError(
+            f"lora.quantize: {quantize} (QLoRA) needs a CUDA GPU; this machine has none",
+            key="train.lora.quantize",
+            hint="remove `quantize` to train plain LoRA adapters on CPU, or run on a GPU machine",
+        )
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ConfigError(
+            f"lora.quantize: {quantize} (QLoRA) needs the bitsandbytes package",
+            key="train.lora.quantize",
+            hint="pip install bitsandbytes",
+        )
+
+
+def quantization_config(quantize: str) -> Any:
+    """transformers' BitsAndBytesConfig for '4bit' (NF4, double quantization, bf16 compute) or '8bit'."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    if quantize == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=torch.bfloat16,
+    )
+
+
+def load_quantized_for_training(
+    model_dir: str | Path, lora: LoraConfig, *, gradient_checkpointing: bool
+) -> Any:
+    """The quantized base on this process's GPU, prepared for k-bit training, with fresh adapters."""
+    from peft import prepare_model_for_kbit_training
+    from transformers import AutoModelForCausalLM
+
+    from alloylm.train.lora import wrap_with_lora
+
+    assert lora.quantize is not None
+    check_qlora_runtime(lora.quantize)
+    device = int(os.environ.get("LOCAL_RANK", "0"))
+    model = AutoModelForCausalLM.from_pretrained(
+        str(model_dir),
+        quantization_config=quantization_config(lora.quantize),
+        device_map={"": device},
+        use_safetensors=True,
+    )
+    model = prepare_model_for_kbit_training(
+        model, use_gradient_checkpointing=gradient_checkpointing
+    )
+    return wrap_with_lora(model, lora)
+
+
+def merge_adapter_into_full_precision(
+    trained: Any, lora: LoraConfig, dtype: str = "bfloat16"
+) -> Any:
+    """A plain model: the unquantized base (reloaded from the folder the adapter was trained on)
+    with the trained adapter merged into its weights."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    from alloylm.models.loading import load_causal_lm
+    from alloylm.train.lora import wrap_with_lora
+
+    base_dir = trained.peft_config["default"].base_model_name_or_path
+    adapter = {k: v.detach().to("cpu") for k, v in get_peft_model_state_dict(trained).items()}
+    model = wrap_with_lora(load_causal_lm(base_dir, dtype=dtype), lora)
+    set_peft_model_state_dict(model, adapter)
+    return model.merge_and_unload()
