@@ -26,6 +26,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "config", help="YAML with a distill stage's keys, or a pipeline with a distill stage"
     )
     run_parser.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="KEY=VALUE",
+        help="dotted overrides for a pipeline YAML (before --out), e.g. stages.distill.max_chunks=2",
+    )
+    run_parser.add_argument(
         "--stage", default=None, help="name of the distill stage in a pipeline YAML"
     )
     run_parser.add_argument(
@@ -81,7 +87,9 @@ def _resolve(value: Any, base: Path, key: str = "") -> Any:
     return value
 
 
-def load_stage_config(path: Path, stage: str | None) -> tuple[Any, int | None]:
+def load_stage_config(
+    path: Path, stage: str | None, overrides: list[str] | None = None
+) -> tuple[Any, int | None]:
     """(validated distill Config, pipeline seed) from a pipeline YAML or a bare stage YAML."""
     import yaml
     from pydantic import ValidationError
@@ -94,7 +102,7 @@ def load_stage_config(path: Path, stage: str | None) -> tuple[Any, int | None]:
     if isinstance(data, dict) and "stages" in data:
         from alloylm.config.pipeline import load_pipeline
 
-        pipeline = load_pipeline(path, check_data=False)
+        pipeline = load_pipeline(path, overrides or [], check_data=False)
         distills = {n: s for n, s in pipeline.stages.items() if s.kind == "distill"}
         if stage is None and len(distills) == 1:
             stage = next(iter(distills))
@@ -110,6 +118,10 @@ def load_stage_config(path: Path, stage: str | None) -> tuple[Any, int | None]:
         return distills[stage].config, pipeline.run.seed
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of distill stage keys", file=str(path))
+    if overrides:
+        raise ConfigError(
+            "KEY=VALUE overrides need a pipeline YAML (run: + stages:)", file=str(path)
+        )
     data = {"kind": "distill", **_resolve(data, path.parent)}
     try:
         return Config.model_validate(data), None
@@ -123,7 +135,7 @@ def load_stage_config(path: Path, stage: str | None) -> tuple[Any, int | None]:
 def _run(args: argparse.Namespace) -> int:
     from alloylm.distill.engine import run_distill
 
-    cfg, seed = load_stage_config(Path(args.config), args.stage)
+    cfg, seed = load_stage_config(Path(args.config), args.stage, args.overrides)
     out = Path(args.out)
     result = run_distill(
         cfg, out, out / ".distill-state", seed=args.seed if args.seed is not None else (seed or 42)
