@@ -77,9 +77,14 @@ class MergeSettings(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> MergeSettings:
+        from alloylm.errors import did_you_mean
         from alloylm.registry import MERGE_METHODS
 
-        MERGE_METHODS.entry(self.method)  # unknown method: "did you mean"
+        if self.method not in MERGE_METHODS:
+            known = ", ".join(MERGE_METHODS.names())
+            raise ValueError(
+                f"unknown merge method {self.method!r}{did_you_mean(self.method, MERGE_METHODS.names())}; known: {known}"
+            )
         for key in ("dtype", "out_dtype"):
             value = getattr(self, key)
             if value is not None and value not in DTYPE_NAMES:
@@ -96,6 +101,9 @@ class MergeSettings(StrictModel):
             names = [v.name for v in self.sweep]
             if len(set(names)) != len(names):
                 raise ValueError(f"sweep variant names must be unique, got {names}")
+            for variant in self.sweep:
+                if variant.schedule is not None:
+                    schedule_preset(variant.schedule)
         return self
 
     # -- normalised views -------------------------------------------------------------------

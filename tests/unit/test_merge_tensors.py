@@ -1,0 +1,63 @@
+"""Streaming safetensors writer and reader: round trip, shards, index."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from alloylm.merge.tensors import INDEX_FILE, ModelTensors, StreamingModelWriter, parse_size
+
+
+def test_round_trip_single_and_sharded(tmp_path):
+    tensors = {
+        "a": torch.randn(3, 4),
+        "b": torch.randn(5).to(torch.bfloat16),
+        "c": torch.arange(6, dtype=torch.int64).reshape(2, 3),
+    }
+    layout = [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+    for max_bytes, files in ((10**9, 1), (48, 3)):
+        folder = tmp_path / f"out{files}"
+        writer = StreamingModelWriter(folder, layout, max_bytes)
+        for name, tensor in tensors.items():
+            writer.write(name, tensor)
+        writer.finish()
+        shards = sorted(folder.glob("*.safetensors"))
+        assert len(shards) == files
+        loaded = {}
+        for shard in shards:
+            loaded.update(load_file(shard))
+        assert loaded.keys() == tensors.keys()
+        for name, tensor in tensors.items():
+            assert torch.equal(loaded[name], tensor)
+        assert (folder / INDEX_FILE).exists() == (files > 1)
+        if files > 1:
+            assert set(json.loads((folder / INDEX_FILE).read_text())["weight_map"]) == set(tensors)
+        reader = ModelTensors(folder)
+        assert torch.equal(reader.get("b"), tensors["b"])
+        reader.close()
+
+
+def test_writer_refuses_out_of_order_tensors(tmp_path):
+    writer = StreamingModelWriter(
+        tmp_path, [("a", (2,), torch.float32), ("b", (2,), torch.float32)], 10**9
+    )
+    with pytest.raises(RuntimeError, match="expected a"):
+        writer.write("b", torch.zeros(2))
+
+
+def test_reader_matches_safetensors(tmp_path):
+    tensors = {"w": torch.randn(7, 3), "empty": torch.zeros(0)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    reader = ModelTensors(tmp_path)
+    assert reader.infos["w"].shape == (7, 3)
+    assert torch.equal(reader.get("w"), tensors["w"])
+    assert reader.get("empty").numel() == 0
+
+
+def test_parse_size():
+    assert parse_size("5GB") == 5 * 10**9
+    assert parse_size("2GiB") == 2 * 2**30
+    assert parse_size(123) == 123
