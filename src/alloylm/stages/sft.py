@@ -41,8 +41,9 @@ class Config(StageConfig):
 
 def inputs(cfg: Config) -> list[InputSpec]:
     specs = [InputSpec("model", cfg.model, "model")]
+    # A `template` turns any record into a chat (missing fields are reported when loading).
     specs += [
-        InputSpec(f"data.{i}.path", source.path, "data", "chat")
+        InputSpec(f"data.{i}.path", source.path, "data", "any" if source.template else "chat")
         for i, source in enumerate(cfg.data)
     ]
     return specs

@@ -101,6 +101,8 @@ def build_training_args(
         "dataloader_pin_memory": _has_cuda(),
         **precision_flags(train.dtype),
     }
+    if kwargs["bf16"] and not _has_cuda():
+        kwargs["use_cpu"] = True  # transformers refuses bf16 off-GPU unless told it is on CPU
     kwargs.update(_checkpointing_kwargs(args_class or SFTConfig, train.gradient_checkpointing))
     if args_class is None or args_class is SFTConfig:
         args_class = SFTConfig

@@ -1,0 +1,298 @@
+"""CPT training throughput and memory: the `cpt` stage (TRL through alloylm) against a plain PyTorch loop.
+
+Same model (the embedded SmolLM2-135M-Instruct, fp32 weights), same packed rows (the cpt
+stage's own BOS-separated, wrapped packing of the A&P 2e corpus, seq len 512), batch 4, AdamW at
+the same learning rate, gradient clipping at 1.0 in both. Each contender runs in its own
+subprocess so that peak RSS (ru_maxrss) is its own. Tokens/s is measured at steady state: from
+the end of step 1 to the end of the last step (the first step pays one-time costs); the whole-run
+figure, first step included, is reported beside it.
+
+    python benchmarks/train_throughput.py                      # 10 steps each
+    python benchmarks/train_throughput.py --ablation --ablation-steps 3
+
+`--ablation` also runs TRL's SFTTrainer with its own defaults (gradient checkpointing on, bf16
+autocast, per-token entropy/accuracy over the full vocabulary) and with one default removed at
+a time, on the same rows, to show where the time goes.
+
+The machine is shared (2 cores, several engineers): numbers are noisy; rerun to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "train_throughput.json"
+MODEL = os.environ.get(
+    "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
+)  # tiny:llama for a smoke run
+SEQ_LEN, BATCH, LR, SEED = 512, 4, 5.0e-5, 42
+# TRL SFTTrainer defaults, then each one removed (the last = alloylm's settings inside plain TRL).
+ABLATIONS = {
+    "trl_defaults": {},
+    "trl_no_grad_ckpt": {"activation_checkpointing": False},
+    "trl_no_grad_ckpt_fp32": {"activation_checkpointing": False, "bf16": False},
+}
+
+
+def corpus_path() -> Path:
+    sys.path.insert(0, str(REPO / "tests"))
+    from conftest import _shared_data
+
+    return _shared_data() / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
+
+
+def packed_rows(tokenizer, n_rows: int) -> list[list[int]]:
+    """The cpt stage's rows for the benchmark corpus (its own tokenization and packing)."""
+    from alloylm.data.mixing import mix
+    from alloylm.data.packing import pack_wrapped
+    from alloylm.data.sources import DataSource, load_text_docs
+    from alloylm.stages.cpt import tokenize_documents
+
+    docs = load_text_docs(DataSource(path=str(corpus_path()), limit=200)).records
+    mixed, _ = mix([docs], [1.0], SEED)
+    rows = pack_wrapped(tokenize_documents(tokenizer, [d.text for d in mixed]), SEQ_LEN).input_ids
+    assert len(rows) >= n_rows, "corpus too small for the requested steps"
+    return rows[:n_rows]
+
+
+def steady_rate(step_ends: list[float], start: float, tokens_per_step: int) -> dict:
+    steps = len(step_ends)
+    steady = (steps - 1) * tokens_per_step / (step_ends[-1] - step_ends[0]) if steps > 1 else None
+    durations = [b - a for a, b in zip([start, *step_ends[:-1]], step_ends, strict=True)]
+    return {
+        "steps": steps,
+        "tokens_per_s": steady,
+        "tokens_per_s_incl_first_step": steps * tokens_per_step / (step_ends[-1] - start),
+        "step_seconds_median": statistics.median(durations[1:] or durations),
+        "first_step_seconds": durations[0],
+    }
+
+
+def run_plain(steps: int) -> dict:
+    import torch
+
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.models.sources import resolve_model
+
+    folder = resolve_model(MODEL)
+    rows = packed_rows(load_tokenizer(folder), steps * BATCH)
+    torch.manual_seed(SEED)
+    model = load_causal_lm(folder, dtype="float32")
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    losses, ends = [], []
+    start = time.perf_counter()
+    for step in range(steps):
+        batch = torch.tensor(rows[step * BATCH : (step + 1) * BATCH])
+        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        losses.append(loss.item())
+        ends.append(time.perf_counter())
+    return {
+        **steady_rate(ends, start, BATCH * SEQ_LEN),
+        "losses": losses,
+        "real_token_fraction": 1.0,
+    }
+
+
+class _Clock:
+    """A stage Progress that timestamps every logged step."""
+
+    def __init__(self) -> None:
+        self.start = 0.0
+        self.ends: list[float] = []
+        self.losses: list[float] = []
+
+    def start_clock(self, *args, **kwargs) -> None:
+        self.start = time.perf_counter()
+
+    def update(self, step, **fields) -> None:
+        self.ends.append(time.perf_counter())
+        self.losses.append(fields.get("loss"))
+
+
+def run_stage(steps: int) -> dict:
+    from alloylm.stages import cpt
+    from alloylm.stages.base import Progress, StageContext
+
+    clock = _Clock()
+
+    class Timed(Progress):
+        def start(self, total, description=""):
+            clock.start_clock()
+
+        def update(self, step, **fields):
+            clock.update(step, **fields)
+
+        def log(self, message):
+            pass
+
+    cfg = cpt.Config(
+        model=MODEL,
+        data=[{"path": str(corpus_path()), "limit": 200}],
+        train={
+            "max_steps": steps,
+            "max_seq_length": SEQ_LEN,
+            "per_device_batch_size": BATCH,
+            "learning_rate": LR,
+            "save_steps": 10_000,
+            "dtype": "float32",
+        },
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        ctx = StageContext(
+            "cpt", "bench", SEED, root / "work", root / "state", root, progress=Timed()
+        )
+        ctx.work_dir.mkdir()
+        result = cpt.run(ctx, cfg)
+    out = steady_rate(clock.ends, clock.start, BATCH * SEQ_LEN)
+    return {
+        **out,
+        "losses": clock.losses,
+        "real_token_fraction": result.metrics["real_token_fraction"],
+    }
+
+
+def run_trl_variant(steps: int, overrides: dict) -> dict:
+    """TRL's SFTTrainer with its own defaults (plus `overrides`) on the same rows."""
+    from datasets import Dataset
+    from transformers import TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.models.sources import resolve_model
+
+    folder = resolve_model(MODEL)
+    tokenizer = load_tokenizer(folder)
+    rows = packed_rows(tokenizer, steps * BATCH)
+    clock = _Clock()
+
+    class Timer(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            clock.start_clock()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            clock.ends.append(time.perf_counter())
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = SFTConfig(
+            output_dir=tmp,
+            max_steps=steps,
+            per_device_train_batch_size=BATCH,
+            learning_rate=LR,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1,
+            max_length=None,
+            dataset_kwargs={"skip_prepare_dataset": True},
+            seed=SEED,
+            use_cpu=True,  # required on CPU for TRL's default bf16
+            **overrides,
+        )
+        trainer = SFTTrainer(
+            model=load_causal_lm(folder, dtype="float32"),
+            args=args,
+            processing_class=tokenizer,
+            train_dataset=Dataset.from_dict({"input_ids": rows, "labels": rows}),
+            callbacks=[Timer()],
+        )
+        trainer.train()
+    settings = {"bf16": args.bf16, "activation_checkpointing": args.activation_checkpointing}
+    return {**steady_rate(clock.ends, clock.start, BATCH * SEQ_LEN), "settings": settings}
+
+
+def child(part: str, steps: int) -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if part == "plain":
+        out = run_plain(steps)
+    elif part == "stage":
+        out = run_stage(steps)
+    else:
+        out = run_trl_variant(steps, ABLATIONS[part])
+    out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print("RESULT " + json.dumps(out), flush=True)
+
+
+def measure(part: str, steps: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", part, "--steps", str(steps)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT ") :])
+    raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument(
+        "--ablation", action="store_true", help="also run TRL defaults and variants"
+    )
+    parser.add_argument("--ablation-steps", type=int, default=3)
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.steps)
+        return
+
+    results = {
+        "plain_pytorch": measure("plain", args.steps),
+        "alloylm_cpt": measure("stage", args.steps),
+    }
+    if args.ablation:
+        for name in ABLATIONS:
+            results[name] = measure(name, args.ablation_steps)
+    plain = results["plain_pytorch"]["tokens_per_s"]
+    for entry in results.values():
+        entry["ratio_vs_plain"] = entry["tokens_per_s"] / plain if entry["tokens_per_s"] else None
+    report = {
+        "benchmark": "train_throughput",
+        "model": MODEL,
+        "seq_len": SEQ_LEN,
+        "batch": BATCH,
+        "dtype": "float32",
+        "steps": args.steps,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_avg_1m_at_end": os.getloadavg()[0],
+        },
+        "note": "shared 2-core machine; steady-state tokens/s excludes step 1; numbers are noisy",
+        "results": results,
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    print(
+        f"{'contender':26} {'steps':>5} {'tok/s':>8} {'incl.1st':>9} {'ratio':>6} {'peak RSS MiB':>13} {'real tok':>9}"
+    )
+    for name, r in results.items():
+        real = r.get("real_token_fraction")
+        print(
+            f"{name:26} {r['steps']:>5} {r['tokens_per_s']:>8.1f} {r['tokens_per_s_incl_first_step']:>9.1f} "
+            f"{r['ratio_vs_plain']:>6.2f} {r['peak_rss_mib']:>13.0f} {'' if real is None else f'{real:.3f}':>9}"
+        )
+    print(f"written to {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    main()
