@@ -142,3 +142,23 @@ def test_cpt_resumes_after_interruption_to_the_same_result(uninterrupted, tmp_pa
     a, b = load_weights(full_root / "work"), load_weights(tmp_path / "work2")
     for name in a:
         assert (a[name] - b[name]).abs().max().item() < 1e-4, name
+
+
+def test_checkpoints_are_removed_after_success(uninterrupted):
+    root, _, _ = uninterrupted
+    assert not list((root / "state" / "checkpoints").glob("checkpoint-*"))
+
+
+def test_training_arguments_follow_the_train_block(tmp_path):
+    from trl import DPOConfig
+
+    from alloylm.train._trl import build_training_args
+    from alloylm.train.config import TrainConfig
+
+    train = TrainConfig(max_steps=7, warmup_ratio=0.1, learning_rate=3e-4, dtype="float32")
+    args = build_training_args(train, tmp_path, seed=5)
+    assert (args.max_steps, args.learning_rate, args.warmup_steps, args.seed) == (7, 3e-4, 0.1, 5)
+    assert not args.bf16 and not args.activation_checkpointing  # TRL defaults both to True
+    assert args.dataset_kwargs == {"skip_prepare_dataset": True}
+    dpo = build_training_args(train, tmp_path, seed=5, args_class=DPOConfig, beta=0.2)
+    assert isinstance(dpo, DPOConfig) and dpo.beta == 0.2 and dpo.max_steps == 7

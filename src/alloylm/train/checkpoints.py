@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shutil
 from pathlib import Path
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -33,3 +34,20 @@ def checkpoint_step(checkpoint: Path | None) -> int:
         return 0
     match = _CHECKPOINT.match(Path(checkpoint).name)
     return int(match.group(1)) if match else 0
+
+
+def remove_checkpoints(folder: str | Path) -> int:
+    """Delete the `checkpoint-N` folders once the final model is saved; return how many.
+
+    They hold optimizer state (about 3x the model's size each) and are useless after success:
+    the pipeline skips a stage whose artifact exists.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    for child in folder.iterdir():
+        if _CHECKPOINT.match(child.name) and child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+            removed += 1
+    return removed

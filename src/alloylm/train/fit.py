@@ -83,6 +83,10 @@ def fit_and_save(
     )
     metrics = train_resumable(trainer, checkpoint_dir)
     save_trained_model(trainer, tokenizer, ctx.work_dir, train.lora)
+    if trainer.is_world_process_zero():
+        from alloylm.train.checkpoints import remove_checkpoints
+
+        remove_checkpoints(checkpoint_dir)
     metrics.update(
         trainable_parameters=trainable,
         total_parameters=total,
