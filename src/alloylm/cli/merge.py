@@ -27,6 +27,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plot", help="explain: where to write the PNG (default: <config stem>-schedule.png)"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads while merging (default 1: merging is memory-bound; 0 = torch's default)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -78,7 +84,13 @@ def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:
             MergeOutput(name, params, folder)
             for (name, params), folder in zip(variants, folders, strict=True)
         ]
-        reports = run_merge(settings, outputs, prepared=prepared, progress=_progress(args.quiet))
+        reports = run_merge(
+            settings,
+            outputs,
+            prepared=prepared,
+            progress=_progress(args.quiet),
+            threads=args.threads or None,
+        )
         elapsed = time.perf_counter() - started
         for report, output in zip(reports, outputs, strict=True):
             write_variant_manifest(

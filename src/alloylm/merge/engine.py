@@ -124,8 +124,14 @@ def run_merge(
     model_path: Callable[[str], Path] | None = None,
     progress: Progress | None = None,
     prepared: PreparedMerge | None = None,
+    threads: int | None = 1,
 ) -> list[MergeReport]:
-    """Merge the parents into every output folder (created if missing); return a report per output."""
+    """Merge the parents into every output folder (created if missing); return a report per output.
+
+    `threads`: torch intra-op threads while merging (restored afterwards; None keeps torch's).
+    Merging is memory-bound, and on a busy machine OpenMP threads waiting at barriers made a
+    135M merge 5x slower with 2 threads than with 1 (benchmarks/merge_speed.py), hence 1.
+    """
     if model_path is None:
         from alloylm.models.sources import resolve_model as model_path
     progress = progress or Progress()
@@ -144,9 +150,13 @@ def run_merge(
     max_bytes = parse_size(settings.max_shard_size)
     writers = [StreamingModelWriter(o.folder, layout, max_bytes) for o in outputs]
     reports = [MergeReport(o.name, o.folder) for o in outputs]
+    previous_threads = torch.get_num_threads()
     try:
+        if threads:
+            torch.set_num_threads(threads)
         _merge_all(plan, outputs, writers, reports, progress)
     finally:
+        torch.set_num_threads(previous_threads)
         for writer in writers:
             writer.abort()
         for reader in plan.readers:
