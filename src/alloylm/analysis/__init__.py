@@ -1,0 +1,1 @@
+"""Analysis of results: merge synergy (when a merge beats its parents)."""
