@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 
 from alloylm.chat.serve import start_server
 from alloylm.cli import distill as distill_cli
@@ -20,10 +21,12 @@ from alloylm.stages.distill import Config, run
 
 @pytest.fixture(scope="module")
 def served(tiny_llama: Path) -> Iterator[str]:
-    server, _ = start_server(tiny_llama, model_name="tiny", default_max_tokens=8)
+    threads = torch.get_num_threads()
+    server, _ = start_server(tiny_llama, model_name="tiny", default_max_tokens=8, threads=1)
     yield f"http://127.0.0.1:{server.server_address[1]}/v1"
     server.shutdown()
     server.server_close()
+    torch.set_num_threads(threads)
 
 
 def _post(url: str, body: dict) -> bytes:

@@ -23,6 +23,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--max-tokens", type=int, default=256, help="default max_tokens when a request gives none"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is often fastest on a busy CPU)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -37,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         model_name=args.name or args.model,
         max_batch=args.max_batch,
         default_max_tokens=args.max_tokens,
+        threads=args.threads,
     )
     host, port = server.server_address[:2]
     print(f"serving {args.model} at http://{host}:{port}/v1 (Ctrl-C to stop)", flush=True)

@@ -34,8 +34,6 @@ from alloylm.distill.ingest import (
 from alloylm.distill.prompts import PromptTemplate, load_template
 from alloylm.distill.teachers import (
     Completion,
-    LocalTeacher,
-    OpenAITeacher,
     TeacherError,
     call_with_retries,
 )
@@ -71,8 +69,12 @@ class Tally:
 
 
 def make_teacher(cfg: TeacherConfig, resolve_model: Any = None) -> Any:
+    """The teacher named by `cfg.type`, looked up in the TEACHERS registry."""
+    from alloylm.registry import TEACHERS
+
+    teacher_class = TEACHERS.get(cfg.type)
     if cfg.type == "openai":
-        return OpenAITeacher(
+        return teacher_class(
             cfg.base_url or "",
             cfg.model,
             api_key_env=cfg.api_key_env,
@@ -81,7 +83,7 @@ def make_teacher(cfg: TeacherConfig, resolve_model: Any = None) -> Any:
         )
     if resolve_model is None:
         from alloylm.models.sources import resolve_model
-    return LocalTeacher(cfg.model, resolve_model(cfg.model))
+    return teacher_class(cfg.model, resolve_model(cfg.model))
 
 
 class TeacherClient:
