@@ -58,7 +58,7 @@ def write_variant_manifest(
         config=config,
         parents=lineage,
         content_hash=hash_json({"config": config, "parents": lineage}),
-        seed=prepared.settings.seed,
+        seed=prepared.settings.seed or 0,
         metrics=report.summary(),
         details={
             "linear_fallback_names": report.linear_fallback_names,

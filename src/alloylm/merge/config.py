@@ -71,7 +71,7 @@ class MergeSettings(StrictModel):
     out_dtype: str | None = None
     tokenizer_source: str | None = None
     chat_template: str | None = None
-    seed: int = 0
+    seed: int | None = None  # DARE's drops; None: the run's seed in a pipeline, else 0
     max_shard_size: int | str = "5GB"
     sweep: list[SweepVariant] | SweepGrid | None = None
 

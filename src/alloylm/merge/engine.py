@@ -184,7 +184,7 @@ def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progres
         # mergekit casts inputs to `dtype` before merging; methods then work in float32.
         tensors = [_working_copy(t, load_dtype) for t in tensors]
         ctx = TensorContext(
-            job, tensors, has_base=settings.base_model is not None, seed=settings.seed
+            job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )
         for output, writer, report in zip(outputs, writers, reports, strict=False):
             applied = apply_method(settings.method, ctx, output.parameters, output.name)

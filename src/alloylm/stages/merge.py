@@ -52,6 +52,8 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.merge.engine import MergeOutput, prepare_merge, run_merge
 
     started = time.perf_counter()
+    if cfg.seed is None:  # DARE's drops follow the run's seed unless the stage sets one
+        cfg = cfg.model_copy(update={"seed": ctx.seed})
     prepared = prepare_merge(cfg, ctx.model_path)
     variants = cfg.variants()
     sweep = cfg.sweep is not None
@@ -65,7 +67,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         ctx.log(_describe(report))
     if not sweep:
         return StageResult(
-            metrics=reports[0].summary(),
+            metrics={"summary": _summary(reports[0]), **reports[0].summary()},
             details={
                 "parameters": variants[0][1],
                 "linear_fallback_names": reports[0].linear_fallback_names,
@@ -84,13 +86,24 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             wall_time_s=elapsed,
         )
     return StageResult(
-        metrics={"variants": len(reports), "tensors": reports[0].tensors},
+        metrics={
+            "summary": f"{len(reports)} variants",
+            "variants": len(reports),
+            "tensors": reports[0].tensors,
+        },
         details={
             "variants": {r.name: r.summary() for r in reports},
             "warnings": prepared.warnings,
             "parents": parents(prepared),
         },
     )
+
+
+def _summary(report) -> str:
+    s = report.summary()
+    if "linear_fallback_tensors" in s:
+        return f"linear fallback {s['linear_fallback_tensors']}/{s['tensors']}"
+    return f"{s['tensors']} tensors"
 
 
 def _describe(report) -> str:
