@@ -204,6 +204,7 @@ def main() -> int:
     results: dict = {
         "inputs": {"base": str(base), "other": str(other), "config": str(mergekit_yaml)},
         "cpu_count": os.cpu_count(),
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
     }
     results["alloylm_single"] = measure(
         [*ours_cmd, str(mergekit_yaml), str(work / "out_alloylm"), "--quiet"],
@@ -253,6 +254,7 @@ def main() -> int:
             f"mergekit-yaml not found at {args.mergekit_yaml}: comparison skipped (install mergekit in its own venv, see docs/merge.md)"
         )
 
+    results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(
@@ -273,7 +275,10 @@ def print_table(results: dict) -> None:
             print(
                 f"{key:<28}{r['wall_s']:>16.2f}{str(r['wall_s_runs']):>18}{r['peak_rss_mib']:>14.0f}"
             )
-    print(f"\nsweep of 7 / one merge (alloylm): {results['sweep7_over_single']}x (target <= 3x)")
+    print(
+        f"\nload average (1, 5, 15 min) at start {results['load_average_at_start']}, at end {results['load_average_at_end']} on {results['cpu_count']} CPUs"
+    )
+    print(f"sweep of 7 / one merge (alloylm): {results['sweep7_over_single']}x (target <= 3x)")
     if results.get("mergekit_single"):
         print(
             f"speed-up vs mergekit: {results['speedup_vs_mergekit']}x (target >= 2x); vs mergekit with OMP_NUM_THREADS=1: {results['speedup_vs_mergekit_omp1']}x"

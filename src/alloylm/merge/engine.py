@@ -173,16 +173,18 @@ def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progres
     progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
     started = time.perf_counter()
     for step, job in enumerate(plan.jobs, start=1):
-        tensors = [
-            reader.get(name) for reader, name in zip(plan.readers, job.sources, strict=False)
-        ]
-        out_dtype = _out_dtype(settings, tensors[0].dtype)
-        if not tensors[0].is_floating_point():
+        base_info = plan.readers[0].infos[job.sources[0]]
+        out_dtype = _out_dtype(settings, base_info.dtype)
+        if not base_info.dtype.is_floating_point:
             for writer in writers:
-                writer.write(job.out_name, tensors[0])
+                writer.write(job.out_name, plan.readers[0].get(job.sources[0]))
             continue
         # mergekit casts inputs to `dtype` before merging; methods then work in float32.
-        tensors = [_working_copy(t, load_dtype) for t in tensors]
+        # One parent at a time, so only one raw tensor is alive next to the working copies.
+        tensors = [
+            _working_copy(reader.get(name), load_dtype)
+            for reader, name in zip(plan.readers, job.sources, strict=True)
+        ]
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )
