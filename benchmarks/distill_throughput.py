@@ -1,7 +1,7 @@
 """Distillation throughput against a loopback `alloy serve`: chunks/s at concurrency 1, 4, 8,
 and the time of an unchanged rerun (all calls cached; must be < 5% of the first run).
 
-    python benchmarks/distill_throughput.py [--model tiny:llama] [--chunks 16] [--max-tokens 16]
+    python benchmarks/distill_throughput.py [--model tiny:llama] [--chunks 24] [--max-tokens 48] [--threads 1]
 
 Prints a table and writes benchmarks/results/distill_throughput.json. The peer for the ratios is
 the same distillation at concurrency 1, measured in the same script on the same server.
@@ -60,10 +60,15 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="tiny:llama")
-    parser.add_argument("--chunks", type=int, default=16)
-    parser.add_argument("--max-tokens", type=int, default=16)
+    parser.add_argument("--chunks", type=int, default=24)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="server torch threads (1: robust on a busy CPU)"
+    )
     args = parser.parse_args()
-    server, _ = start_server(resolve_model(args.model), model_name=args.model, max_batch=8)
+    server, _ = start_server(
+        resolve_model(args.model), model_name=args.model, max_batch=8, threads=args.threads
+    )
     url = f"http://127.0.0.1:{server.server_address[1]}/v1"
     rows = []
     scratch = Path(tempfile.mkdtemp(prefix="distill-bench-"))
@@ -123,6 +128,7 @@ def main() -> None:
         "benchmark": "distill_throughput",
         "model": args.model,
         "max_tokens": args.max_tokens,
+        "server_threads": args.threads,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),

@@ -1,4 +1,4 @@
-"""Exact and near-duplicate removal, pure Python.
+"""Exact and near-duplicate removal (no dedup library: shingles, MinHash in numpy, LSH bands).
 
 Near duplicates: Jaccard similarity of word shingles, estimated with MinHash (Broder 1997,
 "On the resemblance and containment of documents") and found with locality-sensitive hashing
@@ -9,10 +9,13 @@ on an unlucky hash.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import re
+import zlib
 from collections.abc import Callable, Sequence
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 _MERSENNE = (1 << 61) - 1
@@ -36,18 +39,31 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b)
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "big")
+def _hash32(text: str) -> int:
+    return zlib.crc32(text.encode())  # deterministic across processes, unlike hash()
+
+
+@functools.lru_cache(maxsize=8)
+def _permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    a = rng.integers(1, _MERSENNE, size=num_perm, dtype=np.uint64) >> np.uint64(
+        30
+    )  # < 2^31: a*h < 2^63
+    b = rng.integers(0, _MERSENNE, size=num_perm, dtype=np.uint64)
+    return np.maximum(a, np.uint64(1)), b
 
 
 def minhash_signature(items: set[str], num_perm: int = 64, seed: int = 1) -> list[int]:
-    """MinHash with `num_perm` universal hash functions h(x) = (a*x + b) mod p."""
-    params = [
-        (_hash64(f"a{seed}:{i}") % (_MERSENNE - 1) + 1, _hash64(f"b{seed}:{i}") % _MERSENNE)
-        for i in range(num_perm)
-    ]
-    hashes = [_hash64(item) for item in items] or [0]
-    return [min((a * h + b) % _MERSENNE for h in hashes) for a, b in params]
+    """MinHash with `num_perm` universal hash functions h(x) = (a*x + b) mod p, p = 2^61 - 1.
+
+    x is a 32-bit hash of the item and a < 2^31, so a*x + b stays below 2^64 (exact in uint64).
+    """
+    a, b = _permutations(num_perm, seed)
+    hashes = np.fromiter((_hash32(item) for item in items), dtype=np.uint64, count=len(items))
+    if hashes.size == 0:
+        hashes = np.zeros(1, dtype=np.uint64)
+    values = (a[:, None] * hashes[None, :] + b[:, None]) % np.uint64(_MERSENNE)
+    return values.min(axis=1).tolist()
 
 
 def dedup(

@@ -21,15 +21,12 @@ from alloylm.atomic import atomic_write_json, atomic_write_text
 from alloylm.distill import builders as builder_functions
 from alloylm.distill.cache import CallCache, call_key
 from alloylm.distill.config import DistillConfig, TeacherConfig
+from alloylm.distill.corpus import cached_ingest
 from alloylm.distill.decontam import Decontaminator
-from alloylm.distill.dedup import dedup
 from alloylm.distill.generators import CHUNK_GENERATORS, GENERATOR_FUNCTIONS, ItemRejected, Record
 from alloylm.distill.ingest import (
     Chunk,
     Document,
-    chunk_documents,
-    load_documents,
-    whitespace_tokens,
 )
 from alloylm.distill.prompts import PromptTemplate, load_template
 from alloylm.distill.teachers import (
@@ -189,47 +186,6 @@ def run_unit(
     return []
 
 
-def ingest(
-    cfg: DistillConfig, log: Any = print
-) -> tuple[list[Document], list[Chunk], dict[str, int]]:
-    docs = (
-        load_documents(cfg.paths, text_key=cfg.text_key, limit=cfg.max_documents)
-        if cfg.paths
-        else []
-    )
-    removed = {"documents_exact": 0, "documents_near": 0, "chunks_exact": 0, "chunks_near": 0}
-    if cfg.dedup.enabled and docs:
-        docs, gone = dedup(
-            docs,
-            lambda d: d.text,
-            threshold=cfg.dedup.threshold,
-            shingle_size=cfg.dedup.shingle_size,
-        )
-        removed["documents_exact"], removed["documents_near"] = gone["exact"], gone["near"]
-    tokenize = whitespace_tokens
-    if cfg.chunking.tokenizer:
-        from alloylm.models.loading import load_tokenizer
-        from alloylm.models.sources import resolve_model
-
-        tokenizer = load_tokenizer(resolve_model(cfg.chunking.tokenizer))
-        tokenize = tokenizer.tokenize
-    chunks = chunk_documents(
-        docs, max_tokens=cfg.chunking.max_tokens, overlap=cfg.chunking.overlap, tokenize=tokenize
-    )
-    if cfg.dedup.enabled and chunks:
-        chunks, gone = dedup(
-            chunks,
-            lambda c: c.text,
-            threshold=cfg.dedup.threshold,
-            shingle_size=cfg.dedup.shingle_size,
-        )
-        removed["chunks_exact"], removed["chunks_near"] = gone["exact"], gone["near"]
-    if cfg.max_chunks:
-        chunks = chunks[: cfg.max_chunks]
-    log(f"{len(docs)} documents, {len(chunks)} chunks after cleaning and dedup")
-    return docs, chunks, removed
-
-
 def record_text(kind: str, record: dict[str, Any]) -> str:
     if kind == "text":
         return record["text"]
@@ -258,7 +214,7 @@ def run_distill(
     """Do the whole distillation; write JSONL files and stats.json into `out_dir`."""
     started = time.monotonic()
     out_dir.mkdir(parents=True, exist_ok=True)
-    docs, chunks, removed = ingest(cfg, log)
+    docs, chunks, removed = cached_ingest(cfg, state_dir, log)
     records: list[Record] = []
     if cfg.raw_text:
         records += [

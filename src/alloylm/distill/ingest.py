@@ -61,7 +61,8 @@ def clean_text(text: str) -> str:
     """Remove page breaks, page-number lines, repeated-character runs and unknown symbols."""
     text = unicodedata.normalize("NFKC", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\f", "\n\n")
-    text = "".join(" " if _is_unknown_symbol(c) else c for c in text)
+    # Decide once per distinct character (a text has few), then replace in one C-level pass.
+    text = text.translate({ord(c): " " for c in set(text) if _is_unknown_symbol(c)})
     text = _HYPHEN_BREAK.sub(r"\1\2", text)  # words split across a line break by the typesetter
     text = _REPEATED_CHARS.sub(lambda m: m.group(1) or m.group(2), text)
     lines = [line for line in text.split("\n") if not _PAGE_NUMBER_LINE.match(line)]
