@@ -18,10 +18,13 @@ import csv
 import json
 import os
 import platform
+import re
+import resource
 import subprocess
 import sys
 import tempfile
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,18 +61,38 @@ def shared_data() -> Path:
     raise SystemExit("shared data folder not found; set ALLOY_DATA")
 
 
-def timed(command: list[str], env: dict[str, str], log: Path) -> float:
+def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one whole process."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     with open(log, "w") as handle:
         result = subprocess.run(
             command, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
         )
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if result.returncode != 0:
         raise SystemExit(
             f"{command[0]} failed ({result.returncode}); see {log}:\n{log.read_text()[-3000:]}"
         )
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
+
+
+def lm_eval_scoring_seconds(log: Path, finished: float) -> float | None:
+    """From lm-eval's own log: time from 'Running loglikelihood requests' to the process end."""
+    match = re.search(
+        r"(\d{4}-\d{2}-\d{2}:\d{2}:\d{2}:\d{2}) INFO .*Running loglikelihood requests",
+        log.read_text(),
+    )
+    if not match:
+        return None
+    started = (
+        datetime.strptime(match.group(1), "%Y-%m-%d:%H:%M:%S")
+        .replace(tzinfo=timezone.utc)
+        .timestamp()
+    )
+    return round(finished - started, 1)
 
 
 def run_lm_eval(
@@ -112,7 +135,8 @@ def run_lm_eval(
         str(out_dir),
         "--log_samples",
     ]
-    seconds = timed(command, env, work / "lm_eval.log")
+    seconds, cpu = timed(command, env, work / "lm_eval.log")
+    scoring = lm_eval_scoring_seconds(work / "lm_eval.log", time.time())
     results_file = sorted(out_dir.rglob("results_*.json"))[-1]
     accuracy = json.loads(results_file.read_text())["results"][LM_EVAL_TASK]["acc,none"]
     samples_file = sorted(out_dir.rglob(f"samples_{LM_EVAL_TASK}_*.jsonl"))[-1]
@@ -123,6 +147,8 @@ def run_lm_eval(
         predictions[int(sample["doc_id"])] = max(range(len(scores)), key=scores.__getitem__)
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
+        "scoring_seconds": scoring,
         "accuracy": accuracy,
         "predictions": predictions,
         "version": _lm_eval_version(lm_eval),
@@ -162,7 +188,7 @@ def run_alloylm(
         "--output",
         str(output),
     ]
-    seconds = timed(command, env, work / f"alloylm_{protocol}.log")
+    seconds, cpu = timed(command, env, work / f"alloylm_{protocol}.log")
     record = json.loads(output.read_text())["results"][0]
     predictions = {
         index: "ABCD".index(p["pred"]) if p["pred"] else None
@@ -170,6 +196,7 @@ def run_alloylm(
     }
     return {
         "seconds": seconds,
+        "cpu_seconds": cpu,
         "accuracy": record["score"],
         "n": record["n"],
         "unparseable": record["unparseable"],
@@ -226,6 +253,7 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
     for name, row in rows.items():
         summary[name] = {
             "seconds": round(row["seconds"], 2),
+            "cpu_seconds": round(row["cpu_seconds"], 2),
             "questions_per_s": round(n / row["seconds"], 3),
             "accuracy": row["accuracy"],
             **({"scoring_seconds": row["scoring_seconds"]} if "scoring_seconds" in row else {}),
@@ -238,6 +266,10 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
         ]
         comparison = {
             "speedup_qps": round(peer["seconds"] / ours["seconds"], 2),
+            "speedup_cpu_seconds": round(peer["cpu_seconds"] / ours["cpu_seconds"], 2),
+            "speedup_scoring_phase": round(peer["scoring_seconds"] / ours["scoring_seconds"], 2)
+            if peer.get("scoring_seconds")
+            else None,
             "questions_answered_differently": len(differing),
             "accuracy_difference_questions": round(abs(peer["accuracy"] - ours["accuracy"]) * n),
             "lm_eval_version": peer["version"],
@@ -257,14 +289,19 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
     out = REPO / "benchmarks" / "results" / "eval_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"{'run':<16} {'whole process s':>16} {'questions/s':>12} {'accuracy':>9}")
+    print(
+        f"{'run':<16} {'whole process s':>16} {'CPU s':>8} {'scoring s':>10} {'questions/s':>12} {'accuracy':>9}"
+    )
     for name, row in summary.items():
+        scoring = row.get("scoring_seconds")
         print(
-            f"{name:<16} {row['seconds']:>16.1f} {row['questions_per_s']:>12.2f} {row['accuracy']:>9.4f}"
+            f"{name:<16} {row['seconds']:>16.1f} {row['cpu_seconds']:>8.1f} {scoring if scoring is not None else '-':>10} "
+            f"{row['questions_per_s']:>12.2f} {row['accuracy']:>9.4f}"
         )
     if comparison:
         print(
-            f"alloylm loglik / lm-eval: {comparison['speedup_qps']}x questions/s; "
+            f"alloylm loglik / lm-eval: {comparison['speedup_qps']}x questions/s (whole process), "
+            f"{comparison['speedup_cpu_seconds']}x CPU seconds, {comparison['speedup_scoring_phase']}x scoring phase; "
             f"{comparison['questions_answered_differently']} of {n} questions answered differently"
         )
     print(f"wrote {out}")

@@ -152,7 +152,8 @@ def test_eval_stage_runs_without_the_runner(bench_file, tmp_path):
     result = stage.run(ctx, cfg)
     saved = json.loads((ctx.work_dir / "results.json").read_text())
     assert saved["results"][0]["protocol"] == "cloze" and result.outputs == {"eval": "results.json"}
-    assert list(result.metrics) == ["ap/cloze/model0"]
+    assert set(result.metrics) == {"ap/cloze/model0", "summary"}
+    assert result.metrics["summary"].startswith("ap/cloze 0.")
 
 
 def test_cli_runs_two_models_with_one_setting(bench_file, tmp_path, capsys):

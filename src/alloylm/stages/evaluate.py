@@ -127,6 +127,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         ]
         for record in records
     }
+    metrics["summary"] = key_summary(records)
     return StageResult(
         metrics=metrics,
         data_hashes={spec.path: sha256_file(spec.path) for spec in specs if spec.path},
@@ -138,3 +139,13 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
 def index_of(models: list[str], model: str) -> str:
     """Metric key part: model<i> (model paths are long and change between runs)."""
     return f"model{models.index(model)}" if model in models else model
+
+
+def key_summary(records: list[dict[str, Any]]) -> str:
+    """'task/protocol a vs b' per task and protocol, the models' scores in the config's order."""
+    scores: dict[str, list[str]] = {}
+    for record in records:
+        value = record["score"]
+        shown = f"{value:.2f}" if record["metric"] == "perplexity" else f"{value:.3f}"
+        scores.setdefault(f"{record['task']}/{record['protocol']}", []).append(shown)
+    return "; ".join(f"{key} {' vs '.join(values)}" for key, values in scores.items())
