@@ -221,37 +221,16 @@ def main() -> int:
     )
 
     if Path(args.mergekit_yaml).exists():
-        results["mergekit_single"] = measure(
-            [args.mergekit_yaml, str(mergekit_yaml), str(work / "out_mergekit")],
-            work / "out_mergekit",
-            args.repeats,
-        )
-        one_thread = [
-            *MERGEKIT_ONE_THREAD,
-            args.mergekit_yaml,
-            str(mergekit_yaml),
-            str(work / "out_mergekit_1t"),
-        ]
-        results["mergekit_single_omp1"] = measure(
-            one_thread, work / "out_mergekit_1t", args.repeats
-        )
-        results["speedup_vs_mergekit"] = round(
-            results["mergekit_single"]["wall_s"] / results["alloylm_single"]["wall_s"], 2
-        )
-        results["speedup_vs_mergekit_omp1"] = round(
-            results["mergekit_single_omp1"]["wall_s"] / results["alloylm_single"]["wall_s"], 2
-        )
-        results["memory_ratio_vs_mergekit"] = round(
-            results["alloylm_single"]["peak_rss_mib"] / results["mergekit_single"]["peak_rss_mib"],
-            2,
-        )
-        results["difference"] = max_difference(
-            work / "out_alloylm", work / "out_mergekit", [base, other]
+        results.update(
+            compare_with_mergekit(
+                args.mergekit_yaml, mergekit_yaml, work, [base, other], results, args.repeats
+            )
         )
     else:
         results["mergekit_single"] = None
         print(
-            f"mergekit-yaml not found at {args.mergekit_yaml}: comparison skipped (install mergekit in its own venv, see docs/merge.md)"
+            f"mergekit-yaml not found at {args.mergekit_yaml}: comparison skipped "
+            "(install mergekit in its own venv, see docs/merge.md)"
         )
 
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -265,6 +244,26 @@ def main() -> int:
     )
     print(f"results: {RESULTS}")
     return 0
+
+
+def compare_with_mergekit(
+    mergekit_bin: str, config: Path, work: Path, parents: list[Path], ours: dict, repeats: int
+) -> dict:
+    """mergekit-yaml on the same config (default threads and one OpenMP thread), ratios, differences."""
+    out: dict = {}
+    out["mergekit_single"] = measure(
+        [mergekit_bin, str(config), str(work / "out_mergekit")], work / "out_mergekit", repeats
+    )
+    one_thread = [*MERGEKIT_ONE_THREAD, mergekit_bin, str(config), str(work / "out_mergekit_1t")]
+    out["mergekit_single_omp1"] = measure(one_thread, work / "out_mergekit_1t", repeats)
+    ours_wall = ours["alloylm_single"]["wall_s"]
+    out["speedup_vs_mergekit"] = round(out["mergekit_single"]["wall_s"] / ours_wall, 2)
+    out["speedup_vs_mergekit_omp1"] = round(out["mergekit_single_omp1"]["wall_s"] / ours_wall, 2)
+    out["memory_ratio_vs_mergekit"] = round(
+        ours["alloylm_single"]["peak_rss_mib"] / out["mergekit_single"]["peak_rss_mib"], 2
+    )
+    out["difference"] = max_difference(work / "out_alloylm", work / "out_mergekit", parents)
+    return out
 
 
 def print_table(results: dict) -> None:

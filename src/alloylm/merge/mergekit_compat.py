@@ -47,6 +47,23 @@ def _model_ref(value: Any, key: str, file: str | None) -> str:
 
 
 def settings_from_mergekit(data: dict[str, Any], *, file: str | None = None) -> MergeSettings:
+    """Translate a mergekit config mapping into `MergeSettings` (same semantics)."""
+    _check_keys(data, file)
+    native: dict[str, Any] = {"method": data["merge_method"]}
+    if data.get("base_model") is not None:
+        native["base_model"] = _model_ref(data["base_model"], "base_model", file)
+    if data.get("models"):
+        native["models"] = _models(data["models"], file)
+    if data.get("slices"):
+        native["slices"] = _slices(data["slices"], native.get("base_model"), file)
+    for key in ("parameters", "dtype", "out_dtype", "tokenizer_source", "chat_template"):
+        if data.get(key) is not None:
+            native[key] = data[key]
+    _check_semantics(native, data, file)
+    return settings_from_dict(native, file=file)
+
+
+def _check_keys(data: dict[str, Any], file: str | None) -> None:
     for key in data:
         if key in UNSUPPORTED_HINTS:
             raise ConfigError(
@@ -62,43 +79,46 @@ def settings_from_mergekit(data: dict[str, Any], *, file: str | None = None) -> 
                 key=key,
                 hint=f"known: {', '.join(sorted(SUPPORTED))}",
             )
-    native: dict[str, Any] = {"method": data["merge_method"]}
-    if data.get("base_model") is not None:
-        native["base_model"] = _model_ref(data["base_model"], "base_model", file)
-    if data.get("models"):
-        native["models"] = [
-            {
-                "model": _model_ref(
-                    m.get("model") if isinstance(m, dict) else m, f"models.{i}.model", file
-                ),
-                "parameters": m.get("parameters") if isinstance(m, dict) else None,
-            }
-            for i, m in enumerate(data["models"])
+
+
+def _models(models: list[Any], file: str | None) -> list[dict[str, Any]]:
+    out = []
+    for i, m in enumerate(models):
+        entry = m if isinstance(m, dict) else {"model": m}
+        ref = _model_ref(entry.get("model"), f"models.{i}.model", file)
+        out.append({"model": ref, "parameters": entry.get("parameters")})
+    return out
+
+
+def _slices(
+    slices: list[dict[str, Any]], base_model: str | None, file: str | None
+) -> list[dict[str, Any]]:
+    out = []
+    for i, sl in enumerate(slices):
+        sources = [
+            {**src, "model": _model_ref(src.get("model"), f"slices.{i}.sources.{j}.model", file)}
+            for j, src in enumerate(sl.get("sources", []))
         ]
-    if data.get("slices"):
-        native["slices"] = [
+        if (
+            sl.get("base_model")
+            and _model_ref(sl["base_model"], f"slices.{i}.base_model", file) != base_model
+        ):
+            raise ConfigError(
+                "a slice's base_model differs from the top-level base_model",
+                file=file,
+                key=f"slices.{i}.base_model",
+                hint="per-slice base models are not supported; set one base_model",
+            )
+        out.append(
             {
-                "sources": [
-                    {
-                        **src,
-                        "model": _model_ref(
-                            src.get("model"), f"slices.{i}.sources.{j}.model", file
-                        ),
-                    }
-                    for j, src in enumerate(sl.get("sources", []))
-                ],
-                **(
-                    {"base_model": _model_ref(sl["base_model"], f"slices.{i}.base_model", file)}
-                    if sl.get("base_model")
-                    else {}
-                ),
+                "sources": sources,
                 **({"parameters": sl["parameters"]} if sl.get("parameters") else {}),
             }
-            for i, sl in enumerate(data["slices"])
-        ]
-    for key in ("parameters", "dtype", "out_dtype", "tokenizer_source", "chat_template"):
-        if data.get(key) is not None:
-            native[key] = data[key]
+        )
+    return out
+
+
+def _check_semantics(native: dict[str, Any], data: dict[str, Any], file: str | None) -> None:
     if native.get("tokenizer_source") == "union":
         raise ConfigError(
             "tokenizer_source: union is not supported",
@@ -106,18 +126,14 @@ def settings_from_mergekit(data: dict[str, Any], *, file: str | None = None) -> 
             key="tokenizer_source",
             hint="use base (the default) or a model",
         )
-    if (
-        native["method"] == "slerp"
-        and "t" not in (native.get("parameters") or {})
-        and not _slices_have_t(data)
-    ):
+    has_t = "t" in (native.get("parameters") or {}) or _slices_have_t(data)
+    if native["method"] == "slerp" and not has_t:
         raise ConfigError(
             "slerp needs parameter t",
             file=file,
             key="parameters.t",
             hint="mergekit requires t for slerp; e.g. parameters: {t: 0.5}",
         )
-    return settings_from_dict(native, file=file)
 
 
 def _slices_have_t(data: dict[str, Any]) -> bool:
