@@ -177,7 +177,7 @@ def max_difference(ours: Path, theirs: Path, parents: list[Path]) -> dict:
     }
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--mergekit-yaml",
@@ -188,7 +188,11 @@ def main() -> int:
         "--work-dir", default=os.environ.get("ALLOY_BENCH_DIR", "/tmp/alloylm-merge-bench")
     )
     parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> int:
+    args = parse_args()
 
     from alloylm.models.sources import resolve_model
 
