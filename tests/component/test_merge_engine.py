@@ -178,3 +178,31 @@ def test_tensor_shape_mismatch_is_refused(tiny_llama, tmp_path):
     settings = settings_from_dict({"base_model": str(tiny_llama), "models": [str(other)]})
     with pytest.raises(MergeMismatchError, match="model.layers.1.mlp.up_proj.weight has shape"):
         merge(settings, tmp_path / "out")
+
+
+def test_slices_cut_and_renumber_layers(tiny_llama, tiny_llama_other, tmp_path):
+    settings = settings_from_dict(
+        {
+            "base_model": str(tiny_llama),
+            "slices": [
+                {
+                    "sources": [
+                        {"model": str(tiny_llama), "layer_range": [1, 2]},
+                        {"model": str(tiny_llama_other), "layer_range": [1, 2]},
+                    ]
+                }
+            ],
+            "parameters": {"t": [0.0, 1.0]},  # a one-layer slice sits at position 1: t = 1
+        }
+    )
+    merge(settings, tmp_path / "out")
+    merged, other = weights(tmp_path / "out"), weights(tiny_llama_other)
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["num_hidden_layers"] == 1
+    assert not any(k.startswith("model.layers.1.") for k in merged)
+    assert torch.equal(
+        merged["model.layers.0.mlp.up_proj.weight"], other["model.layers.1.mlp.up_proj.weight"]
+    )
+    # outside the layers the position is 0: t = 0 gives the base's embeddings
+    assert torch.equal(
+        merged["model.embed_tokens.weight"], weights(tiny_llama)["model.embed_tokens.weight"]
+    )
