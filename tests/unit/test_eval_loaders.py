@@ -140,3 +140,12 @@ def test_documents_for_perplexity(shared_data, tmp_path):
     assert len(docs) == 2 and all(len(doc) > 100 for doc in docs)
     (tmp_path / "notes.txt").write_text("Bone is a connective tissue.")
     assert load_documents(tmp_path / "notes.txt") == ["Bone is a connective tissue."]
+
+
+def test_mapping_on_a_csv_with_its_own_header_and_a_choices_cell(tmp_path):
+    path = tmp_path / "own.csv"
+    path.write_text(
+        'Stem,Options,Key\n"Hardest natural fibre?","silk|wool|cotton",A\n', encoding="utf-8"
+    )
+    (item,) = load_items(path, {"question": "Stem", "choices": "Options", "answer": "Key"}).items
+    assert item.choices == ("silk", "wool", "cotton") and item.gold == "A"

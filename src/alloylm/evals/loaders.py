@@ -41,7 +41,7 @@ def load_items(path: str | Path, mapping: Mapping_ | None = None) -> LoadReport:
     report = LoadReport(file=str(path))
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        records = _csv_records(path, report)
+        records = _csv_records(path, report, header=bool(mapping))
     elif suffix == ".json":
         records = _json_records(path, report)
     elif suffix in (".jsonl", ".ndjson"):
@@ -121,23 +121,25 @@ def _bigbench_record(example: Any) -> dict[str, Any]:
     return {"question": example["input"], "answer": target}
 
 
-def _csv_records(path: Path, report: LoadReport) -> Iterator[tuple[int, dict[str, Any]]]:
+def _csv_records(
+    path: Path, report: LoadReport, *, header: bool
+) -> Iterator[tuple[int, dict[str, Any]]]:
     with open(path, encoding="utf-8", newline="") as handle:
         rows = list(csv.reader(handle))
     if not rows:
         return
-    header = [cell.strip() for cell in rows[0]]
-    has_header = any(
-        cell.lower() in ("question", "question_type", "prompt", "stem") for cell in header
+    columns = [cell.strip() for cell in rows[0]]
+    has_header = header or any(
+        cell.lower() in ("question", "question_type", "prompt", "stem") for cell in columns
     )
     if has_header:
         for number, row in enumerate(rows[1:], start=2):
             if not any(cell.strip() for cell in row):
                 continue
-            if len(row) != len(header):
-                report.skip(number, f"expected {len(header)} columns, got {len(row)}")
+            if len(row) != len(columns):
+                report.skip(number, f"expected {len(columns)} columns, got {len(row)}")
                 continue
-            yield number, dict(zip(header, row, strict=False))
+            yield number, dict(zip(columns, row, strict=True))
         return
     # MMLU layout: question, option columns, gold letter; the file name gives the subject.
     report.subject = path.stem.removesuffix("_test").removesuffix("_dev").replace("_", " ")
@@ -203,13 +205,27 @@ def record_to_item(record: Mapping_, default_id: str) -> Item | None:
             and kind_hint not in {"MC", "MCQ"} | _MASCQA_CHOICE_TYPES
         ):
             return true_false_item(question=question.strip(), truth=_true_false(answer), **common)
-    choices = [str(choice).strip() for choice in choices or []]
+    if isinstance(choices, str):  # one CSV cell: a JSON list, or options separated by "|"
+        choices = _split_choices_cell(choices)
+    choices = [str(choice).strip() for choice in choices or [] if choice not in (None, "")]
     if not MIN_CHOICES <= len(choices) <= MAX_CHOICES:
         raise ValueError(f"expected {MIN_CHOICES} to {MAX_CHOICES} options, found {len(choices)}")
     index = answer_to_index(answer, choices)
     return Item(
         kind="mcq", question=stem.strip(), choices=tuple(choices), answer_index=index, **common
     )
+
+
+def _split_choices_cell(cell: str) -> list[str]:
+    text = cell.strip()
+    if text.startswith("["):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, list):
+            return [str(choice) for choice in parsed]
+    return text.split("|")
 
 
 def _numeric_item(record: Mapping_, question: str, common: dict[str, Any]) -> Item:

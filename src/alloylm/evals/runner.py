@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.atomic import atomic_write_json
-from alloylm.errors import DataError
+from alloylm.errors import ConfigError, DataError
 from alloylm.evals import results as results_lib
 from alloylm.evals.protocol import PromptSettings
 from alloylm.evals.tasks import Item, task_type
@@ -199,6 +199,12 @@ def evaluate(
     if resolve_model is None:
         from alloylm.models.sources import resolve_model
     progress = progress or Progress()
+    if settings.baseline is not None and settings.baseline not in models:
+        raise ConfigError(
+            f"baseline {settings.baseline!r} is not one of the evaluated models",
+            key="baseline",
+            hint=f"use one of: {', '.join(models)}",
+        )
     prepared = [prepare_task(spec) for spec in tasks]  # bad task files fail before any model loads
     for task in prepared:
         if task.skipped:
