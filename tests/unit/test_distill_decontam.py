@@ -70,3 +70,34 @@ def test_shipped_benchmarks_catch_their_own_questions(shared_data: Path) -> None
     assert not check.is_contaminated(
         "What is anatomy? Science that studies the form and composition of the body's structures"
     )
+
+
+def test_long_raw_text_loses_only_its_contaminated_lines(tmp_path: Path) -> None:
+    from alloylm.distill.engine import _filter
+    from alloylm.stages.distill import Config
+
+    mcq = tmp_path / "mcq.jsonl"
+    mcq.write_text(
+        json.dumps(
+            {"question": "Which bone connects the ribs to the spine in the thoracic region?"}
+        )
+        + "\n"
+    )
+    raw = "Bones support the body.\nWhich bone connects the ribs to the spine in the thoracic region? The vertebrae.\nMuscles move bones."
+    records = [
+        ("text", {"text": raw, "source": {"generator": "raw"}}),
+        (
+            "text",
+            {
+                "text": "Summary: which bone connects the ribs to the spine in the thoracic region",
+                "source": {"generator": "summary"},
+            },
+        ),
+        ("text", {"text": "Muscles move bones.", "source": {"generator": "summary"}}),
+        ("text", {"text": "Muscles move bones.", "source": {"generator": "summary"}}),
+    ]
+    cfg = Config(kind="distill", paths=["x"], decontaminate={"files": [str(mcq)]})
+    kept, dropped = _filter(records, cfg, log=lambda m: None)
+    assert kept[0][1]["text"] == "Bones support the body.\nMuscles move bones."
+    assert [r["text"] for _, r in kept[1:]] == ["Muscles move bones."]
+    assert dropped == {"duplicate": 1, "contaminated": 1, "contaminated_lines": 1}

@@ -16,6 +16,7 @@ from pathlib import Path
 from alloylm.distill.dedup import normalize
 from alloylm.errors import DataError
 
+SHORT_PHRASE_MIN = 5  # options of 5..n-1 words must appear whole
 _TEXT_KEYS = ("question", "stem", "prompt", "statement")
 _LIST_KEYS = ("choices", "options")
 
@@ -83,6 +84,12 @@ class Decontaminator:
     def __len__(self) -> int:
         return len(self._grams) + len(self._short)
 
+    def clean_lines(self, text: str) -> tuple[str, int]:
+        """`text` without its contaminated lines, and how many were removed (for long CPT text)."""
+        lines = text.split("\n")
+        kept = [line for line in lines if not self.is_contaminated(line)]
+        return "\n".join(kept), len(lines) - len(kept)
+
     def is_contaminated(self, text: str) -> bool:
         if not ngrams(text, self.n).isdisjoint(self._grams):
             return True
@@ -91,6 +98,6 @@ class Decontaminator:
         words = normalize(text).split()
         return any(
             " ".join(words[i : i + k]) in self._short
-            for k in range(4, self.n)
+            for k in range(SHORT_PHRASE_MIN, self.n)
             for i in range(len(words) - k + 1)
         )

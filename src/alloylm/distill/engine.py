@@ -317,8 +317,11 @@ def _generate(
 def _filter(
     records: list[Record], cfg: DistillConfig, log: Any
 ) -> tuple[list[Record], dict[str, int]]:
-    """Drop exact duplicates and benchmark-contaminated items; count both."""
-    dropped = {"duplicate": 0, "contaminated": 0}
+    """Drop exact duplicates and benchmark-contaminated items; count both.
+
+    Raw documents (long CPT text) lose only their contaminated lines, not the whole section.
+    """
+    dropped = {"duplicate": 0, "contaminated": 0, "contaminated_lines": 0}
     decontaminator = (
         Decontaminator(cfg.decontaminate.files, cfg.decontaminate.ngram)
         if cfg.decontaminate.files
@@ -333,13 +336,19 @@ def _filter(
             dropped["duplicate"] += 1
             continue
         seen.add(fingerprint)
-        if decontaminator and decontaminator.is_contaminated(text):
+        if decontaminator and record.get("source", {}).get("generator") == "raw":
+            clean, removed = decontaminator.clean_lines(text)
+            dropped["contaminated_lines"] += removed
+            record = {**record, "text": clean} if removed else record
+        elif decontaminator and decontaminator.is_contaminated(text):
             dropped["contaminated"] += 1
             continue
         kept.append((kind, record))
     if decontaminator:
         log(
-            f"decontamination: dropped {dropped['contaminated']} items overlapping {len(cfg.decontaminate.files)} benchmark file(s)"
+            f"decontamination: dropped {dropped['contaminated']} items and "
+            f"{dropped['contaminated_lines']} lines of raw text overlapping "
+            f"{len(cfg.decontaminate.files)} benchmark file(s)"
         )
     return kept, dropped
 
