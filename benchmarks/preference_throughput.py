@@ -1,0 +1,265 @@
+"""Preference training throughput and memory: the dpo / orpo stages against TRL called directly.
+
+Same model (the embedded SmolLM2-135M-Instruct, fp32 weights), same pairs (OpenStax A&P 2e
+glossary term/definition pairs, rendered once by alloylm's chat template and given as the same
+strings to both sides), batch 4, max length 128, lr 5e-6, beta 0.05, one epoch, no gradient
+checkpointing, no mixed precision on both sides. Each contender runs in its own subprocess, so
+that peak RSS (ru_maxrss) is its own. pairs/cpu-s = pairs of the epoch / process-CPU seconds of
+`trainer.train()` (all threads; steadier than wall time on a shared machine, which is reported
+too); model loading, data preparation and the reference precompute are outside the epoch and show
+in the run's wall time.
+
+Contenders:
+- dpo (online reference)       alloylm stage vs TRL DPOTrainer
+- dpo, precomputed reference   alloylm stage, first run (computes and caches) and a rerun with
+                               another beta (cache hit: no reference pass), vs TRL (recomputes)
+- orpo                         alloylm stage vs TRL's experimental ORPOTrainer
+
+    python benchmarks/preference_throughput.py                 # 8 pairs: 2 steps per epoch
+    python benchmarks/preference_throughput.py --pairs 32      # steadier, 4x longer
+
+Targets (issue 3): alloylm no slower than TRL direct; an epoch with precomputed (cached)
+reference log-probs >= 1.3x faster than with the online reference. The machine is shared
+(2 cores, several engineers): numbers are noisy; rerun to compare.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "benchmarks" / "results" / "preference_throughput.json"
+MODEL = os.environ.get(
+    "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
+)  # tiny:llama: smoke run
+BATCH, MAX_LENGTH, LR, BETA, SEED = 4, 128, 5.0e-6, 0.05, 42
+CONTENDERS = (
+    "alloy_dpo", "trl_dpo",
+    "alloy_dpo_precompute_first", "alloy_dpo_precompute_cached", "trl_dpo_precompute",
+    "alloy_orpo", "trl_orpo",
+)  # fmt: skip
+
+
+def glossary_pairs_file(folder: Path, n: int) -> Path:
+    """The first `n` glossary preference pairs of A&P 2e (distill's deterministic builder)."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from alloylm.distill.builders import glossary_preference
+    from conftest import _shared_data
+
+    records = glossary_preference(
+        _shared_data() / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl", seed=SEED, limit=n
+    )
+    path = folder / "pairs.jsonl"
+    path.write_text("".join(json.dumps(body) + "\n" for _, body in records))
+    return path
+
+
+def rendered_rows(model_dir: Path, pairs_file: Path) -> tuple[Any, list[dict[str, str]]]:
+    """The exact strings the stages train on (chat template, pad token as the stage sets it)."""
+    from alloylm.data.chat_template import pick_pad_token
+    from alloylm.data.preference import format_pairs, read_preference_file
+    from alloylm.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model_dir)
+    pick_pad_token(tokenizer)
+    pairs, report = read_preference_file(pairs_file)
+    return tokenizer, format_pairs(tokenizer, pairs, report, max_prompt_length=MAX_LENGTH - 1)
+
+
+def train_settings() -> dict[str, Any]:
+    return {"learning_rate": LR, "per_device_batch_size": BATCH, "max_seq_length": MAX_LENGTH, "epochs": 1,
+            "warmup_ratio": 0.1, "lr_scheduler": "cosine", "dtype": "float32", "logging_steps": 1, "seed": SEED}  # fmt: skip
+
+
+def timed_train(train: Any, timing: dict[str, float]) -> Any:
+    """`train` wrapped to record its wall and process-CPU seconds (all threads) into `timing`."""
+
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        cpu, wall = time.process_time(), time.perf_counter()
+        out = train(*args, **kwargs)
+        timing.update(train_cpu_s=time.process_time() - cpu, train_s=time.perf_counter() - wall)
+        return out
+
+    return wrapper
+
+
+def run_alloy(
+    kind: str, model_dir: Path, pairs_file: Path, state: Path, precompute: bool, beta: float
+) -> dict[str, Any]:
+    import alloylm.train._trl as glue
+    from alloylm.stages import dpo, orpo
+    from alloylm.stages.base import StageContext
+
+    timing: dict[str, float] = {}
+    glue.train_resumable = timed_train(
+        glue.train_resumable, timing
+    )  # the stage imports it at call time
+
+    work = Path(tempfile.mkdtemp(prefix="work-", dir=state.parent))
+    ctx = StageContext(kind, "bench", SEED, work, state, state.parent)
+    if kind == "dpo":
+        cfg = dpo.Config(model=str(model_dir), data=[{"path": str(pairs_file)}], beta=beta, max_prompt_length=MAX_LENGTH - 1,
+                         precompute_ref_log_probs=precompute, train=train_settings())  # fmt: skip
+        result = dpo.run(ctx, cfg)
+    else:
+        cfg = orpo.Config(model=str(model_dir), data=[{"path": str(pairs_file)}], beta=0.1, max_prompt_length=MAX_LENGTH - 1,
+                          train={**train_settings(), "learning_rate": LR})  # fmt: skip
+        result = orpo.run(ctx, cfg)
+    metrics = result.metrics
+    return {"pairs": metrics["pairs"], "steps": metrics["steps"], "train_s": round(timing["train_s"], 3),
+            "train_cpu_s": round(timing["train_cpu_s"], 3), "final_loss": metrics["final_loss"],
+            "ref_log_probs": metrics.get("ref_log_probs")}  # fmt: skip
+
+
+def run_trl(
+    kind: str, model_dir: Path, pairs_file: Path, out: Path, precompute: bool
+) -> dict[str, Any]:
+    """TRL called directly, with the settings the stage passes (written out, not through alloylm)."""
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM
+
+    tokenizer, rows = rendered_rows(model_dir, pairs_file)
+    common = dict(output_dir=str(out), learning_rate=LR, per_device_train_batch_size=BATCH, num_train_epochs=1,
+                  lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=SEED, report_to="none",
+                  save_strategy="no", bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
+                  disable_tqdm=True, dataloader_pin_memory=False)  # fmt: skip
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
+    if kind == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        args = DPOConfig(**common, beta=BETA, precompute_ref_log_probs=precompute)
+        trainer = DPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+    else:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+
+        args = ORPOConfig(**common, beta=0.1)
+        trainer = ORPOTrainer(
+            model=model,
+            args=args,
+            train_dataset=Dataset.from_list(rows),
+            processing_class=tokenizer,
+        )
+    timing: dict[str, float] = {}
+    timed_train(trainer.train, timing)()
+    losses = [e["loss"] for e in trainer.state.log_history if "loss" in e]
+    return {"pairs": len(rows), "steps": trainer.state.global_step, "train_s": round(timing["train_s"], 3),
+            "train_cpu_s": round(timing["train_cpu_s"], 3), "final_loss": losses[-1]}  # fmt: skip
+
+
+def run_one(name: str, workdir: Path, pairs_file: Path) -> dict[str, Any]:
+    from alloylm.models.sources import resolve_model
+
+    model_dir = resolve_model(MODEL)
+    state = workdir / ("state-precompute" if "alloy_dpo_precompute" in name else f"state-{name}")
+    started = time.perf_counter()
+    if name.startswith("alloy_"):
+        kind = "orpo" if "orpo" in name else "dpo"
+        beta = 0.1 if name.endswith("_cached") else BETA  # another beta: the cache must still hit
+        row = run_alloy(kind, model_dir, pairs_file, state, "precompute" in name, beta)
+    else:
+        row = run_trl(
+            "orpo" if "orpo" in name else "dpo",
+            model_dir,
+            pairs_file,
+            workdir / f"out-{name}",
+            "precompute" in name,
+        )
+    row["wall_s"] = round(time.perf_counter() - started, 3)
+    row["pairs_per_s"] = round(row["pairs"] / row["train_s"], 4)
+    row["pairs_per_cpu_s"] = round(row["pairs"] / row["train_cpu_s"], 4)
+    row["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument("--only", nargs="*", choices=CONTENDERS)
+    parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:  # child process: one contender, JSON on the last stdout line
+        workdir = Path(args.workdir)
+        print(json.dumps(run_one(args.one, workdir, workdir / "pairs.jsonl")))
+        return 0
+    workdir = Path(tempfile.mkdtemp(prefix="pref-bench-"))
+    glossary_pairs_file(workdir, args.pairs)
+    results: dict[str, Any] = {}
+    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1"}
+    for name in args.only or CONTENDERS:
+        command = [sys.executable, __file__, "--one", name, "--workdir", str(workdir)]
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode != 0:
+            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
+            raise SystemExit(f"{name} failed")
+        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
+        print(f"{name:<30} {results[name]}", flush=True)
+    report(results, args.pairs)
+    return 0
+
+
+def ratio(results: dict[str, Any], a: str, b: str, key: str = "pairs_per_cpu_s") -> float | None:
+    """results[a][key] / results[b][key]: > 1 when `a` trains more pairs per second."""
+    if a in results and b in results:
+        return round(results[a][key] / results[b][key], 3)
+    return None
+
+
+def report(results: dict[str, Any], pairs: int) -> None:
+    print(
+        f"\n{'contender':<30} {'pairs/cpu-s':>11} {'pairs/s':>8} {'epoch s':>8} {'wall s':>8} {'peak MB':>8}  ref"
+    )
+    for name, row in results.items():
+        print(f"{name:<30} {row['pairs_per_cpu_s']:>11.4f} {row['pairs_per_s']:>8.4f} {row['train_s']:>8.1f} "
+              f"{row['wall_s']:>8.1f} {row['peak_rss_mb']:>8.0f}  {row.get('ref_log_probs') or ''}")  # fmt: skip
+    ratios = {
+        "alloy_vs_trl_dpo": ratio(results, "alloy_dpo", "trl_dpo"),
+        "alloy_vs_trl_dpo_precompute": ratio(results, "alloy_dpo_precompute_first", "trl_dpo_precompute"),
+        "alloy_vs_trl_orpo": ratio(results, "alloy_orpo", "trl_orpo"),
+        "cached_precompute_vs_online_epoch": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo"),
+        "cached_precompute_vs_online_epoch_wall": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo", "pairs_per_s"),
+    }  # fmt: skip
+    first, cached = (
+        results.get("alloy_dpo_precompute_first"),
+        results.get("alloy_dpo_precompute_cached"),
+    )
+    if first and cached:  # whole runs: the cached rerun also skips the reference pass
+        ratios["cached_vs_first_precompute_run_wall"] = round(first["wall_s"] / cached["wall_s"], 3)
+    print(
+        "\nratios, pairs per CPU-second of the epoch unless named _wall (>1 = the first is faster):"
+    )
+    for key, value in ratios.items():
+        print(f"  {key:<40} {value}")
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "benchmark": "preference_throughput",
+        "command": f"python benchmarks/preference_throughput.py --pairs {pairs}",
+        "model": MODEL,
+        "settings": {"pairs": pairs, "batch": BATCH, "max_length": MAX_LENGTH, "lr": LR, "beta": BETA, "dtype": "float32"},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0]},
+        "results": results,
+        "ratios": ratios,
+        "targets": {"alloy_vs_trl": ">= 1.0 (no slower)", "cached_precompute_vs_online_epoch": ">= 1.3"},
+        "note": "pairs_per_cpu_s = pairs / process-CPU seconds (all threads) of trainer.train(); shared machine",
+    }  # fmt: skip
+    RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"\nwritten {RESULTS.relative_to(REPO)}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
