@@ -71,6 +71,9 @@ def _tokenizer_vocab(folder: Path) -> dict[str, int] | None:
 
 def check_vocabulary(base: Path, other: Path) -> None:
     """Same token -> id mapping (tokenizer.json, else vocab.json / tokenizer.model bytes)."""
+    fa, fb = base / "tokenizer.json", other / "tokenizer.json"
+    if fa.exists() and fb.exists() and fa.read_bytes() == fb.read_bytes():
+        return  # the usual case, without parsing two multi-MB JSON files
     a, b = _tokenizer_vocab(base), _tokenizer_vocab(other)
     if a is not None and b is not None:
         if a == b:
