@@ -136,3 +136,12 @@ def test_unquoted_reference_in_flow_list_gets_a_hint(tmp_path):
     path = write(tmp_path, "run: {name: t}\nstages:\n  a: {kind: echo}\n  b:\n    kind: echo\n    x: [${stages.a.output}]\n")
     with pytest.raises(ConfigError, match="quote"):
         load_pipeline(path)
+
+
+def test_override_indexes_lists():
+    data = {"stages": {"e": {"tasks": [{"limit": 1}, {"limit": 2}]}}}
+    out = apply_overrides(data, ["stages.e.tasks.1.limit=9"], "p.yaml")
+    assert out["stages"]["e"]["tasks"][1]["limit"] == 9
+    assert data["stages"]["e"]["tasks"][1]["limit"] == 2  # the input is not modified
+    with pytest.raises(ConfigError, match="not an index"):
+        apply_overrides(data, ["stages.e.tasks.5.limit=1"], "p.yaml")

@@ -92,22 +92,34 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> dict[str, Any]:
+    """Apply KEY=VALUE overrides; a numeric key part indexes a list (stages.eval.tasks.0.limit=5)."""
     data = copy.deepcopy(data)
     for text in overrides:
         keys, value = parse_override(text)
-        node = data
-        for depth, key in enumerate(keys[:-1]):
-            if not isinstance(node, dict) or key not in node:
-                known = list(node) if isinstance(node, dict) else []
+        node: Any = data
+        for depth, key in enumerate(keys):
+            last = depth == len(keys) - 1
+            where = ".".join(keys[: depth + 1])
+            if isinstance(node, list):
+                if not key.isdigit() or int(key) >= len(node):
+                    raise ConfigError(f"override {text!r}: {where!r} is not an index of a list of {len(node)}", file=file)
+                if last:
+                    node[int(key)] = value
+                else:
+                    node = node[int(key)]
+                continue
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth])} is not a mapping or list", file=file)
+            if last:
+                node[key] = value
+            elif key not in node:
                 raise ConfigError(
-                    f"override {text!r}: no key {'.'.join(keys[: depth + 1])!r}{did_you_mean(key, known)}",
+                    f"override {text!r}: no key {where!r}{did_you_mean(key, list(node))}",
                     file=file,
                     hint="overrides change existing sections; add new sections in the YAML",
                 )
-            node = node[key]
-        if not isinstance(node, dict):
-            raise ConfigError(f"override {text!r}: {'.'.join(keys[:-1])} is not a mapping", file=file)
-        node[keys[-1]] = value
+            else:
+                node = node[key]
     return data
 
 
