@@ -132,7 +132,9 @@ def run_trl(
     common = dict(output_dir=str(out), learning_rate=LR, per_device_train_batch_size=BATCH, num_train_epochs=1,
                   lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=SEED, report_to="none",
                   save_strategy="no", bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
-                  disable_tqdm=True, dataloader_pin_memory=False)  # fmt: skip
+                  disable_tqdm=True,
+        dataloader_pin_memory=False, optim="adamw_torch")  # fmt: skip
+    # optim: the stages' TrainConfig default (TRL's own default is adamw_torch_fused)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer
@@ -189,18 +191,33 @@ def run_one(name: str, workdir: Path, pairs_file: Path) -> dict[str, Any]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--pairs", type=int, default=8)
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads per contender (default 1)"
+    )
     parser.add_argument("--only", nargs="*", choices=CONTENDERS)
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:  # child process: one contender, JSON on the last stdout line
+        import torch
+
+        torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
         workdir = Path(args.workdir)
         print(json.dumps(run_one(args.one, workdir, workdir / "pairs.jsonl")))
         return 0
     workdir = Path(tempfile.mkdtemp(prefix="pref-bench-"))
     glossary_pairs_file(workdir, args.pairs)
     results: dict[str, Any] = {}
-    env = {**os.environ, "TRL_EXPERIMENTAL_SILENCE": "1", "TQDM_DISABLE": "1"}
+    if args.only and RESULTS.exists():  # a partial rerun updates the earlier results
+        results = json.loads(RESULTS.read_text()).get("results", {})
+    # One thread per contender: process-CPU time then measures work, not the spin-waiting of a
+    # second thread that the other users of a shared machine keep descheduled.
+    env = {
+        **os.environ,
+        "TRL_EXPERIMENTAL_SILENCE": "1",
+        "TQDM_DISABLE": "1",
+        "OMP_NUM_THREADS": str(args.threads),
+    }
     for name in args.only or CONTENDERS:
         command = [sys.executable, __file__, "--one", name, "--workdir", str(workdir)]
         done = subprocess.run(command, capture_output=True, text=True, env=env)
@@ -209,7 +226,7 @@ def main() -> int:
             raise SystemExit(f"{name} failed")
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
         print(f"{name:<30} {results[name]}", flush=True)
-    report(results, args.pairs)
+    report(results, args.pairs, args.threads)
     return 0
 
 
@@ -220,7 +237,7 @@ def ratio(results: dict[str, Any], a: str, b: str, key: str = "pairs_per_cpu_s")
     return None
 
 
-def report(results: dict[str, Any], pairs: int) -> None:
+def report(results: dict[str, Any], pairs: int, threads: int) -> None:
     print(
         f"\n{'contender':<30} {'pairs/cpu-s':>11} {'pairs/s':>8} {'epoch s':>8} {'wall s':>8} {'peak MB':>8}  ref"
     )
@@ -248,9 +265,9 @@ def report(results: dict[str, Any], pairs: int) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "preference_throughput",
-        "command": f"python benchmarks/preference_throughput.py --pairs {pairs}",
+        "command": f"python benchmarks/preference_throughput.py --pairs {pairs} --threads {threads}",
         "model": MODEL,
-        "settings": {"pairs": pairs, "batch": BATCH, "max_length": MAX_LENGTH, "lr": LR, "beta": BETA, "dtype": "float32"},
+        "settings": {"pairs": pairs, "batch": BATCH, "max_length": MAX_LENGTH, "lr": LR, "beta": BETA, "dtype": "float32", "threads": threads},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0]},
         "results": results,
         "ratios": ratios,
