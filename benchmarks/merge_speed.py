@@ -273,12 +273,12 @@ def compare_with_mergekit(
 
 
 def print_table(results: dict) -> None:
-    print(f"\n{'run':<28}{'wall s (min)':>16}{'runs':>18}{'peak RSS MiB':>14}")
+    print(f"\n{'run':<28}{'wall s (min)':>16}{'runs':>26}{'peak RSS MiB':>14}")
     for key in ("alloylm_single", "alloylm_sweep7", "mergekit_single", "mergekit_single_omp1"):
         r = results.get(key)
         if r:
             print(
-                f"{key:<28}{r['wall_s']:>16.2f}{str(r['wall_s_runs']):>18}{r['peak_rss_mib']:>14.0f}"
+                f"{key:<28}{r['wall_s']:>16.2f}{str(r['wall_s_runs']):>26}{r['peak_rss_mib']:>14.0f}"
             )
     print(
         f"\nload average (1, 5, 15 min) at start {results['load_average_at_start']}, at end {results['load_average_at_end']} on {results['cpu_count']} CPUs"
