@@ -261,6 +261,9 @@ def main() -> None:
         "--ablation", action="store_true", help="also run TRL defaults and variants"
     )
     parser.add_argument("--ablation-steps", type=int, default=3)
+    parser.add_argument(
+        "--add", choices=sorted(ABLATIONS), help="run one TRL variant, add it to the JSON"
+    )
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -271,9 +274,14 @@ def main() -> None:
     if args.ablation:
         plan += [(name, name, args.ablation_steps) for name in ABLATIONS]
     results: dict[str, dict] = {}
+    if args.add:  # one more TRL variant beside the results already written
+        results = json.loads(RESULTS.read_text())["results"]
+        plan = [(args.add, args.add, args.ablation_steps)]
     for name, part, steps in plan:
         results[name] = measure(part, steps)
-        write_report(results, args.steps)  # partial results survive an interrupted run
+        write_report(
+            results, results["plain_pytorch"]["steps"]
+        )  # partial results survive an interrupted run
         print(f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s", flush=True)
     print_table(results)
     print(f"written to {RESULTS.relative_to(REPO)}")
