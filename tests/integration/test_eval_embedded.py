@@ -16,13 +16,13 @@ def test_embedded_model_protocols(embedded_model, shared_data, tmp_path, monkeyp
         TaskSpec(
             name="bio",
             path=str(shared_data / "mmlu_stem/college_biology_test.csv"),
-            limit=16,
+            limit=8,
             protocols=("loglik",),
         ),
         TaskSpec(
             name="ap",
             path=str(shared_data / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl"),
-            limit=16,
+            limit=8,
             protocols=("cloze", "paper"),
         ),
     ]
@@ -42,11 +42,11 @@ def test_embedded_model_protocols(embedded_model, shared_data, tmp_path, monkeyp
     assert plain[0]["prompt"]["subject"] == "college biology"
 
     records = evaluate(
-        [MODEL], tasks[1:], EvalSettings(batch_size=8, resamples=100, max_new_tokens=8), log=print
+        [MODEL], tasks[1:], EvalSettings(batch_size=8, resamples=100, max_new_tokens=4), log=print
     )
     by_protocol = {r["protocol"]: r for r in records}
-    assert by_protocol["cloze"]["n"] == 16
+    assert by_protocol["cloze"]["n"] == 8
     paper = by_protocol["paper"]
     # the instruct model answers with a letter most of the time under the study's prompt
-    assert paper["answered"] >= 8, [p["response"] for p in paper["predictions"]]
+    assert paper["answered"] >= 4, [p["response"] for p in paper["predictions"]]
     assert all(0.0 <= r["score"] <= 1.0 for r in records)
