@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -130,7 +131,7 @@ def run_trl(
 
     tokenizer, rows = rendered_rows(model_dir, pairs_file)
     common = dict(output_dir=str(out), learning_rate=LR, per_device_train_batch_size=BATCH, num_train_epochs=1,
-                  lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=SEED, report_to="none",
+                  lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=SEED, data_seed=SEED, report_to="none",
                   save_strategy="no", bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
                   disable_tqdm=True,
         dataloader_pin_memory=False, optim="adamw_torch")  # fmt: skip
@@ -169,6 +170,8 @@ def run_one(name: str, workdir: Path, pairs_file: Path) -> dict[str, Any]:
     model_dir = resolve_model(MODEL)
     state = workdir / ("state-precompute" if "alloy_dpo_precompute" in name else f"state-{name}")
     started = time.perf_counter()
+    if name.endswith("_cached"):  # as the runner does once a stage is built: a rerun starts fresh
+        shutil.rmtree(state / "checkpoints", ignore_errors=True)
     if name.startswith("alloy_"):
         kind = "orpo" if "orpo" in name else "dpo"
         beta = 0.1 if name.endswith("_cached") else BETA  # another beta: the cache must still hit
@@ -205,8 +208,10 @@ def main() -> int:
         workdir = Path(args.workdir)
         print(json.dumps(run_one(args.one, workdir, workdir / "pairs.jsonl")))
         return 0
-    workdir = Path(tempfile.mkdtemp(prefix="pref-bench-"))
-    glossary_pairs_file(workdir, args.pairs)
+    # --workdir: reuse an earlier run's folder (its pairs and its reference cache, for a partial rerun)
+    workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pref-bench-"))
+    if not (workdir / "pairs.jsonl").exists():
+        glossary_pairs_file(workdir, args.pairs)
     results: dict[str, Any] = {}
     if args.only and RESULTS.exists():  # a partial rerun updates the earlier results
         results = json.loads(RESULTS.read_text()).get("results", {})
