@@ -46,7 +46,8 @@ class RichStageProgress(StageProgress):
         self._bar.update(self._task, completed=step, info=info, total=fields.get("total") or self._bar.tasks[0].total)
 
     def log(self, message: str) -> None:
-        console.print(message)
+        # Model names such as tiny:llama:1 must not be read as rich markup or emoji codes.
+        console.print(message, markup=False, emoji=False, highlight=False)
 
     def finish(self) -> None:
         if self._bar is not None:

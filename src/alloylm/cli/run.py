@@ -27,6 +27,8 @@ leaves no half-written artifact; run the same command again to continue.
 
 
 def run(args: argparse.Namespace) -> int:
+    from rich.markup import escape
+
     from alloylm.cli.display import RichStageProgress, console, summary_table
     from alloylm.config.pipeline import load_pipeline
     from alloylm.pipeline.runner import Launcher, PipelineRunner
@@ -38,13 +40,13 @@ def run(args: argparse.Namespace) -> int:
 
     def on_event(event: str, outcome) -> None:
         if event == "skipped":
-            console.print(f"[cyan]skip[/]  {outcome.name} ({outcome.kind}): already built at {outcome.path}")
+            console.print("[cyan]skip[/]  " + escape(f"{outcome.name} ({outcome.kind}): already built at {outcome.path}"))
         elif event == "start":
             console.print(f"[bold]build[/] {outcome.name} ({outcome.kind})")
         elif event == "built":
             console.print(f"[green]done[/]  {outcome.name} in {outcome.wall_s:,.1f} s -> {outcome.path}")
         elif event == "failed":
-            console.print(f"[red]fail[/]  {outcome.name}: {outcome.error}")
+            console.print("[red]fail[/]  " + escape(f"{outcome.name}: {outcome.error}"))
 
     runner = PipelineRunner(
         pipeline,
