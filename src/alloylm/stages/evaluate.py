@@ -137,8 +137,18 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
 
 
 def index_of(models: list[str], model: str) -> str:
-    """Metric key part: model<i> (model paths are long and change between runs)."""
-    return f"model{models.index(model)}" if model in models else model
+    """Metric key part: the stage name of a pipeline artifact, the source of a named model, else
+    model<i> (local paths are long and change between runs)."""
+    from pathlib import Path
+
+    from alloylm.pipeline.lineage import read_manifest
+
+    if Path(model).is_dir():
+        manifest = read_manifest(model)
+        if manifest and manifest.get("stage"):
+            return str(manifest["stage"])
+        return f"model{models.index(model)}" if model in models else Path(model).name
+    return model
 
 
 def key_summary(records: list[dict[str, Any]]) -> str:
