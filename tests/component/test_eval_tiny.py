@@ -152,7 +152,7 @@ def test_eval_stage_runs_without_the_runner(bench_file, tmp_path):
     result = stage.run(ctx, cfg)
     saved = json.loads((ctx.work_dir / "results.json").read_text())
     assert saved["results"][0]["protocol"] == "cloze" and result.outputs == {"eval": "results.json"}
-    assert set(result.metrics) == {"ap/cloze/model0", "summary"}
+    assert set(result.metrics) == {f"ap/cloze/{TINY}", "summary"}
     assert result.metrics["summary"].startswith("ap/cloze 0.")
 
 
