@@ -170,8 +170,9 @@ def run_one(name: str, workdir: Path, pairs_file: Path) -> dict[str, Any]:
     model_dir = resolve_model(MODEL)
     state = workdir / ("state-precompute" if "alloy_dpo_precompute" in name else f"state-{name}")
     started = time.perf_counter()
-    if name.endswith("_cached"):  # as the runner does once a stage is built: a rerun starts fresh
-        shutil.rmtree(state / "checkpoints", ignore_errors=True)
+    # every contender trains from scratch (as the runner has it once a stage is built); the
+    # reference cache in the same state folder is kept
+    shutil.rmtree(state / "checkpoints", ignore_errors=True)
     if name.startswith("alloy_"):
         kind = "orpo" if "orpo" in name else "dpo"
         beta = 0.1 if name.endswith("_cached") else BETA  # another beta: the cache must still hit
