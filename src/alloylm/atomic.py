@@ -76,7 +76,11 @@ def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     for child in folder.iterdir():
         if child.name.startswith(".") and TMP_MARKER in child.name:
             pid_part = child.name.split(TMP_MARKER, 1)[1].split("-", 1)[0]
-            if pid_part.isdigit() and _process_alive(int(pid_part)) and int(pid_part) != os.getpid():
+            if (
+                pid_part.isdigit()
+                and _process_alive(int(pid_part))
+                and int(pid_part) != os.getpid()
+            ):
                 continue  # another live process is still building it
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)

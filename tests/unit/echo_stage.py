@@ -29,7 +29,9 @@ def inputs(cfg: Config) -> list[InputSpec]:
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     CALLS.append(ctx.stage_name)
     (ctx.work_dir / "config.json").write_text("{}")  # looks like a model folder
-    (ctx.work_dir / "echo.json").write_text(json.dumps({"message": cfg.message, "model": cfg.model}))
+    (ctx.work_dir / "echo.json").write_text(
+        json.dumps({"message": cfg.message, "model": cfg.model})
+    )
     if cfg.fail:
         raise RuntimeError("stage failed on purpose")
     return StageResult(metrics={"final_loss": 1.0, "model_seen": Path(cfg.model).name})

@@ -27,12 +27,15 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_valid_pipeline_builds_dag_in_dependency_order(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t}
         stages:
           b: {kind: echo, model: "${stages.a.output}"}
           a: {kind: echo}
-        """)
+        """,
+    )
     pipeline = load_pipeline(path)
     assert pipeline.stages["b"].depends_on == ["a"]
     assert topological_order(pipeline) == ["a", "b"]
@@ -40,13 +43,16 @@ def test_valid_pipeline_builds_dag_in_dependency_order(tmp_path):
 
 
 def test_unknown_key_names_file_line_and_suggests(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t}
         stages:
           a:
             kind: echo
             mesage: hi
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as info:
         load_pipeline(path)
     text = str(info.value)
@@ -62,32 +68,44 @@ def test_unknown_stage_kind_suggests(tmp_path):
 
 
 def test_missing_reference_is_reported_with_line(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t}
         stages:
           a: {kind: echo}
           b:
             kind: echo
             model: ${stages.aa.output}
-        """)
+        """,
+    )
     with pytest.raises(ConfigError) as info:
         load_pipeline(path)
-    assert ":6" in str(info.value) and "unknown stage 'aa'" in str(info.value) and "did you mean 'a'" in str(info.value)
+    assert (
+        ":6" in str(info.value)
+        and "unknown stage 'aa'" in str(info.value)
+        and "did you mean 'a'" in str(info.value)
+    )
 
 
 def test_cycle_is_refused(tmp_path):
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t}
         stages:
           a: {kind: echo, model: "${stages.b.output}"}
           b: {kind: echo, model: "${stages.a.output}"}
-        """)
+        """,
+    )
     with pytest.raises(ConfigError, match="cycle: a -> b -> a"):
         load_pipeline(path)
 
 
 def test_missing_data_file_is_reported(tmp_path):
-    path = write(tmp_path, "run: {name: t}\nstages:\n  a: {kind: echo, data_files: [missing.jsonl]}\n")
+    path = write(
+        tmp_path, "run: {name: t}\nstages:\n  a: {kind: echo, data_files: [missing.jsonl]}\n"
+    )
     with pytest.raises(ConfigError, match="data file not found"):
         load_pipeline(path)
     assert load_pipeline(path, check_data=False).stages["a"]
@@ -96,12 +114,15 @@ def test_missing_data_file_is_reported(tmp_path):
 def test_model_input_from_a_data_stage_is_refused(tmp_path, monkeypatch):
     import tests.unit.echo_stage as echo
 
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t}
         stages:
           a: {kind: echo}
           b: {kind: echo, model: "${stages.a.output}"}
-        """)
+        """,
+    )
     monkeypatch.setattr(echo, "PRODUCES", "data")
     with pytest.raises(ConfigError, match="expects a model"):
         load_pipeline(path)
@@ -109,12 +130,15 @@ def test_model_input_from_a_data_stage_is_refused(tmp_path, monkeypatch):
 
 def test_dotted_overrides_and_vars(tmp_path):
     (tmp_path / "d.jsonl").write_text('{"text": "x"}\n')
-    path = write(tmp_path, """\
+    path = write(
+        tmp_path,
+        """\
         run: {name: t, seed: 1}
         vars: {file: d.jsonl}
         stages:
           a: {kind: echo, data_files: ["${vars.file}"]}
-        """)
+        """,
+    )
     pipeline = load_pipeline(path, ["run.seed=7", "stages.a.message=bye"])
     assert pipeline.run.seed == 7
     assert pipeline.stages["a"].config.message == "bye"
@@ -133,7 +157,10 @@ def test_duplicate_key_is_an_error(tmp_path):
 
 
 def test_unquoted_reference_in_flow_list_gets_a_hint(tmp_path):
-    path = write(tmp_path, "run: {name: t}\nstages:\n  a: {kind: echo}\n  b:\n    kind: echo\n    x: [${stages.a.output}]\n")
+    path = write(
+        tmp_path,
+        "run: {name: t}\nstages:\n  a: {kind: echo}\n  b:\n    kind: echo\n    x: [${stages.a.output}]\n",
+    )
     with pytest.raises(ConfigError, match="quote"):
         load_pipeline(path)
 

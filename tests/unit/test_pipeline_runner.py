@@ -120,7 +120,10 @@ def test_rebuild_replaces_artifact_atomically(pipeline_file, tmp_path):
     run(pipeline_file, "stages.a.message=v2")
     data = json.loads((tmp_path / "out" / "a" / "echo.json").read_text())
     assert data["message"] == "v2"
-    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == ["a", "b"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if not p.name.startswith(".")) == [
+        "a",
+        "b",
+    ]
 
 
 def test_lineage_tree_goes_back_to_source(pipeline_file, tmp_path):

@@ -17,7 +17,9 @@ from typing import Any
 from alloylm.evals.stats import paired_bootstrap
 
 
-def merge_gain(parent_scores: Sequence[float], merged_score: float, *, higher_is_better: bool = True) -> dict[str, Any]:
+def merge_gain(
+    parent_scores: Sequence[float], merged_score: float, *, higher_is_better: bool = True
+) -> dict[str, Any]:
     """Expected score (parents' mean), best parent, and the merge's gains over both.
 
     For lower-is-better metrics (perplexity) the gains are signed so that positive = better.
@@ -44,8 +46,12 @@ def merge_gain(parent_scores: Sequence[float], merged_score: float, *, higher_is
 def parent_diversity(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> float:
     """Fraction of questions that exactly one of the two parents answers correctly."""
     if len(correct_a) != len(correct_b) or not correct_a:
-        raise ValueError("parent diversity needs the same, non-empty list of questions for both parents")
-    return sum(1 for a, b in zip(correct_a, correct_b, strict=True) if bool(a) != bool(b)) / len(correct_a)
+        raise ValueError(
+            "parent diversity needs the same, non-empty list of questions for both parents"
+        )
+    return sum(1 for a, b in zip(correct_a, correct_b, strict=True) if bool(a) != bool(b)) / len(
+        correct_a
+    )
 
 
 def synergy_report(
@@ -64,7 +70,10 @@ def synergy_report(
     report["parents"] = scores
     report["best_parent_name"] = best_name
     report["vs_best_parent"] = paired_bootstrap(
-        [float(bool(v)) for v in merged], [float(bool(v)) for v in parents[best_name]], resamples=resamples, seed=seed
+        [float(bool(v)) for v in merged],
+        [float(bool(v)) for v in parents[best_name]],
+        resamples=resamples,
+        seed=seed,
     )
     if len(names) == 2:
         report["parent_diversity"] = parent_diversity(parents[names[0]], parents[names[1]])

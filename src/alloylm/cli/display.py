@@ -6,7 +6,14 @@ import time
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from alloylm.stages.base import Progress as StageProgress
@@ -42,8 +49,15 @@ class RichStageProgress(StageProgress):
     def update(self, step: int, **fields: Any) -> None:
         if self._bar is None:
             self.start(fields.pop("total", None))
-        info = "  ".join(_format_field(k, v) for k, v in fields.items() if v is not None and k != "total")
-        self._bar.update(self._task, completed=step, info=info, total=fields.get("total") or self._bar.tasks[0].total)
+        info = "  ".join(
+            _format_field(k, v) for k, v in fields.items() if v is not None and k != "total"
+        )
+        self._bar.update(
+            self._task,
+            completed=step,
+            info=info,
+            total=fields.get("total") or self._bar.tasks[0].total,
+        )
 
     def log(self, message: str) -> None:
         # Model names such as tiny:llama:1 must not be read as rich markup or emoji codes.

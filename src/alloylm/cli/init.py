@@ -51,7 +51,9 @@ stages:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", nargs="?", default="pipeline.yaml", help="where to write (default pipeline.yaml)")
+    parser.add_argument(
+        "file", nargs="?", default="pipeline.yaml", help="where to write (default pipeline.yaml)"
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
 
@@ -62,5 +64,7 @@ def run(args: argparse.Namespace) -> int:
     if path.exists() and not args.force:
         raise AlloyError(f"{path} exists", hint="choose another name or pass --force")
     path.write_text(STARTER.format(name=path.name, stem=path.stem))
-    print(f"wrote {path}: edit the vars: paths, then `alloy validate {path}` and `alloy run {path}`")
+    print(
+        f"wrote {path}: edit the vars: paths, then `alloy validate {path}` and `alloy run {path}`"
+    )
     return 0

@@ -21,7 +21,10 @@ def run(args: argparse.Namespace) -> int:
 
     tree = lineage_tree(args.artifact)
     if tree is None:
-        raise AlloyError(f"{args.artifact} holds no alloy.json", hint="give a folder written by alloy run (e.g. runs/quickstart/sft)")
+        raise AlloyError(
+            f"{args.artifact} holds no alloy.json",
+            hint="give a folder written by alloy run (e.g. runs/quickstart/sft)",
+        )
     if args.json:
         print(json.dumps(tree, indent=2))
         return 0
@@ -40,7 +43,19 @@ def run(args: argparse.Namespace) -> int:
 def _label(node: dict) -> str:
     if node.get("stage"):
         metrics = node.get("metrics") or {}
-        extra = ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if k in ("final_loss", "accuracy", "train_tokens"))
+        extra = ", ".join(
+            f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}"
+            for k, v in metrics.items()
+            if k in ("final_loss", "accuracy", "train_tokens")
+        )
         when = node.get("created", "")
-        return f"[bold]{node['stage']}[/] ({node['kind']}) {when} hash {node.get('content_hash', '')[:12]}" + (f"  [{extra}]" if extra else "") + f"\n[dim]{node.get('path', '')}[/]"
-    return f"[green]{node.get('source')}[/] (source model)" if node.get("role") else str(node.get("source"))
+        return (
+            f"[bold]{node['stage']}[/] ({node['kind']}) {when} hash {node.get('content_hash', '')[:12]}"
+            + (f"  [{extra}]" if extra else "")
+            + f"\n[dim]{node.get('path', '')}[/]"
+        )
+    return (
+        f"[green]{node.get('source')}[/] (source model)"
+        if node.get("role")
+        else str(node.get("source"))
+    )

@@ -6,7 +6,11 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("table", nargs="?", help="only this table (e.g. 'stage', 'merge', 'eval', 'teacher', 'model')")
+    parser.add_argument(
+        "table",
+        nargs="?",
+        help="only this table (e.g. 'stage', 'merge', 'eval', 'teacher', 'model')",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,5 +34,7 @@ def run(args: argparse.Namespace) -> int:
     if not shown:
         from alloylm.errors import AlloyError
 
-        raise AlloyError(f"no table matches {args.table!r}", hint="alloy ls (no argument) shows them all")
+        raise AlloyError(
+            f"no table matches {args.table!r}", hint="alloy ls (no argument) shows them all"
+        )
     return 0

@@ -11,7 +11,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("alloylm.cli.run", "run a pipeline YAML (skips stages already built)"),
     "validate": ("alloylm.cli.validate", "check a pipeline YAML without running anything"),
-    "ls": ("alloylm.cli.ls", "list stage kinds, merge methods, eval tasks, teachers, model sources"),
+    "ls": (
+        "alloylm.cli.ls",
+        "list stage kinds, merge methods, eval tasks, teachers, model sources",
+    ),
     "init": ("alloylm.cli.init", "write a starter pipeline YAML"),
     "models": ("alloylm.cli.models", "list or prepare model sources (embedded, tiny, local)"),
     "lineage": ("alloylm.cli.lineage", "print the chain of an artifact back to its source models"),
@@ -41,11 +44,18 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"alloylm {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="show library logs and full tracebacks")
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="show library logs and full tracebacks"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = sys.argv[1] if len(sys.argv) > 1 else None
     for name, (module_name, help_text) in COMMANDS.items():
-        command = sub.add_parser(name, help=help_text, description=help_text, formatter_class=argparse.RawDescriptionHelpFormatter)
+        command = sub.add_parser(
+            name,
+            help=help_text,
+            description=help_text,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
         # Only the chosen command's module is imported: `alloy --help` stays fast.
         if name == wanted:
             try:
@@ -80,7 +90,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error.render()}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("\ninterrupted: finished artifacts are kept; run the same command again to continue", file=sys.stderr)
+        print(
+            "\ninterrupted: finished artifacts are kept; run the same command again to continue",
+            file=sys.stderr,
+        )
         return 130
 
 

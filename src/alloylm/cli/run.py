@@ -18,11 +18,27 @@ Stages already built with the same content hash are skipped. An interrupted run 
 leaves no half-written artifact; run the same command again to continue.
 """
     parser.add_argument("pipeline", help="pipeline YAML file")
-    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. run.seed=1")
-    parser.add_argument("--force", action="append", default=[], metavar="STAGE", help="rebuild STAGE even if built (repeatable)")
-    parser.add_argument("--only", action="append", default=None, metavar="STAGE", help="run only STAGE (repeatable)")
-    parser.add_argument("--launcher", choices=["accelerate", "torchrun"], help="run training stages under this launcher")
-    parser.add_argument("--num-processes", type=int, default=1, help="processes for --launcher (default 1)")
+    parser.add_argument(
+        "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. run.seed=1"
+    )
+    parser.add_argument(
+        "--force",
+        action="append",
+        default=[],
+        metavar="STAGE",
+        help="rebuild STAGE even if built (repeatable)",
+    )
+    parser.add_argument(
+        "--only", action="append", default=None, metavar="STAGE", help="run only STAGE (repeatable)"
+    )
+    parser.add_argument(
+        "--launcher",
+        choices=["accelerate", "torchrun"],
+        help="run training stages under this launcher",
+    )
+    parser.add_argument(
+        "--num-processes", type=int, default=1, help="processes for --launcher (default 1)"
+    )
     parser.add_argument("--config-file", help="accelerate config file (see configs/accelerate/)")
 
 
@@ -40,11 +56,16 @@ def run(args: argparse.Namespace) -> int:
 
     def on_event(event: str, outcome) -> None:
         if event == "skipped":
-            console.print("[cyan]skip[/]  " + escape(f"{outcome.name} ({outcome.kind}): already built at {outcome.path}"))
+            console.print(
+                "[cyan]skip[/]  "
+                + escape(f"{outcome.name} ({outcome.kind}): already built at {outcome.path}")
+            )
         elif event == "start":
             console.print(f"[bold]build[/] {outcome.name} ({outcome.kind})")
         elif event == "built":
-            console.print(f"[green]done[/]  {outcome.name} in {outcome.wall_s:,.1f} s -> {outcome.path}")
+            console.print(
+                f"[green]done[/]  {outcome.name} in {outcome.wall_s:,.1f} s -> {outcome.path}"
+            )
         elif event == "failed":
             console.print("[red]fail[/]  " + escape(f"{outcome.name}: {outcome.error}"))
 

@@ -8,7 +8,11 @@ import argparse
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", help="pipeline YAML file")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides")
-    parser.add_argument("--no-data-check", action="store_true", help="do not require data files to exist (recipes for data you will provide)")
+    parser.add_argument(
+        "--no-data-check",
+        action="store_true",
+        help="do not require data files to exist (recipes for data you will provide)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:

@@ -78,16 +78,20 @@ def find_shared_data(start: Path) -> Path | None:
         return Path(os.environ["ALLOY_DATA"]).expanduser().resolve()
     for base in (start, *start.parents):
         for candidate in (base / "shared" / "data", base / "data"):
-            if candidate.is_dir() and (candidate / "README.md").exists() and base.name != "src":
-                if candidate.parent.name == "shared" or (candidate / "openstax_corpus").is_dir():
-                    return candidate
+            is_shared = (
+                candidate.parent.name == "shared" or (candidate / "openstax_corpus").is_dir()
+            )
+            if candidate.is_dir() and (candidate / "README.md").exists() and is_shared:
+                return candidate
     return None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
     key, sep, value = text.partition("=")
     if not sep or not key:
-        raise ConfigError(f"override {text!r} is not KEY=VALUE", hint="e.g. stages.sft.train.learning_rate=1e-5")
+        raise ConfigError(
+            f"override {text!r} is not KEY=VALUE", hint="e.g. stages.sft.train.learning_rate=1e-5"
+        )
     return key.split("."), yaml.safe_load(value) if value != "" else ""
 
 
@@ -102,14 +106,20 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
             where = ".".join(keys[: depth + 1])
             if isinstance(node, list):
                 if not key.isdigit() or int(key) >= len(node):
-                    raise ConfigError(f"override {text!r}: {where!r} is not an index of a list of {len(node)}", file=file)
+                    raise ConfigError(
+                        f"override {text!r}: {where!r} is not an index of a list of {len(node)}",
+                        file=file,
+                    )
                 if last:
                     node[int(key)] = value
                 else:
                     node = node[int(key)]
                 continue
             if not isinstance(node, dict):
-                raise ConfigError(f"override {text!r}: {'.'.join(keys[:depth])} is not a mapping or list", file=file)
+                raise ConfigError(
+                    f"override {text!r}: {'.'.join(keys[:depth])} is not a mapping or list",
+                    file=file,
+                )
             if last:
                 node[key] = value
             elif key not in node:
@@ -123,11 +133,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
     return data
 
 
-def _substitute_vars(value: Any, variables: dict[str, Any], shared: Path | None, where: KeyPath, ctx: _Ctx) -> Any:
+def _substitute_vars(
+    value: Any, variables: dict[str, Any], shared: Path | None, where: KeyPath, ctx: _Ctx
+) -> Any:
     if isinstance(value, dict):
-        return {k: _substitute_vars(v, variables, shared, (*where, k), ctx) for k, v in value.items()}
+        return {
+            k: _substitute_vars(v, variables, shared, (*where, k), ctx) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute_vars(v, variables, shared, (*where, i), ctx) for i, v in enumerate(value)]
+        return [
+            _substitute_vars(v, variables, shared, (*where, i), ctx) for i, v in enumerate(value)
+        ]
     if not isinstance(value, str):
         return value
 
@@ -135,11 +151,19 @@ def _substitute_vars(value: Any, variables: dict[str, Any], shared: Path | None,
         name = match.group(1)
         if name == "shared_data":
             if shared is None:
-                raise ctx.error(where, "${shared_data} used but no shared/data folder was found", "set ALLOY_DATA=/path/to/shared/data")
+                raise ctx.error(
+                    where,
+                    "${shared_data} used but no shared/data folder was found",
+                    "set ALLOY_DATA=/path/to/shared/data",
+                )
             return str(shared)
         var = name.split(".", 1)[1]
         if var not in variables:
-            raise ctx.error(where, f"unknown variable {var!r}{did_you_mean(var, variables)}", "define it under vars:")
+            raise ctx.error(
+                where,
+                f"unknown variable {var!r}{did_you_mean(var, variables)}",
+                "define it under vars:",
+            )
         return str(variables[var])
 
     return VAR_REF.sub(replace, value)
@@ -149,13 +173,21 @@ def _is_path_key(key: str | int) -> bool:
     return isinstance(key, str) and (key in PATH_KEYS or key.endswith(PATH_SUFFIXES))
 
 
-def absolutize_paths(value: Any, base: Path, key: str | int | None = None, inherited: bool = False) -> Any:
+def absolutize_paths(
+    value: Any, base: Path, key: str | int | None = None, inherited: bool = False
+) -> Any:
     is_path = inherited or (key is not None and _is_path_key(key))
     if isinstance(value, dict):
         return {k: absolutize_paths(v, base, k) for k, v in value.items()}
     if isinstance(value, list):
         return [absolutize_paths(v, base, None, is_path) for v in value]
-    if is_path and isinstance(value, str) and value and not value.startswith("${") and "://" not in value:
+    if (
+        is_path
+        and isinstance(value, str)
+        and value
+        and not value.startswith("${")
+        and "://" not in value
+    ):
         path = Path(os.path.expanduser(value))
         return str(path if path.is_absolute() else (base / path).resolve())
     return value
@@ -181,10 +213,18 @@ class _Ctx:
     lines: dict[KeyPath, int]
 
     def error(self, where: KeyPath, message: str, hint: str | None = None) -> ConfigError:
-        return ConfigError(message, file=self.file, line=line_of(self.lines, where), key=dotted(where) or None, hint=hint)
+        return ConfigError(
+            message,
+            file=self.file,
+            line=line_of(self.lines, where),
+            key=dotted(where) or None,
+            hint=hint,
+        )
 
 
-def _validation_error(ctx: _Ctx, stage: str, config_cls: type[StageConfig], error: ValidationError) -> ConfigError:
+def _validation_error(
+    ctx: _Ctx, stage: str, config_cls: type[StageConfig], error: ValidationError
+) -> ConfigError:
     first = error.errors()[0]
     loc = tuple(first["loc"])
     where: KeyPath = ("stages", stage, *loc)
@@ -217,13 +257,17 @@ def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
         candidates = [annotation, *typing.get_args(annotation)]
         for arg in list(candidates):
             candidates += list(typing.get_args(arg))
-        current = next((c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None)
+        current = next(
+            (c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None
+        )
         if current is None:
             return []
     return list(getattr(current, "model_fields", {}))
 
 
-def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True) -> Pipeline:
+def load_pipeline(
+    path: str | Path, overrides: list[str] | None = None, *, check_data: bool = True
+) -> Pipeline:
     """Read, interpolate, override and validate a pipeline file; raise ConfigError on any problem."""
     file = Path(path).resolve()
     data, lines = load_yaml_with_lines(file)
@@ -233,7 +277,11 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, check
     data = apply_overrides(data, overrides or [], str(file))
     unknown = set(data) - {"run", "vars", "stages"}
     for key in sorted(unknown):
-        raise ctx.error((key,), f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages'])}", "top-level keys: run, vars, stages")
+        raise ctx.error(
+            (key,),
+            f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages'])}",
+            "top-level keys: run, vars, stages",
+        )
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
         raise ctx.error(("vars",), "vars: must be a mapping of NAME: value")
@@ -244,7 +292,10 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, check
         run = RunSection.model_validate(data["run"])
     except ValidationError as error:
         first = error.errors()[0]
-        raise ctx.error(("run", *first["loc"]), f"{first['msg']}{did_you_mean(str(first['loc'][-1]), RunSection.model_fields) if first['type'] == 'extra_forbidden' else ''}") from None
+        raise ctx.error(
+            ("run", *first["loc"]),
+            f"{first['msg']}{did_you_mean(str(first['loc'][-1]), RunSection.model_fields) if first['type'] == 'extra_forbidden' else ''}",
+        ) from None
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, dict) or not stages_raw:
         raise ctx.error(("stages",), "stages: must be a non-empty mapping of name -> {kind, ...}")
@@ -258,7 +309,9 @@ def load_pipeline(path: str | Path, overrides: list[str] | None = None, *, check
     return pipeline
 
 
-def _load_stage(ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], shared: Path | None, base: Path) -> StageSpec:
+def _load_stage(
+    ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], shared: Path | None, base: Path
+) -> StageSpec:
     where: KeyPath = ("stages", name)
     if not STAGE_NAME.match(name):
         raise ctx.error(where, f"stage name {name!r} must be letters, digits, '_' or '-'")
@@ -268,11 +321,17 @@ def _load_stage(ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], share
         raise ctx.error(where, "missing kind:", f"one of {', '.join(STAGE_KINDS.names())}")
     kind = raw["kind"]
     if kind not in STAGE_KINDS:
-        raise ctx.error((*where, "kind"), f"unknown stage kind {kind!r}{did_you_mean(str(kind), STAGE_KINDS.names())}", f"known: {', '.join(STAGE_KINDS.names())}")
+        raise ctx.error(
+            (*where, "kind"),
+            f"unknown stage kind {kind!r}{did_you_mean(str(kind), STAGE_KINDS.names())}",
+            f"known: {', '.join(STAGE_KINDS.names())}",
+        )
     try:
         module = STAGE_KINDS.get(kind)
     except ImportError as error:
-        raise ctx.error((*where, "kind"), f"stage kind {kind!r} is not available in this installation: {error}") from None
+        raise ctx.error(
+            (*where, "kind"), f"stage kind {kind!r} is not available in this installation: {error}"
+        ) from None
     interpolated = _substitute_vars(raw, variables, shared, where, ctx)
     absolute = absolutize_paths(interpolated, base)
     try:
@@ -282,10 +341,18 @@ def _load_stage(ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], share
     except AlloyError:
         raise
     depends = []
-    for ref, ref_where in stage_references(interpolated, where):
+    for ref, _ in stage_references(interpolated, where):
         if ref not in depends:
             depends.append(ref)
-    return StageSpec(name=name, kind=kind, module=module, raw=interpolated, config=config, depends_on=depends, line=line_of(ctx.lines, where))
+    return StageSpec(
+        name=name,
+        kind=kind,
+        module=module,
+        raw=interpolated,
+        config=config,
+        depends_on=depends,
+        line=line_of(ctx.lines, where),
+    )
 
 
 def resolve_stage_refs(value: Any, outputs: dict[str, Path]) -> Any:

@@ -17,11 +17,17 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.safe_load(yaml.serialize(key_node)) if not isinstance(key_node, yaml.ScalarNode) else key_node.value
+            key = (
+                yaml.safe_load(yaml.serialize(key_node))
+                if not isinstance(key_node, yaml.ScalarNode)
+                else key_node.value
+            )
             if not isinstance(key, str):
                 key = str(key)
             if key in result:
-                raise ConfigError(f"duplicate key {key!r}", file=source, line=key_node.start_mark.line + 1)
+                raise ConfigError(
+                    f"duplicate key {key!r}", file=source, line=key_node.start_mark.line + 1
+                )
             child = (*path, key)
             lines[child] = key_node.start_mark.line + 1
             result[key] = _construct(value_node, child, lines, source)
@@ -29,7 +35,11 @@ def _construct(node: yaml.Node, path: KeyPath, lines: dict[KeyPath, int], source
     if isinstance(node, yaml.SequenceNode):
         return [_construct(item, (*path, i), lines, source) for i, item in enumerate(node.value)]
     # Scalars: let the safe loader decide the type (int, float, bool, null, str).
-    return yaml.SafeLoader(yaml.serialize(node)).get_single_data() if node.tag != "tag:yaml.org,2002:str" else node.value
+    return (
+        yaml.SafeLoader(yaml.serialize(node)).get_single_data()
+        if node.tag != "tag:yaml.org,2002:str"
+        else node.value
+    )
 
 
 def load_yaml_with_lines(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
@@ -42,7 +52,9 @@ def load_yaml_with_lines(path: str | Path) -> tuple[Any, dict[KeyPath, int]]:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
-        line_text = text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        line_text = (
+            text.splitlines()[mark.line] if mark and mark.line < len(text.splitlines()) else ""
+        )
         hint = None
         if "${" in line_text and ("[" in line_text or "{" in line_text.split("${")[0]):
             hint = 'quote ${...} references inside [ ] or { }: models: ["${stages.sft.output}"]'

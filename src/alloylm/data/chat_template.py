@@ -28,7 +28,9 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
-def format_chat(tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False) -> str:
+def format_chat(
+    tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False
+) -> str:
     """Render `messages` with the tokenizer's chat template, as text (not tokenized)."""
     ensure_chat_template(tokenizer)
     return tokenizer.apply_chat_template(
@@ -41,7 +43,9 @@ def format_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
     return format_chat(tokenizer, messages, add_generation_prompt=True)
 
 
-def assistant_char_spans(tokenizer: Any, messages: Sequence[Message]) -> tuple[str, list[tuple[int, int]]]:
+def assistant_char_spans(
+    tokenizer: Any, messages: Sequence[Message]
+) -> tuple[str, list[tuple[int, int]]]:
     """Full rendered text and the character spans that assistant turns contribute.
 
     Each span runs from the end of the generation prompt before an assistant turn to the end of
@@ -54,10 +58,16 @@ def assistant_char_spans(tokenizer: Any, messages: Sequence[Message]) -> tuple[s
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        start = len(format_chat(tokenizer, messages[:index], add_generation_prompt=True)) if index else 0
+        start = (
+            len(format_chat(tokenizer, messages[:index], add_generation_prompt=True))
+            if index
+            else 0
+        )
         end = len(format_chat(tokenizer, messages[: index + 1]))
         if full[:end] != format_chat(tokenizer, messages[: index + 1]):
-            raise ValueError("chat template renders a conversation prefix differently from the whole")
+            raise ValueError(
+                "chat template renders a conversation prefix differently from the whole"
+            )
         spans.append((start, end))
     return full, spans
 
@@ -104,7 +114,14 @@ def pick_pad_token(tokenizer: Any) -> tuple[str, bool]:
     if tokenizer.pad_token is not None and tokenizer.pad_token != eos:
         return tokenizer.pad_token, False
     vocab = tokenizer.get_vocab()
-    for candidate in (tokenizer.unk_token, "<|endoftext|>", "<|finetune_right_pad_id|>", "<pad>", "[PAD]", "<|pad|>"):
+    for candidate in (
+        tokenizer.unk_token,
+        "<|endoftext|>",
+        "<|finetune_right_pad_id|>",
+        "<pad>",
+        "[PAD]",
+        "<|pad|>",
+    ):
         if candidate and candidate != eos and candidate in vocab:
             tokenizer.pad_token = candidate
             return candidate, True

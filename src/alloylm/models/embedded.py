@@ -49,7 +49,9 @@ def embedded_gguf_path(name: str) -> Path:
         )
     path = Path(list(found.submodule_search_locations)[0]) / spec.gguf_name
     if not path.exists():
-        raise ModelSourceError(f"{path} is missing from the installed package {spec.package!r}", hint="reinstall it")
+        raise ModelSourceError(
+            f"{path} is missing from the installed package {spec.package!r}", hint="reinstall it"
+        )
     return path
 
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16", "float16": "float16", "fp16": "float16"}
+DTYPES = {
+    "float32": "float32",
+    "fp32": "float32",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float16": "float16",
+    "fp16": "float16",
+}
 
 
 def torch_dtype(name: str | None) -> Any:
@@ -47,7 +54,9 @@ def describe_model_folder(folder: str | Path) -> dict[str, Any]:
     config = json.loads((folder / "config.json").read_text())
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     has_template = (folder / "chat_template.jinja").exists() or "chat_template" in (
-        (folder / "tokenizer_config.json").read_text() if (folder / "tokenizer_config.json").exists() else ""
+        (folder / "tokenizer_config.json").read_text()
+        if (folder / "tokenizer_config.json").exists()
+        else ""
     )
     return {
         "architecture": (config.get("architectures") or ["?"])[0],

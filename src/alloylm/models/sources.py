@@ -60,7 +60,10 @@ def resolve_local(source: str) -> Path:
         )
     if path.is_file():
         if path.suffix != ".gguf":
-            raise ModelSourceError(f"{source!r} is a file but not a .gguf file", hint="point at the model folder instead")
+            raise ModelSourceError(
+                f"{source!r} is a file but not a .gguf file",
+                hint="point at the model folder instead",
+            )
         from alloylm.models.gguf import prepare_gguf
 
         return prepare_gguf(path)
@@ -113,4 +116,6 @@ def resolve_hub(repo_id: str, *, allow_pickle: bool = False) -> Path:
 def file_fingerprint(path: Path) -> str:
     """Cheap identity of a large file: path, size and mtime (not its content)."""
     stat = path.stat()
-    return hashlib.sha256(f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:16]
+    return hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]

@@ -15,9 +15,13 @@ def prepare_tiny(spec: str) -> Path:
     """Build (once) and return a 2-layer, hidden-64 random Llama; `spec` is 'llama' or 'llama:SEED'."""
     arch, _, seed_text = spec.partition(":")
     if arch not in TINY_ARCHITECTURES:
-        raise ModelSourceError(f"unknown tiny model {arch!r}", hint=f"known: {', '.join(TINY_ARCHITECTURES)}")
+        raise ModelSourceError(
+            f"unknown tiny model {arch!r}", hint=f"known: {', '.join(TINY_ARCHITECTURES)}"
+        )
     if seed_text and not seed_text.isdigit():
-        raise ModelSourceError(f"tiny model seed must be an integer, got {seed_text!r}", hint="e.g. tiny:llama:1")
+        raise ModelSourceError(
+            f"tiny model seed must be an integer, got {seed_text!r}", hint="e.g. tiny:llama:1"
+        )
     seed = int(seed_text or 0)
     target = models_cache() / f"tiny-{arch}-seed{seed}"
     if (target / "config.json").exists():

@@ -13,7 +13,13 @@ if TYPE_CHECKING:
 
 
 def _error(pipeline: Pipeline, where: tuple, message: str, hint: str | None = None) -> ConfigError:
-    return ConfigError(message, file=str(pipeline.file), line=line_of(pipeline.lines, where), key=dotted(where), hint=hint)
+    return ConfigError(
+        message,
+        file=str(pipeline.file),
+        line=line_of(pipeline.lines, where),
+        key=dotted(where),
+        hint=hint,
+    )
 
 
 def check_graph(pipeline: Pipeline, *, check_data: bool = True) -> list[str]:
@@ -23,7 +29,12 @@ def check_graph(pipeline: Pipeline, *, check_data: bool = True) -> list[str]:
     for spec in pipeline.stages.values():
         for ref, where in stage_references(spec.raw, ("stages", spec.name)):
             if ref not in pipeline.stages:
-                raise _error(pipeline, where, f"reference to unknown stage {ref!r}{did_you_mean(ref, pipeline.stages)}", f"stages: {', '.join(pipeline.stages)}")
+                raise _error(
+                    pipeline,
+                    where,
+                    f"reference to unknown stage {ref!r}{did_you_mean(ref, pipeline.stages)}",
+                    f"stages: {', '.join(pipeline.stages)}",
+                )
             if ref == spec.name:
                 raise _error(pipeline, where, f"stage {spec.name!r} refers to its own output")
     order = topological_order(pipeline)
@@ -41,7 +52,7 @@ def topological_order(pipeline: Pipeline) -> list[str]:
         if state.get(name) == "done":
             return
         if state.get(name) == "visiting":
-            cycle = chain[chain.index(name):] + [name]
+            cycle = chain[chain.index(name) :] + [name]
             spec = pipeline.stages[name]
             raise ConfigError(
                 f"stages form a cycle: {' -> '.join(cycle)}",
@@ -74,9 +85,18 @@ def check_inputs(pipeline: Pipeline, spec: StageSpec, *, check_data: bool = True
             produces = producer.module.PRODUCES
             whole_artifact = item.value.strip() == match.group(0)
             if item.kind == "model" and produces != "model":
-                raise _error(pipeline, where, f"expects a model, but stage {producer.name!r} ({producer.kind}) produces {produces}")
+                raise _error(
+                    pipeline,
+                    where,
+                    f"expects a model, but stage {producer.name!r} ({producer.kind}) produces {produces}",
+                )
             if item.kind == "data" and whole_artifact and produces == "model":
-                raise _error(pipeline, where, f"expects data, but stage {producer.name!r} ({producer.kind}) produces a model", "name a file inside it, e.g. ${stages.%s.output}/heldout.jsonl" % producer.name)
+                raise _error(
+                    pipeline,
+                    where,
+                    f"expects data, but stage {producer.name!r} ({producer.kind}) produces a model",
+                    f"name a file inside it, e.g. ${{stages.{producer.name}.output}}/heldout.jsonl",
+                )
             continue
         if item.kind == "model":
             try:
@@ -90,7 +110,12 @@ def check_inputs(pipeline: Pipeline, spec: StageSpec, *, check_data: bool = True
             continue
         path = Path(item.value)
         if not path.exists():
-            raise _error(pipeline, where, f"data file not found: {path}", "check the path (relative paths are relative to the YAML file)")
+            raise _error(
+                pipeline,
+                where,
+                f"data file not found: {path}",
+                "check the path (relative paths are relative to the YAML file)",
+            )
         _check_data_kind(pipeline, where, path, item.data_kind)
 
 
@@ -111,7 +136,12 @@ def _check_data_kind(pipeline: Pipeline, where: tuple, path: Path, expected: str
     hint = None
     if expected == "chat":
         hint = "SFT needs chat records (messages, prompt/completion or question/answer), or a `template:` that turns each record into a chat"
-    raise _error(pipeline, where, f"{path.name} holds {found} records, but this stage needs {expected} records", hint)
+    raise _error(
+        pipeline,
+        where,
+        f"{path.name} holds {found} records, but this stage needs {expected} records",
+        hint,
+    )
 
 
 def _key_path(key: str) -> tuple:

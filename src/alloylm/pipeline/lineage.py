@@ -13,7 +13,15 @@ from alloylm import __version__
 from alloylm.atomic import atomic_write_json, atomic_write_text
 
 MANIFEST = "alloy.json"
-TRACKED_LIBRARIES = ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "safetensors")
+TRACKED_LIBRARIES = (
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "accelerate",
+    "datasets",
+    "safetensors",
+)
 
 
 def library_versions() -> dict[str, str]:
@@ -98,8 +106,20 @@ def model_card(manifest: dict[str, Any]) -> str:
         lines.append(f"- {parent.get('role', 'input')}: `{parent.get('source')}`")
     if manifest["metrics"]:
         lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
-        lines += [f"| {k} | {v} |" for k, v in manifest["metrics"].items() if not isinstance(v, (dict, list))]
-    lines += ["", "## Configuration", "", "```json", json.dumps(manifest["config"], indent=2, default=str), "```", ""]
+        lines += [
+            f"| {k} | {v} |"
+            for k, v in manifest["metrics"].items()
+            if not isinstance(v, (dict, list))
+        ]
+    lines += [
+        "",
+        "## Configuration",
+        "",
+        "```json",
+        json.dumps(manifest["config"], indent=2, default=str),
+        "```",
+        "",
+    ]
     lines += ["Lineage: `alloy lineage <this folder>`.", ""]
     return "\n".join(lines)
 

@@ -19,7 +19,13 @@ from typing import Any
 
 from alloylm import __version__
 from alloylm.atomic import atomic_directory, atomic_write_text, clean_stale_temporaries
-from alloylm.config.pipeline import STAGE_REF, Pipeline, StageSpec, absolutize_paths, resolve_stage_refs
+from alloylm.config.pipeline import (
+    STAGE_REF,
+    Pipeline,
+    StageSpec,
+    absolutize_paths,
+    resolve_stage_refs,
+)
 from alloylm.errors import AlloyError
 from alloylm.hashing import hash_json, sha256_path
 from alloylm.pipeline.graph import check_graph
@@ -62,7 +68,13 @@ def model_identity(source: str) -> str:
         if manifest:
             return f"artifact@{manifest['content_hash']}"
         files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        return hash_json([[str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.is_file()])
+        return hash_json(
+            [
+                [str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns]
+                for f in files
+                if f.is_file()
+            ]
+        )
     return source  # hub ids and tiny models are named by their source string
 
 
@@ -84,7 +96,9 @@ class PipelineRunner:
         self.progress_factory = progress_factory or (lambda name: Progress())
         self.on_event = on_event or (lambda event, outcome: None)
         for name in (self.force | (self.only or set())) - set(pipeline.stages):
-            raise AlloyError(f"no stage named {name!r}", hint=f"stages: {', '.join(pipeline.stages)}")
+            raise AlloyError(
+                f"no stage named {name!r}", hint=f"stages: {', '.join(pipeline.stages)}"
+            )
 
     @property
     def output_dir(self) -> Path:
@@ -108,7 +122,10 @@ class PipelineRunner:
                 manifest = read_manifest(self.artifact_dir(name))
                 if manifest is None:
                     if any(name in self.pipeline.stages[o].depends_on for o in self.only):
-                        raise AlloyError(f"--only needs stage {name!r}, which has not been built yet", hint=f"run it first: alloy run {self.pipeline.file.name} --only {name}")
+                        raise AlloyError(
+                            f"--only needs stage {name!r}, which has not been built yet",
+                            hint=f"run it first: alloy run {self.pipeline.file.name} --only {name}",
+                        )
                     continue
                 hashes[name] = manifest["content_hash"]
                 continue
@@ -116,11 +133,20 @@ class PipelineRunner:
             outcomes.append(outcome)
             if outcome.status == "failed":
                 for rest in order[order.index(name) + 1 :]:
-                    outcomes.append(StageOutcome(rest, self.pipeline.stages[rest].kind, "not run", self.artifact_dir(rest)))
+                    outcomes.append(
+                        StageOutcome(
+                            rest,
+                            self.pipeline.stages[rest].kind,
+                            "not run",
+                            self.artifact_dir(rest),
+                        )
+                    )
                 break
         return outcomes
 
-    def content_hash(self, spec: StageSpec, hashes: dict[str, str]) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
+    def content_hash(
+        self, spec: StageSpec, hashes: dict[str, str]
+    ) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
         data_hashes: dict[str, str] = {}
         models: dict[str, str] = {}
         parents: list[dict[str, Any]] = []
@@ -128,7 +154,15 @@ class PipelineRunner:
             match = STAGE_REF.search(item.value)
             if match:
                 parent = match.group(1)
-                parents.append({"role": item.key, "source": item.value, "stage": parent, "hash": hashes[parent], "path": str(self.artifact_dir(parent))})
+                parents.append(
+                    {
+                        "role": item.key,
+                        "source": item.value,
+                        "stage": parent,
+                        "hash": hashes[parent],
+                        "path": str(self.artifact_dir(parent)),
+                    }
+                )
             elif item.kind == "model":
                 models[item.key] = model_identity(item.value)
                 local = Path(item.value)
@@ -154,8 +188,14 @@ class PipelineRunner:
         content_hash, data_hashes, parents = self.content_hash(spec, hashes)
         hashes[spec.name] = content_hash
         existing = read_manifest(target)
-        if existing and existing.get("content_hash") == content_hash and spec.name not in self.force:
-            outcome = StageOutcome(spec.name, spec.kind, "skipped", target, metrics=existing.get("metrics", {}))
+        if (
+            existing
+            and existing.get("content_hash") == content_hash
+            and spec.name not in self.force
+        ):
+            outcome = StageOutcome(
+                spec.name, spec.kind, "skipped", target, metrics=existing.get("metrics", {})
+            )
             self.on_event("skipped", outcome)
             return outcome
         outcome = StageOutcome(spec.name, spec.kind, "running", target)
@@ -165,7 +205,9 @@ class PipelineRunner:
         progress = self.progress_factory(spec.name)
         try:
             outputs = {name: self.artifact_dir(name) for name in hashes}
-            resolved = absolutize_paths(resolve_stage_refs(spec.raw, outputs), self.pipeline.base_dir)
+            resolved = absolutize_paths(
+                resolve_stage_refs(spec.raw, outputs), self.pipeline.base_dir
+            )
             config = spec.module.Config.model_validate(resolved)
             with atomic_directory(target) as work_dir:
                 ctx = StageContext(
@@ -199,7 +241,11 @@ class PipelineRunner:
         except (Exception, KeyboardInterrupt) as error:
             progress.finish()
             outcome.status, outcome.wall_s = "failed", time.time() - started
-            outcome.error = error.render() if isinstance(error, AlloyError) else f"{type(error).__name__}: {error}"
+            outcome.error = (
+                error.render()
+                if isinstance(error, AlloyError)
+                else f"{type(error).__name__}: {error}"
+            )
             if isinstance(error, KeyboardInterrupt):
                 self.on_event("failed", outcome)
                 raise

@@ -85,7 +85,9 @@ class StageContext:
     state_dir: Path
     output_root: Path  # the run's output folder (<output>/)
     progress: Progress = field(default_factory=Progress)
-    launcher: dict[str, Any] = field(default_factory=dict)  # e.g. {"kind": "accelerate", "num_processes": 2}
+    launcher: dict[str, Any] = field(
+        default_factory=dict
+    )  # e.g. {"kind": "accelerate", "num_processes": 2}
     resolve_model: Callable[[str], Path] | None = None
 
     def model_path(self, source: str) -> Path:
