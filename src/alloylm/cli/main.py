@@ -102,6 +102,8 @@ def _quiet_libraries(verbose: bool) -> None:
         os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
         os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+        # Our own per-stage progress replaces the libraries' per-file bars (weights, shards).
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
         import warnings
 
         warnings.filterwarnings("ignore", category=UserWarning)
