@@ -9,12 +9,12 @@ Every record keeps its source file and line.
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from alloylm.data.jsonl import iter_jsonl
 from alloylm.errors import DataError
 
 BUILDERS = ("glossary_qa", "glossary_preference", "exercise_qa")
@@ -27,25 +27,16 @@ def read_jsonl(path: str | Path, required: tuple[str, ...]) -> Iterator[tuple[in
         raise DataError(
             "file not found", file=str(path), hint="check `builders[].path` in the distill stage"
         )
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"invalid JSON: {error.msg}", file=str(path), line=line_number
-                ) from None
-            missing = [k for k in required if not isinstance(record.get(k), str)]
-            if missing:
-                raise DataError(
-                    f"missing string field(s) {', '.join(missing)}",
-                    file=str(path),
-                    line=line_number,
-                    hint=f"each line needs {', '.join(required)}",
-                )
-            yield line_number, record
+    for line_number, record in iter_jsonl(path):
+        missing = [k for k in required if not isinstance(record.get(k), str)]
+        if missing:
+            raise DataError(
+                f"missing string field(s) {', '.join(missing)}",
+                file=str(path),
+                line=line_number,
+                hint=f"each line needs {', '.join(required)}",
+            )
+        yield line_number, record
 
 
 def term_question(term: str) -> str:

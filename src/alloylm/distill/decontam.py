@@ -9,10 +9,10 @@ CSV layout (question, options..., answer letter, no header).
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from alloylm.data.jsonl import iter_jsonl
 from alloylm.distill.dedup import normalize
 from alloylm.errors import DataError
 
@@ -37,24 +37,15 @@ def benchmark_texts(path: Path) -> Iterable[str]:
         raise DataError(
             "unsupported benchmark file type", file=str(path), hint="use .jsonl or .csv"
         )
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"invalid JSON: {error.msg}", file=str(path), line=line_number
-                ) from None
-            if not isinstance(record, dict):
-                continue
-            for key in _TEXT_KEYS:
-                if isinstance(record.get(key), str):
-                    yield record[key]
-            for key in _LIST_KEYS:
-                if isinstance(record.get(key), list):
-                    yield from (str(option) for option in record[key])
+    for _, record in iter_jsonl(path):
+        if not isinstance(record, dict):
+            continue
+        for key in _TEXT_KEYS:
+            if isinstance(record.get(key), str):
+                yield record[key]
+        for key in _LIST_KEYS:
+            if isinstance(record.get(key), list):
+                yield from (str(option) for option in record[key])
 
 
 class Decontaminator:

@@ -7,13 +7,13 @@ characters, private-use glyphs, control characters).
 
 from __future__ import annotations
 
-import json
 import re
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from alloylm.data.jsonl import iter_jsonl
 from alloylm.errors import DataError
 from alloylm.hashing import hash_text
 
@@ -96,26 +96,17 @@ def pdf_text(path: Path) -> str:
 
 
 def _jsonl_documents(path: Path, text_key: str) -> Iterable[Document]:
-    with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"invalid JSON: {error.msg}", file=str(path), line=line_number
-                ) from None
-            if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
-                raise DataError(
-                    f"expected an object with a string {text_key!r}",
-                    file=str(path),
-                    line=line_number,
-                    hint="set `text_key` to the field that holds the document text",
-                )
-            title = str(record.get("title") or record.get("section") or path.stem).strip()
-            doc_id = str(record.get("id") or record.get("module") or f"{path.stem}:{line_number}")
-            yield Document(doc_id, title, record[text_key], f"{path}:{line_number}")
+    for line_number, record in iter_jsonl(path):
+        if not isinstance(record, dict) or not isinstance(record.get(text_key), str):
+            raise DataError(
+                f"expected an object with a string {text_key!r}",
+                file=str(path),
+                line=line_number,
+                hint="set `text_key` to the field that holds the document text",
+            )
+        title = str(record.get("title") or record.get("section") or path.stem).strip()
+        doc_id = str(record.get("id") or record.get("module") or f"{path.stem}:{line_number}")
+        yield Document(doc_id, title, record[text_key], f"{path}:{line_number}")
 
 
 def load_documents(

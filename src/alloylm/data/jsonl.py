@@ -1,0 +1,28 @@
+"""Reading JSON Lines with line numbers: the one loop every strict reader shares."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from alloylm.errors import DataError
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed value) for each non-blank line; invalid JSON is a DataError
+    naming the file and line. `.gz` files are read through gzip."""
+    path = Path(path)
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        for line_number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                yield line_number, json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(
+                    f"invalid JSON: {error.msg}", file=str(path), line=line_number
+                ) from None
