@@ -158,3 +158,20 @@ def test_state_dir_checkpoints_cleared_when_hash_changes(pipeline_file, tmp_path
     runner._prepare_state_dir("a", "hash2")
     assert not (state / "checkpoints").exists() and (state / "cache.bin").exists()
     assert os.path.basename(state) == "a"
+
+
+def test_lineage_shows_a_shared_ancestor_once(tmp_path):
+    (tmp_path / "d.txt").write_text("x")
+    path = tmp_path / "p.yaml"
+    path.write_text(
+        "run: {name: t, output: out}\n"
+        "stages:\n"
+        "  a: {kind: echo}\n"
+        "  b: {kind: echo, model: '${stages.a.output}'}\n"
+        "  c: {kind: echo, model: '${stages.b.output}', data_files: ['${stages.a.output}/echo.json']}\n"
+    )
+    run(path)
+    tree = lineage_tree(tmp_path / "out" / "c")
+    b, a_again = tree["parents"]
+    assert b["stage"] == "b" and b["parents"][0]["stage"] == "a"
+    assert a_again["stage_ref"] == "a" and a_again["parents"] == []

@@ -36,11 +36,13 @@ def run(args: argparse.Namespace) -> int:
 
     root = Tree(_label(tree))
     render(tree, root)
-    Console().print(root)
+    Console(emoji=False).print(root)
     return 0
 
 
 def _label(node: dict) -> str:
+    from rich.markup import escape
+
     if node.get("stage"):
         metrics = node.get("metrics") or {}
         extra = ", ".join(
@@ -51,11 +53,15 @@ def _label(node: dict) -> str:
         when = node.get("created", "")
         return (
             f"[bold]{node['stage']}[/] ({node['kind']}) {when} hash {node.get('content_hash', '')[:12]}"
-            + (f"  [{extra}]" if extra else "")
+            + (escape(f"  [{extra}]") if extra else "")
             + f"\n[dim]{node.get('path', '')}[/]"
         )
-    return (
-        f"[green]{node.get('source')}[/] (source model)"
-        if node.get("role")
-        else str(node.get("source"))
-    )
+    source = escape(str(node.get("source")))
+    if node.get("stage_ref"):
+        return (
+            f"{node['stage_ref']} [dim](shown above; {escape(str(node.get('role')))}: {source})[/]"
+        )
+    role = str(node.get("role") or "")
+    if role == "model" or role.startswith(("models", "base_model", "ref_model", "teacher")):
+        return f"[green]{source}[/] (source model)"
+    return f"{source} [dim]({escape(role)})[/]"

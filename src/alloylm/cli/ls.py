@@ -19,7 +19,7 @@ def run(args: argparse.Namespace) -> int:
 
     from alloylm.registry import ALL_TABLES
 
-    console = Console()
+    console = Console(emoji=False)
     shown = 0
     for registry in ALL_TABLES:
         if args.table and args.table.lower() not in registry.kind:

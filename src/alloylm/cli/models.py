@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from alloylm.models.loading import describe_model_folder
     from alloylm.models.sources import resolve_model
 
-    console = Console()
+    console = Console(emoji=False)
     if args.models_command == "prepare":
         path = resolve_model(args.source)
         console.print(f"{args.source} -> {path}")

@@ -136,7 +136,15 @@ def lineage_tree(folder: str | Path, _seen: set[str] | None = None) -> dict[str,
     for parent in manifest.get("parents", []):
         path = parent.get("path")
         child = None
-        if path and path not in seen:
+        if path and path in seen:
+            # A diamond (e.g. a data stage feeding two stages): show it once, refer to it after.
+            child = {
+                "role": parent.get("role"),
+                "source": parent.get("source"),
+                "stage_ref": parent.get("stage"),
+                "parents": [],
+            }
+        elif path:
             seen.add(path)
             child = lineage_tree(path, seen)
         if child is None:
