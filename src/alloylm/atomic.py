@@ -67,6 +67,11 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any) -> None:
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def atomic_write_jsonl(path: str | os.PathLike[str], rows: Any) -> None:
+    """Write one JSON object per line (UTF-8 kept readable) through a temporary file and a rename."""
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+
 def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
     """Remove temporaries left by killed processes in `folder`; return what was removed."""
     folder = Path(folder)

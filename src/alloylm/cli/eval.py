@@ -101,13 +101,13 @@ def parse_mapping(pairs: list[str] | None) -> dict[str, object] | None:
 def run(args: argparse.Namespace) -> int:
     from alloylm.evals.catalog import resolve_task
     from alloylm.evals.results import format_table, save_next_to_models, write_results
-    from alloylm.evals.runner import EvalSettings, evaluate
+    from alloylm.evals.runner import EvalSettings, default_baseline, evaluate
 
     mapping = parse_mapping(args.mapping)
     tasks = [
         resolve_task(name, type=args.type, mapping=mapping, limit=args.limit) for name in args.tasks
     ]
-    baseline = args.baseline or (args.models[0] if len(args.models) > 1 else None)
+    baseline = default_baseline(args.models, args.baseline)
     settings = EvalSettings(
         protocols=tuple(args.protocol),
         template=args.template,

@@ -17,10 +17,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from alloylm.config.pipeline import load_pipeline
-    from alloylm.pipeline.graph import check_graph
+    from alloylm.pipeline.graph import topological_order
 
     pipeline = load_pipeline(args.pipeline, args.overrides, check_data=not args.no_data_check)
-    order = check_graph(pipeline, check_data=not args.no_data_check)
+    order = topological_order(pipeline)
     print(f"{pipeline.file}: valid; {len(order)} stages, output {pipeline.output_dir}")
     for name in order:
         spec = pipeline.stages[name]

@@ -45,6 +45,11 @@ class TaskSpec:
     max_length: int = 512  # perplexity window, tokens
 
 
+def default_baseline(models: list[str], baseline: str | None) -> str | None:
+    """The model relative improvements are measured against: the named one, else the first of several."""
+    return baseline or (models[0] if len(models) > 1 else None)
+
+
 @dataclass(frozen=True)
 class EvalSettings:
     protocols: tuple[str, ...] = ("paper",)

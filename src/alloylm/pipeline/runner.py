@@ -28,7 +28,7 @@ from alloylm.config.pipeline import (
 )
 from alloylm.errors import AlloyError
 from alloylm.hashing import hash_json, sha256_path
-from alloylm.pipeline.graph import check_graph
+from alloylm.pipeline.graph import topological_order
 from alloylm.pipeline.lineage import read_manifest, write_manifest
 from alloylm.stages.base import Progress, StageContext, StageResult
 
@@ -111,7 +111,7 @@ class PipelineRunner:
         return self.output_dir / ".alloy" / "state" / name
 
     def run(self) -> list[StageOutcome]:
-        order = check_graph(self.pipeline)
+        order = topological_order(self.pipeline)  # load_pipeline has run every check
         self.output_dir.mkdir(parents=True, exist_ok=True)
         clean_stale_temporaries(self.output_dir)
         outcomes: list[StageOutcome] = []

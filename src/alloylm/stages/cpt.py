@@ -72,7 +72,7 @@ def tokenize_documents(tokenizer: Any, texts: list[str], batch_size: int = 256) 
 
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
-    from alloylm.atomic import atomic_write_text
+    from alloylm.atomic import atomic_write_jsonl
     from alloylm.data.mixing import mix
     from alloylm.data.packing import pack_wrapped
     from alloylm.data.sources import heldout_rows, load_text_docs
@@ -109,10 +109,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     )
     heldout = heldout_rows(loaded)
     if heldout and trainer.is_world_process_zero():
-        import json
-
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in heldout)
-        atomic_write_text(ctx.work_dir / HELDOUT_FILE, lines)
+        atomic_write_jsonl(ctx.work_dir / HELDOUT_FILE, heldout)
 
     files = [file for part in loaded for file in part.report.files]
     separator = document_separator(tokenizer)

@@ -93,10 +93,10 @@ def task_specs(cfg: Config) -> list[Any]:
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.evals.results import format_table, summary, write_results
-    from alloylm.evals.runner import EvalSettings, evaluate
+    from alloylm.evals.runner import EvalSettings, default_baseline, evaluate
     from alloylm.hashing import sha256_file
 
-    baseline = cfg.baseline or (cfg.models[0] if len(cfg.models) > 1 else None)
+    baseline = default_baseline(cfg.models, cfg.baseline)
     settings = EvalSettings(
         protocols=tuple(cfg.protocols),
         template=cfg.template,

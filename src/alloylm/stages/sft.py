@@ -70,6 +70,7 @@ def tokenize_examples(
 
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.atomic import atomic_write_jsonl
     from alloylm.data.chat_template import ensure_chat_template, pick_pad_token
     from alloylm.data.mixing import mix
     from alloylm.data.packing import pack_best_fit, unpacked_rows
@@ -111,12 +112,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     )
     heldout = heldout_rows(loaded)
     if heldout and trainer.is_world_process_zero():
-        import json
-
-        from alloylm.atomic import atomic_write_text
-
-        lines = "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in heldout)
-        atomic_write_text(ctx.work_dir / HELDOUT_FILE, lines)
+        atomic_write_jsonl(ctx.work_dir / HELDOUT_FILE, heldout)
 
     files = [file for part in loaded for file in part.report.files]
     return StageResult(
