@@ -184,3 +184,35 @@ def test_cli_runs_two_models_with_one_setting(bench_file, tmp_path, capsys):
     records = json.loads(out.read_text())["results"]
     assert {r["model"] for r in records} == {TINY, "tiny:llama:1"}
     assert len({json.dumps(r["settings"], sort_keys=True) for r in records}) == 1
+
+
+def test_parallel_workers_give_the_same_scores_as_one(scorer):
+    """Batches spread over worker threads (one intra-op thread each) change speed, not results."""
+    import torch
+
+    from alloylm.evals.scoring import Scorer
+
+    texts = [f"Question {n}: which tissue {'is ' * n}dense?\nAnswer:" for n in range(7)]
+    prompts = [scorer.encode(text, special_tokens=False) for text in texts]
+    labels = [[scorer.encode(" " + letter, special_tokens=False)[-1] for letter in "ABCD"]] * 7
+    options = [scorer.encode(" " + word, special_tokens=False) for word in ("bone", "the skin")]
+    threads_before = torch.get_num_threads()
+    results = {}
+    for workers in (1, 3):
+        parallel = Scorer(scorer.model, scorer.tokenizer, batch_size=2, workers=workers)
+        done: list[int] = []
+        results[workers] = (
+            parallel.next_token_logprobs(prompts, labels, done.append),
+            parallel.continuation_logprobs_many([(p, options) for p in prompts], done.append),
+            parallel.generate(prompts, max_new_tokens=3, progress=done.append),
+            parallel.document_nll(texts, max_length=8, progress=done.append),
+        )
+        assert sum(done[:4]) == 7  # next-token batches report every prompt once
+    assert torch.get_num_threads() == threads_before  # the one-thread setting is restored
+    letters, options_scores, answers, nll = results[1]
+    assert answers == results[3][2]
+    for one, many in zip(
+        [letters, options_scores, nll], [results[3][i] for i in (0, 1, 3)], strict=True
+    ):
+        flat_one = [value for row in one for value in row]
+        assert flat_one == pytest.approx([value for row in many for value in row], abs=1e-4)

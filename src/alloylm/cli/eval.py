@@ -62,6 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
+        "--workers",
+        default="auto",
+        type=_workers,
+        help="batches scored in parallel, one thread each (default auto: one per CPU thread "
+        "on machines with up to 4, else 1)",
+    )
+    parser.add_argument(
         "--max-new-tokens", type=int, default=16, help="paper protocol answer length"
     )
     parser.add_argument(
@@ -112,6 +119,7 @@ def run(args: argparse.Namespace) -> int:
         protocols=tuple(args.protocol),
         template=args.template,
         batch_size=args.batch_size,
+        workers=args.workers,
         max_new_tokens=args.max_new_tokens,
         resamples=args.resamples,
         seed=args.seed,
@@ -129,6 +137,14 @@ def run(args: argparse.Namespace) -> int:
         write_results(args.output, records, settings=settings.__dict__)
         progress.log(f"wrote {args.output}")
     return 0
+
+
+def _workers(value: str) -> int | str:
+    if value == "auto":
+        return value
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    raise argparse.ArgumentTypeError(f"expected 'auto' or a whole number >= 1, got {value!r}")
 
 
 def _progress():  # type: ignore[no-untyped-def]

@@ -228,9 +228,12 @@ class LoglikProtocol(Protocol):
             )
             for index, row in zip(single, found, strict=False):
                 scores[index] = row
-        for index in sorted(set(range(len(items))) - set(single)):
-            scores[index] = scorer.continuation_logprobs(prompts[index], label_ids[index])
-            progress(1)
+        several = sorted(set(range(len(items))) - set(single))
+        found = scorer.continuation_logprobs_many(
+            [(prompts[i], label_ids[i]) for i in several], progress
+        )
+        for index, row in zip(several, found, strict=True):
+            scores[index] = row
         return [
             _prediction(item, _argmax(row), scores=_rounded(row))
             for item, row in zip(items, scores, strict=False)
@@ -244,22 +247,27 @@ class ClozeProtocol(Protocol):
         self, scorer: Scorer, items: list[Item], settings: PromptSettings, progress: ProgressFn
     ) -> list[Prediction]:
         special = settings.template == "plain"
-        predictions = []
-        for item in items:
-            prefix = scorer.encode(
-                cloze_prompt(item, scorer.tokenizer, settings), special_tokens=special
+        questions = [
+            (
+                scorer.encode(
+                    cloze_prompt(item, scorer.tokenizer, settings), special_tokens=special
+                ),
+                [
+                    scorer.encode(" " + choice, special_tokens=False) or [scorer.pad_id]
+                    for choice in item.choices
+                ],
             )
-            options = [
-                scorer.encode(" " + choice, special_tokens=False) or [scorer.pad_id]
-                for choice in item.choices
-            ]
-            totals = scorer.continuation_logprobs(prefix, options)
+            for item in items
+        ]
+        predictions = []
+        for item, totals in zip(
+            items, scorer.continuation_logprobs_many(questions, progress), strict=True
+        ):
             normalised = [
                 total / max(len(choice), 1)
                 for total, choice in zip(totals, item.choices, strict=False)
             ]
             predictions.append(_prediction(item, _argmax(normalised), scores=_rounded(normalised)))
-            progress(1)
         return predictions
 
 

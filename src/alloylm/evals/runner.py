@@ -55,6 +55,7 @@ class EvalSettings:
     protocols: tuple[str, ...] = ("paper",)
     template: str = "chat"  # chat | plain (see protocol.py); recorded with every score
     batch_size: int = 8
+    workers: int | str = "auto"  # parallel scoring threads (see scoring.py); never changes a score
     max_new_tokens: int = 16
     resamples: int = 1000
     seed: int = 0
@@ -63,7 +64,7 @@ class EvalSettings:
     cache: bool = True
 
     def recorded(self, protocol: str) -> dict[str, Any]:
-        """The settings that can change a score (batch size cannot: it is not recorded in the key)."""
+        """The settings that can change a score (batch size and workers cannot: not in the key)."""
         settings: dict[str, Any] = {
             "template": self.template,
             "resamples": self.resamples,
@@ -186,7 +187,10 @@ class _LazyScorer:
 
             model = load_causal_lm(self.folder, dtype=self.settings.dtype)
             self._scorer = Scorer(
-                model, load_tokenizer(self.folder), batch_size=self.settings.batch_size
+                model,
+                load_tokenizer(self.folder),
+                batch_size=self.settings.batch_size,
+                workers=self.settings.workers,
             )
         return self._scorer
 

@@ -6,20 +6,49 @@ Speed choices (CPU-first, same results as scoring each option separately):
 - cloze: the question's prefix runs once with the KV cache on, the cache is repeated for the
   options, and only the option tokens run again;
 - prompts are sorted by length and batched, so padding stays small; the tokens every prompt of a
-  batch starts with (chat template, system prompt, instruction, MMLU description) run once.
+  batch starts with (chat template, system prompt, instruction, MMLU description) run once;
+- on a small CPU, batches run in parallel worker threads with one intra-op thread each: a 135M
+  model's matrices are too small for two OpenMP threads to share one well (measured on 2 cores:
+  loglik on MMLU college biology 23.5 s with one worker of 2 threads, 21.1 s with 2 workers of 1;
+  see benchmarks/eval_speed.py). Every batch is computed the same way whatever the worker count.
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from typing import Any, TypeVar
 
 import torch
 
 ProgressFn = Callable[[int], None]
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 # Below this many shared tokens a second forward call costs more than it saves.
 MIN_SHARED_PREFIX = 8
+# `workers="auto"` splits a CPU's intra-op threads into single-threaded workers up to this many
+# threads; beyond it (a big server) OpenMP inside one forward call is left to do the work.
+AUTO_WORKERS_MAX_THREADS = 4
+
+
+def auto_workers(device: torch.device) -> int:
+    """One single-threaded worker per intra-op thread on a small CPU; one worker otherwise."""
+    threads = torch.get_num_threads()
+    if device.type == "cpu" and 1 < threads <= AUTO_WORKERS_MAX_THREADS:
+        return threads
+    return 1
+
+
+@contextlib.contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -39,11 +68,14 @@ def _noop(_: int) -> None:
 class Scorer:
     """Wraps one loaded causal LM and its tokenizer for evaluation."""
 
-    def __init__(self, model: Any, tokenizer: Any, *, batch_size: int = 8) -> None:
+    def __init__(
+        self, model: Any, tokenizer: Any, *, batch_size: int = 8, workers: int | str = "auto"
+    ) -> None:
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.batch_size = max(1, int(batch_size))
         self.device = next(model.parameters()).device
+        self.workers = auto_workers(self.device) if workers == "auto" else max(1, int(workers))
         pad = (
             tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         )
@@ -65,6 +97,29 @@ class Scorer:
             mask[index, width - len(row) :] = 1
         return ids.to(self.device), mask.to(self.device)
 
+    def _in_workers(
+        self, jobs: Sequence[Job], work: Callable[[Job], Result]
+    ) -> Iterator[tuple[Job, Result]]:
+        """(job, work(job)) for every job, in completion order; jobs run in `self.workers` threads."""
+        if self.workers == 1 or len(jobs) < 2:
+            with torch.inference_mode():
+                for job in jobs:
+                    yield job, work(job)
+            return
+
+        def run(job: Job) -> Result:
+            with torch.inference_mode():  # thread-local: each worker enters it itself
+                return work(job)
+
+        with _one_intra_op_thread(), ThreadPoolExecutor(self.workers) as pool:
+            futures = {pool.submit(run, job): job for job in jobs}
+            try:
+                for future in as_completed(futures):
+                    yield futures[future], future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
     def _batches(self, lengths: Sequence[int]) -> list[list[int]]:
         order = sorted(range(len(lengths)), key=lambda index: -lengths[index])
         return [
@@ -72,7 +127,6 @@ class Scorer:
             for start in range(0, len(order), self.batch_size)
         ]
 
-    @torch.inference_mode()
     def next_token_logprobs(
         self,
         prompts: Sequence[Sequence[int]],
@@ -80,8 +134,8 @@ class Scorer:
         progress: ProgressFn = _noop,
     ) -> list[list[float]]:
         """log p(candidate token | prompt) for each prompt's candidate token ids; one pass per prompt."""
-        results: list[list[float]] = [[] for _ in prompts]
-        for batch in self._batches([len(p) for p in prompts]):
+
+        def score(batch: list[int]) -> list[list[float]]:
             rows = [prompts[i] for i in batch]
             shared = min(common_prefix_length(rows), min(len(row) for row in rows) - 1)
             if shared >= MIN_SHARED_PREFIX:
@@ -89,8 +143,12 @@ class Scorer:
             else:
                 logits = self._last_logits(rows)
             logprobs = torch.log_softmax(logits.float(), dim=-1)
-            for row, index in enumerate(batch):
-                results[index] = logprobs[row, list(candidates[index])].tolist()
+            return [logprobs[row, list(candidates[i])].tolist() for row, i in enumerate(batch)]
+
+        results: list[list[float]] = [[] for _ in prompts]
+        for batch, scores in self._in_workers(self._batches([len(p) for p in prompts]), score):
+            for index, row_scores in zip(batch, scores, strict=True):
+                results[index] = row_scores
             progress(len(batch))
         return results
 
@@ -133,6 +191,21 @@ class Scorer:
     def _cache_of(output: Any) -> Any:
         return output["cache"] if "cache" in output else output["past_key_values"]
 
+    def continuation_logprobs_many(
+        self,
+        questions: Sequence[tuple[Sequence[int], Sequence[Sequence[int]]]],
+        progress: ProgressFn = _noop,
+    ) -> list[list[float]]:
+        """continuation_logprobs for each (prefix, continuations) pair, spread over the workers."""
+        results: list[list[float]] = [[] for _ in questions]
+        jobs = sorted(range(len(questions)), key=lambda index: -len(questions[index][0]))
+        for index, totals in self._in_workers(
+            jobs, lambda index: self.continuation_logprobs(*questions[index])
+        ):
+            results[index] = totals
+            progress(1)
+        return results
+
     @torch.inference_mode()
     def continuation_logprobs(
         self, prefix: Sequence[int], continuations: Sequence[Sequence[int]]
@@ -166,7 +239,6 @@ class Scorer:
             totals[row] += float(picked.sum())
         return totals
 
-    @torch.inference_mode()
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, progress: ProgressFn = _noop
     ) -> list[str]:
@@ -180,19 +252,25 @@ class Scorer:
             pad_token_id=self.pad_id,
             eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
         )
-        responses = [""] * len(prompts)
-        for batch in self._batches([len(p) for p in prompts]):
+
+        def answer(batch: list[int]) -> list[str]:
             ids, mask = self._left_padded([prompts[i] for i in batch])
             output = self.model.generate(
                 input_ids=ids, attention_mask=mask, generation_config=config
             )
             new_tokens = output[:, ids.shape[1] :]
-            for row, index in enumerate(batch):
-                responses[index] = self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+            return [
+                self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
+                for row in range(len(batch))
+            ]
+
+        responses = [""] * len(prompts)
+        for batch, texts in self._in_workers(self._batches([len(p) for p in prompts]), answer):
+            for index, text in zip(batch, texts, strict=True):
+                responses[index] = text
             progress(len(batch))
         return responses
 
-    @torch.inference_mode()
     def document_nll(
         self, documents: Sequence[str], *, max_length: int = 512, progress: ProgressFn = _noop
     ) -> list[tuple[float, int]]:
@@ -202,12 +280,18 @@ class Scorer:
             tokens = self.encode(text, special_tokens=True)
             for start in range(0, max(len(tokens) - 1, 0), max_length):
                 windows.append((doc_index, tokens[start : start + max_length + 1]))
-        totals = [[0.0, 0] for _ in documents]
-        for doc_index, window in windows:  # one window at a time: full-vocab logits are large
-            ids = torch.tensor([window], dtype=torch.long, device=self.device)
+
+        def window_nll(index: int) -> float:  # one window per call: full-vocab logits are large
+            ids = torch.tensor([windows[index][1]], dtype=torch.long, device=self.device)
             logits = self.model(input_ids=ids[:, :-1]).logits[0].float()
-            nll = torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum")
-            totals[doc_index][0] += float(nll)
-            totals[doc_index][1] += len(window) - 1
+            return float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+
+        nll_of_window = [0.0] * len(windows)
+        for index, nll in self._in_workers(range(len(windows)), window_nll):
+            nll_of_window[index] = nll
             progress(1)
+        totals = [[0.0, 0] for _ in documents]
+        for (doc_index, window), nll in zip(windows, nll_of_window, strict=True):  # fixed order
+            totals[doc_index][0] += nll
+            totals[doc_index][1] += len(window) - 1
         return [(float(total), int(count)) for total, count in totals]

@@ -15,7 +15,7 @@ adding one model evaluates only that model.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -57,6 +57,9 @@ class Config(StageConfig):
         None, description="model source for relative improvement; default: the first model"
     )
     batch_size: int = Field(8, ge=1)
+    workers: Annotated[int, Field(ge=1)] | Literal["auto"] = Field(
+        "auto", description="batches scored in parallel threads; never changes a score"
+    )
     max_new_tokens: int = Field(16, ge=1)
     resamples: int = Field(1000, ge=10)
     dtype: str | None = None
@@ -101,6 +104,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         protocols=tuple(cfg.protocols),
         template=cfg.template,
         batch_size=cfg.batch_size,
+        workers=cfg.workers,
         max_new_tokens=cfg.max_new_tokens,
         resamples=cfg.resamples,
         seed=ctx.seed,
