@@ -54,3 +54,23 @@ def test_preference_hyperparameters_are_the_studys(recipe: Path) -> None:
     assert dpo.beta == (0.01 if recipe.stem == "mistral_7b_v03_base" else 0.05)
     assert orpo.beta == 0.1 and orpo.train.lr_scheduler == "cosine"
     assert orpo.train.learning_rate in (3.0e-6, 5.0e-6)
+
+
+@pytest.mark.parametrize(
+    "recipe", [r for r in RECIPES if r.stem != "smollm_1.7b"], ids=lambda p: p.stem
+)
+def test_orpo_warms_up_for_the_studys_100_steps(recipe: Path) -> None:
+    from alloylm.train._trl import warmup_steps
+
+    orpo = load_pipeline(recipe, check_data=False).stages["orpo"].config
+    assert orpo.train.warmup_steps == 100
+    assert warmup_steps(orpo.train) == 100  # a whole number of steps, not a ratio
+
+
+def test_warmup_ratio_applies_when_no_steps_are_given() -> None:
+    from alloylm.train._trl import warmup_steps
+    from alloylm.train.config import TrainConfig
+
+    assert warmup_steps(TrainConfig(warmup_ratio=0.1)) == 0.1
+    assert warmup_steps(TrainConfig(warmup_ratio=0.0)) == 0
+    assert warmup_steps(TrainConfig(warmup_ratio=0.1, warmup_steps=7)) == 7

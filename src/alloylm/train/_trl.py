@@ -77,8 +77,7 @@ def build_training_args(
         "output_dir": str(output_dir),
         "learning_rate": train.learning_rate,
         "lr_scheduler_type": train.lr_scheduler,
-        # A float in [0, 1) is a ratio of the total steps (transformers >= 5).
-        "warmup_steps": train.warmup_ratio if train.warmup_ratio > 0 else 0,
+        "warmup_steps": warmup_steps(train),
         "num_train_epochs": train.epochs,
         "max_steps": train.max_steps,
         "per_device_train_batch_size": train.per_device_batch_size,
@@ -113,6 +112,14 @@ def build_training_args(
         )
     kwargs.update(overrides)
     return args_class(**kwargs)
+
+
+def warmup_steps(train: TrainConfig) -> int | float:
+    """transformers' `warmup_steps`: a whole number of steps, or a float in [0, 1) read as a
+    ratio of the total steps (transformers >= 5)."""
+    if train.warmup_steps is not None:
+        return int(train.warmup_steps)
+    return train.warmup_ratio if train.warmup_ratio > 0 else 0
 
 
 def _has_cuda() -> bool:

@@ -46,6 +46,9 @@ class TrainConfig(StrictModel):
     warmup_ratio: float = Field(
         0.03, ge=0.0, lt=1.0, description="fraction of the steps with a linear warmup"
     )
+    warmup_steps: int | None = Field(
+        None, ge=0, description="optimizer steps of linear warmup; when set, replaces warmup_ratio"
+    )
     epochs: float = Field(
         1.0, gt=0, description="passes over the (mixed) data; ignored when max_steps > 0"
     )
