@@ -27,8 +27,8 @@ def test_loglikelihood_sample_to_prediction():
     assert _prediction(sample, "acc") == {
         "id": "7",
         "category": None,
-        "gold": "2",
-        "pred": 2,
+        "gold": "C",
+        "pred": "C",
         "parsed": True,
         "correct": True,
     }

@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="model for relative improvement (default: the first model when several)",
     )
+    parser.add_argument(
+        "--lm-eval-include",
+        metavar="DIR",
+        default=None,
+        help="folder of your own lm-eval task YAMLs, for lm_eval:<task> names (lm-eval's include_path)",
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
         "--workers",
@@ -112,7 +118,14 @@ def run(args: argparse.Namespace) -> int:
 
     mapping = parse_mapping(args.mapping)
     tasks = [
-        resolve_task(name, type=args.type, mapping=mapping, limit=args.limit) for name in args.tasks
+        resolve_task(
+            name,
+            type=args.type,
+            mapping=mapping,
+            limit=args.limit,
+            include_path=args.lm_eval_include if name.startswith("lm_eval:") else None,
+        )
+        for name in args.tasks
     ]
     baseline = default_baseline(args.models, args.baseline)
     settings = EvalSettings(

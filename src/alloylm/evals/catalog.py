@@ -50,7 +50,12 @@ def resolve_task(
 ) -> TaskSpec:
     """A TaskSpec for a path, a shared-data name, or `lm_eval:<task>`."""
     if name_or_path.startswith("lm_eval:"):
-        return TaskSpec(name=name or name_or_path, type=type, **options)
+        return TaskSpec(name=name_or_path, type=type, **options)
+    if options.get("include_path"):
+        raise DataError(
+            f"task {name_or_path!r}: include_path applies to lm_eval:<task> names only",
+            hint="drop include_path, or name the task lm_eval:<task>",
+        )
     path = find_task_file(name_or_path)
     if path is None:
         raise DataError(

@@ -14,8 +14,43 @@ from typing import Any
 
 from alloylm.errors import AlloyError
 from alloylm.evals.results import accuracy_record
+from alloylm.evals.tasks import LETTERS
 
 _METRIC_PREFERENCE = ("acc", "exact_match", "acc_norm")
+
+_MCQ_TASK_YAML = """task: {task}
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: multiple_choice
+description: {description}
+doc_to_text: "{{{{question.strip()}}}}\\n{{% for choice in choices %}}{{{{'ABCDEFGHIJ'[loop.index0]}}}}. {{{{choice}}}}\\n{{% endfor %}}Answer:"
+doc_to_choice: "{{{{['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'][:choices | length]}}}}"
+doc_to_target: answer
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+metadata:
+  version: 1.0
+"""
+
+
+def mcq_task_yaml(task: str, data_file: str | Path, *, subject: str | None = None) -> str:
+    """An lm-eval task YAML for a JSONL of {question, choices, answer (option index)} records,
+    with lm-evaluation-harness's MMLU prompt: the prompt of alloylm's `loglik` protocol with
+    `template: plain`. Run the same file through both tools to compare them question by question
+    (benchmarks/eval_speed.py does)."""
+    import json
+
+    description = (
+        f"The following are multiple choice questions (with answers) about {subject}.\n\n"
+        if subject
+        else ""
+    )
+    return _MCQ_TASK_YAML.format(task=task, data=data_file, description=json.dumps(description))
 
 
 def import_lm_eval() -> Any:
@@ -75,18 +110,22 @@ def run_lm_eval_task(
 
 
 def _prediction(sample: dict[str, Any], metric: str) -> dict[str, Any]:
-    """One lm-eval sample -> alloylm's per-question prediction."""
+    """One lm-eval sample -> alloylm's per-question prediction (letters for multiple choice, as
+    alloylm's own protocols record them, so two records compare question by question)."""
     scores = [
         float(resp[0][0]) if isinstance(resp[0], list | tuple) else resp[0]
         for resp in sample.get("filtered_resps", [])
     ]
+    gold: Any = sample.get("target")
     pred: Any = None
     if scores and all(isinstance(s, float) for s in scores):
         pred = max(range(len(scores)), key=scores.__getitem__)
+        if isinstance(gold, int) and len(scores) <= len(LETTERS):
+            gold, pred = LETTERS[gold], LETTERS[pred]
     return {
         "id": str(sample.get("doc_id")),
         "category": None,
-        "gold": str(sample.get("target")),
+        "gold": str(gold),
         "pred": pred,
         "parsed": True,
         "correct": bool(sample.get(metric)),

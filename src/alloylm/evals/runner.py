@@ -43,6 +43,7 @@ class TaskSpec:
     limit: int | None = None
     text_field: str = "text"  # perplexity: the JSONL field holding each document
     max_length: int = 512  # perplexity window, tokens
+    include_path: str | None = None  # lm_eval:<task>: a folder of the user's lm-eval task YAMLs
 
 
 def default_baseline(models: list[str], baseline: str | None) -> str | None:
@@ -123,7 +124,9 @@ def prepare_task(spec: TaskSpec) -> PreparedTask:
 
     prepared = PreparedTask(spec=spec)
     if spec.name.startswith("lm_eval:"):
-        prepared.content_hash = hash_json({"lm_eval": spec.name, "limit": spec.limit})
+        prepared.content_hash = hash_json(
+            {"lm_eval": spec.name, "limit": spec.limit, "tasks": _task_yaml_hashes(spec)}
+        )
         return prepared
     assert spec.path is not None
     file_hash = sha256_file(spec.path)
@@ -150,6 +153,24 @@ def prepare_task(spec: TaskSpec) -> PreparedTask:
         )
     prepared.items, prepared.skipped, prepared.subject = items, report.skipped, report.subject
     return prepared
+
+
+def _task_yaml_hashes(spec: TaskSpec) -> dict[str, str]:
+    """Content of the user's lm-eval task folder: editing a task YAML recomputes its results."""
+    if spec.include_path is None:
+        return {}
+    folder = Path(spec.include_path)
+    if not folder.is_dir():
+        raise DataError(
+            "lm-eval include_path is not a folder",
+            file=str(folder),
+            hint="point include_path at the folder holding your lm-eval task YAMLs",
+        )
+    return {
+        str(path.relative_to(folder)): sha256_file(path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and path.suffix in (".yaml", ".yml", ".py", ".jsonl", ".json", ".csv")
+    }
 
 
 def _cache_key(model_hash: str, task: PreparedTask, protocol: str, settings: EvalSettings) -> str:
@@ -267,7 +288,11 @@ def _run_one(
         from alloylm.evals.lm_eval_adapter import run_lm_eval_task
 
         record = run_lm_eval_task(
-            scorer.folder, task.spec.name.removeprefix("lm_eval:"), settings, limit=task.spec.limit
+            scorer.folder,
+            task.spec.name.removeprefix("lm_eval:"),
+            settings,
+            limit=task.spec.limit,
+            include_path=task.spec.include_path,
         )
     elif protocol == "perplexity":
         progress.start(None, f"{task.spec.name}: perplexity")

@@ -38,6 +38,9 @@ class TaskConfig(StrictModel):
     limit: int | None = Field(None, ge=1)
     text_field: str = "text"
     max_length: int = Field(512, ge=8)
+    include_path: str | None = Field(
+        None, description="lm_eval:<task> only: a folder of your own lm-eval task YAMLs"
+    )
 
     @model_validator(mode="after")
     def _path_or_name(self) -> TaskConfig:
@@ -45,6 +48,8 @@ class TaskConfig(StrictModel):
             raise ValueError(
                 "a task needs `path` (a benchmark file) or `name` (e.g. lm_eval:mmlu_anatomy)"
             )
+        if self.include_path and not (self.name or "").startswith("lm_eval:"):
+            raise ValueError("`include_path` applies to lm_eval:<task> names only")
         return self
 
 
@@ -87,6 +92,7 @@ def task_specs(cfg: Config) -> list[Any]:
             "limit": task.limit,
             "text_field": task.text_field,
             "max_length": task.max_length,
+            "include_path": task.include_path,
         }
         specs.append(
             resolve_task(task.path or task.name or "", name=task.name, type=task.type, **options)
