@@ -66,15 +66,22 @@ def glossary_pairs_file(folder: Path, n: int) -> Path:
 
 
 def rendered_rows(model_dir: Path, pairs_file: Path) -> tuple[Any, list[dict[str, str]]]:
-    """The exact strings the stages train on (chat template, pad token as the stage sets it)."""
+    """The exact strings the stages train on, in the stages' order (same loading, seeded mixing,
+    chat template and pad token), so that TRL direct sees the same batches: equal losses show it."""
+    from types import SimpleNamespace
+
     from alloylm.data.chat_template import pick_pad_token
-    from alloylm.data.preference import format_pairs, read_preference_file
+    from alloylm.data.preference import PreferenceSource
     from alloylm.models.loading import load_tokenizer
+    from alloylm.train.preference_fit import prepare_pairs
 
     tokenizer = load_tokenizer(model_dir)
     pick_pad_token(tokenizer)
-    pairs, report = read_preference_file(pairs_file)
-    return tokenizer, format_pairs(tokenizer, pairs, report, max_prompt_length=MAX_LENGTH - 1)
+    rows, _, _ = prepare_pairs(
+        SimpleNamespace(log=lambda _: None), tokenizer, [PreferenceSource(path=str(pairs_file))],
+        seed=SEED, max_prompt_length=MAX_LENGTH - 1, max_length=MAX_LENGTH, long_prompts="drop",
+    )  # fmt: skip
+    return tokenizer, rows
 
 
 def train_settings() -> dict[str, Any]:
@@ -134,8 +141,8 @@ def run_trl(
                   lr_scheduler_type="cosine", warmup_steps=0.1, logging_steps=1, seed=SEED, data_seed=SEED, report_to="none",
                   save_strategy="no", bf16=False, fp16=False, gradient_checkpointing=False, max_length=MAX_LENGTH,
                   disable_tqdm=True,
-        dataloader_pin_memory=False, optim="adamw_torch")  # fmt: skip
-    # optim: the stages' TrainConfig default (TRL's own default is adamw_torch_fused)
+        dataloader_pin_memory=False, optim="adamw_torch_fused")  # fmt: skip
+    # optim: the stages' TrainConfig default, and transformers' own
     model = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype="float32")
     if kind == "dpo":
         from trl import DPOConfig, DPOTrainer

@@ -97,7 +97,9 @@ def run_plain(steps: int) -> dict:
     torch.manual_seed(SEED)
     model = load_causal_lm(folder, dtype="float32")
     model.train()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=LR, weight_decay=0.0, fused=True
+    )  # as the stage
     losses, ends, cpu_ends = [], [], []
     start = time.perf_counter()
     for step in range(steps):
