@@ -79,6 +79,7 @@ def run_lm_eval_task(
     output = lm_eval.simple_evaluate(
         model="hf",
         model_args={"pretrained": str(model_folder), "dtype": settings.dtype or "float32"},
+        device=_device(),  # lm-eval's hf model assumes CUDA when no device is given
         tasks=[task],
         num_fewshot=0,
         batch_size=settings.batch_size,
@@ -107,6 +108,12 @@ def run_lm_eval_task(
         "reported": output.get("results", {}).get(task, {}),
     }
     return record
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _prediction(sample: dict[str, Any], metric: str) -> dict[str, Any]:
