@@ -162,3 +162,23 @@ def test_training_arguments_follow_the_train_block(tmp_path):
     assert args.dataset_kwargs == {"skip_prepare_dataset": True}
     dpo = build_training_args(train, tmp_path, seed=5, args_class=DPOConfig, beta=0.2)
     assert isinstance(dpo, DPOConfig) and dpo.beta == 0.2 and dpo.max_steps == 7
+
+
+class CheckpointsWhenTrainingEnds(Quiet):
+    """Lists the stage's checkpoints at the end of training, before the stage tidies up."""
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+        self.seen: list[str] = []
+
+    def finish(self) -> None:
+        self.seen = sorted(p.name for p in self.folder.glob("checkpoint-*"))
+
+
+def test_no_checkpoint_is_written_after_the_last_step(tmp_path, shared_data, tiny_llama):
+    """transformers saves a checkpoint after the last step; the stage saves the model itself and
+    drops checkpoints on success, so that one (3x the model's size) would be written for nothing."""
+    progress = CheckpointsWhenTrainingEnds(tmp_path / "state" / "checkpoints")
+    run_stage(tmp_path, make_config(shared_data), progress)
+    assert progress.seen == ["checkpoint-3"]  # the periodic one (save_steps 3), not checkpoint-6

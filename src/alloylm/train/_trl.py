@@ -20,7 +20,7 @@ from typing import Any
 
 from trl import SFTConfig, SFTTrainer
 
-from alloylm.train.callbacks import ProgressCallback, summarise_training
+from alloylm.train.callbacks import NoCheckpointAtTheEnd, ProgressCallback, summarise_training
 from alloylm.train.checkpoints import checkpoint_step, latest_checkpoint
 from alloylm.train.config import TrainConfig
 from alloylm.train.lora import model_for_saving
@@ -219,6 +219,7 @@ def train_resumable(trainer: Any, checkpoint_dir: str | Path) -> dict[str, Any]:
     """
     checkpoint = latest_checkpoint(checkpoint_dir)
     tokens_before = 0
+    trainer.add_callback(NoCheckpointAtTheEnd)  # after DefaultFlowCallback, which it overrides
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started

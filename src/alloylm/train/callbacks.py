@@ -15,6 +15,22 @@ from typing import Any
 from transformers import TrainerCallback
 
 
+class NoCheckpointAtTheEnd(TrainerCallback):
+    """Cancel the checkpoint transformers writes after the last step (save_strategy "steps").
+
+    The stage saves the final model itself and drops its checkpoints once it succeeds, so that
+    checkpoint (weights plus optimizer state, ~3x the model's size: 1.6 GB for a 135M model,
+    ~100 GB for an 8B one) was written only to be deleted. Must run after transformers'
+    DefaultFlowCallback, which sets `should_save` at the last step; the decision depends on the
+    shared trainer state only, so every rank takes it alike.
+    """
+
+    def on_step_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            control.should_save = False
+        return control
+
+
 class ProgressCallback(TrainerCallback):
     """Report step, loss, tokens/s and ETA to an `alloylm.stages.base.Progress`."""
 
