@@ -9,18 +9,22 @@ that peak RSS (ru_maxrss) is its own. pairs/cpu-s = pairs of the epoch / process
 too); model loading, data preparation and the reference precompute are outside the epoch and show
 in the run's wall time.
 
-Contenders:
-- dpo (online reference)       alloylm stage vs TRL DPOTrainer
-- dpo, precomputed reference   alloylm stage, first run (computes and caches) and a rerun with
-                               another beta (cache hit: no reference pass), vs TRL (recomputes)
-- orpo                         alloylm stage vs TRL's experimental ORPOTrainer
+Rounds (the two contenders of a round run at the same time, one core each, so that both see the
+same machine: run one after the other, they were 10-30% apart from clock drift alone):
+- dpo, online reference            alloylm stage vs TRL DPOTrainer
+- dpo, precomputed reference       alloylm stage, first run (computes and caches) vs TRL
+- orpo                             alloylm stage vs TRL's experimental ORPOTrainer
+- dpo, cached vs online reference  alloylm rerun with another beta (cache hit: no reference
+                                   pass) vs the alloylm stage with the online reference
 
-    python benchmarks/preference_throughput.py                 # 8 pairs: 2 steps per epoch
-    python benchmarks/preference_throughput.py --pairs 32      # steadier, 4x longer
+TRL direct gets the stage's exact rows in the stage's order: equal final losses show that both
+sides trained the same batches with the same settings.
+
+    python benchmarks/preference_throughput.py --pairs 32              # 8 steps per epoch
+    python benchmarks/preference_throughput.py --pairs 32 --repeats 3  # medians of 3 runs
 
 Targets (issue 3): alloylm no slower than TRL direct; an epoch with precomputed (cached)
-reference log-probs >= 1.3x faster than with the online reference. The machine is shared
-(2 cores, several engineers): numbers are noisy; rerun to compare.
+reference log-probs >= 1.3x faster than with the online reference.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import os
 import platform
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,11 +49,17 @@ MODEL = os.environ.get(
     "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
 )  # tiny:llama: smoke run
 BATCH, MAX_LENGTH, LR, BETA, SEED = 4, 128, 5.0e-6, 0.05, 42
-CONTENDERS = (
-    "alloy_dpo", "trl_dpo",
-    "alloy_dpo_precompute_first", "alloy_dpo_precompute_cached", "trl_dpo_precompute",
-    "alloy_orpo", "trl_orpo",
-)  # fmt: skip
+# Each round runs its two contenders at the same time, one core each: the host's clock speed
+# drifts by 10-30% over minutes on this shared machine, so contenders run one after the other are
+# not comparable; side by side they see the same machine. The reference cache of round 2's first
+# run is what round 4's cached rerun reads.
+ROUNDS = (
+    ("alloy_dpo", "trl_dpo"),
+    ("alloy_dpo_precompute_first", "trl_dpo_precompute"),
+    ("alloy_orpo", "trl_orpo"),
+    ("alloy_dpo_precompute_cached", "alloy_dpo_online"),
+)
+CONTENDERS = tuple(name for pair in ROUNDS for name in pair)
 
 
 def glossary_pairs_file(folder: Path, n: int) -> Path:
@@ -205,7 +216,12 @@ def main() -> int:
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads per contender (default 1)"
     )
-    parser.add_argument("--only", nargs="*", choices=CONTENDERS)
+    parser.add_argument(
+        "--only", nargs="*", choices=CONTENDERS, help="run only the rounds holding these"
+    )
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="run every round N times; medians are reported"
+    )
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -231,16 +247,49 @@ def main() -> int:
         "TQDM_DISABLE": "1",
         "OMP_NUM_THREADS": str(args.threads),
     }
-    for name in args.only or CONTENDERS:
-        command = [sys.executable, __file__, "--one", name, "--workdir", str(workdir)]
-        done = subprocess.run(command, capture_output=True, text=True, env=env)
-        if done.returncode != 0:
-            print(done.stdout[-3000:], done.stderr[-3000:], file=sys.stderr)
-            raise SystemExit(f"{name} failed")
-        results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"{name:<30} {results[name]}", flush=True)
-    report(results, args.pairs, args.threads)
+    rounds = [pair for pair in ROUNDS if not args.only or set(pair) & set(args.only)]
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for _ in range(max(1, args.repeats)):
+        for pair in rounds:
+            for name, row in run_side_by_side(pair, workdir, env).items():
+                runs.setdefault(name, []).append(row)
+                print(f"{name:<30} {row}", flush=True)
+    results.update({name: median_row(rows) for name, rows in runs.items()})
+    report(results, args.pairs, args.threads, args.repeats)
     return 0
+
+
+def run_side_by_side(
+    pair: tuple[str, ...], workdir: Path, env: dict[str, str]
+) -> dict[str, dict[str, Any]]:
+    """Start the contenders of one round together; their JSON rows once both have finished."""
+    started = {
+        name: subprocess.Popen(
+            [sys.executable, __file__, "--one", name, "--workdir", str(workdir)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for name in pair
+    }
+    rows = {}
+    for name, process in started.items():
+        out, err = process.communicate()
+        if process.returncode != 0:
+            print(out[-3000:], err[-3000:], file=sys.stderr)
+            raise SystemExit(f"{name} failed")
+        rows[name] = json.loads(out.strip().splitlines()[-1])
+    return rows
+
+
+def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The first run's row with the median of each rate and time over the runs."""
+    row = dict(rows[0])
+    for key in ("train_s", "train_cpu_s", "wall_s", "pairs_per_s", "pairs_per_cpu_s"):
+        row[key] = statistics.median(r[key] for r in rows)
+    row["runs"] = len(rows)
+    return row
 
 
 def ratio(results: dict[str, Any], a: str, b: str, key: str = "pairs_per_cpu_s") -> float | None:
@@ -250,7 +299,7 @@ def ratio(results: dict[str, Any], a: str, b: str, key: str = "pairs_per_cpu_s")
     return None
 
 
-def report(results: dict[str, Any], pairs: int, threads: int) -> None:
+def report(results: dict[str, Any], pairs: int, threads: int, repeats: int) -> None:
     print(
         f"\n{'contender':<30} {'pairs/cpu-s':>11} {'pairs/s':>8} {'epoch s':>8} {'wall s':>8} {'peak MB':>8}  ref"
     )
@@ -261,8 +310,8 @@ def report(results: dict[str, Any], pairs: int, threads: int) -> None:
         "alloy_vs_trl_dpo": ratio(results, "alloy_dpo", "trl_dpo"),
         "alloy_vs_trl_dpo_precompute": ratio(results, "alloy_dpo_precompute_first", "trl_dpo_precompute"),
         "alloy_vs_trl_orpo": ratio(results, "alloy_orpo", "trl_orpo"),
-        "cached_precompute_vs_online_epoch": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo"),
-        "cached_precompute_vs_online_epoch_wall": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo", "pairs_per_s"),
+        "cached_precompute_vs_online_epoch": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo_online"),
+        "cached_precompute_vs_online_epoch_wall": ratio(results, "alloy_dpo_precompute_cached", "alloy_dpo_online", "pairs_per_s"),
     }  # fmt: skip
     first, cached = (
         results.get("alloy_dpo_precompute_first"),
@@ -278,14 +327,14 @@ def report(results: dict[str, Any], pairs: int, threads: int) -> None:
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "preference_throughput",
-        "command": f"python benchmarks/preference_throughput.py --pairs {pairs} --threads {threads}",
+        "command": f"python benchmarks/preference_throughput.py --pairs {pairs} --threads {threads} --repeats {repeats}",
         "model": MODEL,
         "settings": {"pairs": pairs, "batch": BATCH, "max_length": MAX_LENGTH, "lr": LR, "beta": BETA, "dtype": "float32", "threads": threads},
         "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "load_avg_1m_at_end": os.getloadavg()[0]},
         "results": results,
         "ratios": ratios,
         "targets": {"alloy_vs_trl": ">= 1.0 (no slower)", "cached_precompute_vs_online_epoch": ">= 1.3"},
-        "note": "pairs_per_cpu_s = pairs / process-CPU seconds (all threads) of trainer.train(); shared machine",
+        "note": "pairs_per_cpu_s = pairs / process-CPU seconds (all threads) of trainer.train(); the two contenders of a round ran side by side, one core each",
     }  # fmt: skip
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwritten {RESULTS.relative_to(REPO)}")
