@@ -83,6 +83,8 @@ def test_force_and_only(pipeline_file):
     run(pipeline_file)
     echo.CALLS.clear()
     assert [o.status for o in run(pipeline_file, force={"b"})] == ["skipped", "built"]
+    # forcing a stage rebuilds what follows it: its new output is their input
+    assert [o.status for o in run(pipeline_file, force={"a"})] == ["built", "built"]
     echo.CALLS.clear()
     outcomes = run(pipeline_file, only={"b"}, force={"b"})
     assert [(o.name, o.status) for o in outcomes] == [("b", "built")]

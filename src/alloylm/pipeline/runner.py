@@ -90,7 +90,7 @@ class PipelineRunner:
         on_event: Callable[[str, StageOutcome], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.force = force or set()
+        self.force = set(force or ())  # grows with the stages that follow a forced one
         self.only = only
         self.launcher = launcher or Launcher()
         self.progress_factory = progress_factory or (lambda name: Progress())
@@ -129,6 +129,10 @@ class PipelineRunner:
                     continue
                 hashes[name] = manifest["content_hash"]
                 continue
+            if self.force & set(spec.depends_on):
+                # a rebuilt parent's output may differ (training is not bit-reproducible), and
+                # the content hash sees only its config: rebuild what follows it too
+                self.force.add(name)
             outcome = self.run_stage(spec, hashes)
             outcomes.append(outcome)
             if outcome.status == "failed":
