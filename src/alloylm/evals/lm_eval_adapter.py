@@ -26,8 +26,8 @@ dataset_kwargs:
 test_split: test
 output_type: multiple_choice
 description: {description}
-doc_to_text: "{{{{question.strip()}}}}\\n{{% for choice in choices %}}{{{{'ABCDEFGHIJ'[loop.index0]}}}}. {{{{choice}}}}\\n{{% endfor %}}Answer:"
-doc_to_choice: "{{{{['A', 'B', 'C', 'D', 'E', 'F', 'G', 'H', 'I', 'J'][:choices | length]}}}}"
+doc_to_text: "{{{{question.strip()}}}}\\n{{% for choice in choices %}}{{{{'{letters}'[loop.index0]}}}}. {{{{choice}}}}\\n{{% endfor %}}Answer:"
+doc_to_choice: "{{{{{letter_list}[:choices | length]}}}}"
 doc_to_target: answer
 metric_list:
   - metric: acc
@@ -50,7 +50,13 @@ def mcq_task_yaml(task: str, data_file: str | Path, *, subject: str | None = Non
         if subject
         else ""
     )
-    return _MCQ_TASK_YAML.format(task=task, data=data_file, description=json.dumps(description))
+    return _MCQ_TASK_YAML.format(
+        task=task,
+        data=data_file,
+        description=json.dumps(description),
+        letters=LETTERS,
+        letter_list=list(LETTERS),
+    )
 
 
 def import_lm_eval() -> Any:

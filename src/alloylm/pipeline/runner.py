@@ -90,7 +90,7 @@ class PipelineRunner:
         on_event: Callable[[str, StageOutcome], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
-        self.force = set(force or ())  # grows with the stages that follow a forced one
+        self.force = set(force or ())
         self.only = only
         self.launcher = launcher or Launcher()
         self.progress_factory = progress_factory or (lambda name: Progress())
@@ -116,6 +116,7 @@ class PipelineRunner:
         clean_stale_temporaries(self.output_dir)
         outcomes: list[StageOutcome] = []
         hashes: dict[str, str] = {}
+        forced = set(self.force)  # grows with the stages that follow a forced one
         for name in order:
             spec = self.pipeline.stages[name]
             if self.only is not None and name not in self.only:
@@ -129,11 +130,11 @@ class PipelineRunner:
                     continue
                 hashes[name] = manifest["content_hash"]
                 continue
-            if self.force & set(spec.depends_on):
+            if forced & set(spec.depends_on):
                 # a rebuilt parent's output may differ (training is not bit-reproducible), and
                 # the content hash sees only its config: rebuild what follows it too
-                self.force.add(name)
-            outcome = self.run_stage(spec, hashes)
+                forced.add(name)
+            outcome = self.run_stage(spec, hashes, force=name in forced)
             outcomes.append(outcome)
             if outcome.status == "failed":
                 for rest in order[order.index(name) + 1 :]:
@@ -187,16 +188,14 @@ class PipelineRunner:
         }
         return hash_json(payload), data_hashes, parents
 
-    def run_stage(self, spec: StageSpec, hashes: dict[str, str]) -> StageOutcome:
+    def run_stage(
+        self, spec: StageSpec, hashes: dict[str, str], *, force: bool = False
+    ) -> StageOutcome:
         target = self.artifact_dir(spec.name)
         content_hash, data_hashes, parents = self.content_hash(spec, hashes)
         hashes[spec.name] = content_hash
         existing = read_manifest(target)
-        if (
-            existing
-            and existing.get("content_hash") == content_hash
-            and spec.name not in self.force
-        ):
+        if existing and existing.get("content_hash") == content_hash and not force:
             outcome = StageOutcome(
                 spec.name, spec.kind, "skipped", target, metrics=existing.get("metrics", {})
             )
