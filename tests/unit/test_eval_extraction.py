@@ -39,10 +39,39 @@ MCQ = Item(
         ("I don't know", None),  # "I" is a word, not option I
         ("A protein.", None),  # "A" as an article, no option text named
         ("F", None),  # a letter outside the four options
+        ("a", 0),  # a small letter that is the whole reply
+        ("The answer is b.", 1),  # a small letter followed by "."
+        ("answer: d)", 3),
+        ("(b) keratin", 1),
+        ("e.g. keratin", 1),  # "e." inside "e.g." is no letter; the option text decides
+        ("Both A and B", None),  # two letters: no single option
+        ("A or B", None),
+        ("C, D", None),
+        ("Not true", None),
     ],
 )
 def test_choice_extraction_table(response, expected):
     assert extract_choice(response, 4, MCQ.choices) == expected
+
+
+BIOMOLECULES = ("starch", "lipid", "protein", "nucleic acid")
+
+
+@pytest.mark.parametrize(
+    ("response", "expected"),
+    [
+        ("The answer is a lipid.", 1),  # the article "a", then option B's text
+        ("The answer is a type of sugar", None),  # an article and no option: unparseable
+        ("the answer is a protein", 2),
+        ("The answer is A.", 0),  # a capital is a letter
+        ("The answer is a.", 0),  # a small letter ending the sentence is a letter
+        ("The answer is a", 0),  # ... and one ending the reply
+        ("Both A and B", None),
+        ("Not true", None),
+    ],
+)
+def test_article_a_is_not_option_a(response, expected):
+    assert extract_choice(response, 4, BIOMOLECULES) == expected
 
 
 @pytest.mark.parametrize(
@@ -54,6 +83,10 @@ def test_choice_extraction_table(response, expected):
         ("The statement is false", 1),
         ("True or false?", None),
         ("maybe", None),
+        ("Not true", 1),  # a negated word is its opposite
+        ("not false.", 0),
+        ("It isn't true", 1),
+        ("True, not false", 0),
     ],
 )
 def test_true_false_extraction(response, expected):

@@ -80,12 +80,26 @@ def cloze_prompt(item: Item, tokenizer: Any, settings: PromptSettings) -> str:
 
 
 # ---------------------------------------------------------------- answer extraction
+# A letter is read as a letter when it is a capital, or a small letter followed by ")" or "."
+# or ending the reply: "a lipid" is the article, "b)" and a reply "c" are options.
+_SMALL_LETTER = r"[a-j](?:[\)\.](?=\s|$)|\s*$)"
 _LETTER_ONLY = re.compile(r"^\s*[\(\[]?([A-Ja-j])[\)\]\.:,]?\s*$")
-_LETTER_LEAD = re.compile(r"^\s*[\(\[]?([A-J])(?:[\)\]\.:,]|\s*$|\s+-)")
-_ANSWER_IS = re.compile(r"answer\s*(?:is|:)?\s*:?\s*[\(\[]?\b([A-J])\b", re.IGNORECASE)
-_PARENTHESISED = re.compile(r"\(([A-J])\)")
+_LETTER_LEAD = re.compile(
+    r"^\s*[\(\[]?(?:([A-J])(?:[\)\]\.:,]|\s*$|\s+-)|(?=[a-j][\)\.](?:\s|$))([a-j]))"
+)
+_ANSWER_IS = re.compile(
+    r"(?i:answer)\s*(?:(?i:is)|:)?\s*:?\s*[\(\[]?(?:([A-J])(?![\w'])|(?="
+    + _SMALL_LETTER
+    + r")([a-j]))"
+)
+_PARENTHESISED = re.compile(r"\(([A-Ja-j])\)")
+# Two letters joined as a list ("A and B", "A, B", "A or B"): the reply names no single option.
+_LETTER_LIST = re.compile(
+    r"(?<![\w'])\(?([A-J])\)?\s*(?:,|&|/|\band\b|\bor\b)\s*(?:(?:also|maybe)\s+)?\(?([A-J])\)?(?![\w'])"
+)
 _STANDALONE = re.compile(r"(?<![\w'])([B-HJ])(?![\w'])")  # not A or I: English words
 _TRUE_FALSE = re.compile(r"\b(true|false)\b", re.IGNORECASE)
+_NEGATION = re.compile(r"(?:\bnot|n't|\bnever)\s+$", re.IGNORECASE)
 
 
 def extract_choice(response: str, n_options: int, choices: tuple[str, ...] = ()) -> int | None:
@@ -93,11 +107,14 @@ def extract_choice(response: str, n_options: int, choices: tuple[str, ...] = ())
     text = response.strip()
     if not text:
         return None
+    listed = {letter for match in _LETTER_LIST.finditer(text) for letter in match.groups()}
+    if len(listed) > 1:
+        return None
     letter = None
     for pattern in (_LETTER_ONLY, _LETTER_LEAD, _ANSWER_IS, _PARENTHESISED):
         match = pattern.search(text)
         if match:
-            letter = match.group(1).upper()
+            letter = next(group for group in match.groups() if group).upper()
             break
     if letter is None:
         named = _options_named(text, choices)
@@ -117,11 +134,19 @@ def _options_named(text: str, choices: tuple[str, ...]) -> list[int]:
 
 
 def extract_true_false(response: str) -> int | None:
-    """0 for True, 1 for False, None when the response says neither (or both)."""
+    """0 for True, 1 for False, None when the response says neither (or both).
+
+    A negated word counts as its opposite: "Not true" is False, "isn't false" is True.
+    """
     text = response.strip()
-    words = {m.group(1).lower() for m in _TRUE_FALSE.finditer(text)}
-    if len(words) == 1:
-        return 0 if words == {"true"} else 1
+    verdicts = set()
+    for match in _TRUE_FALSE.finditer(text):
+        says_true = match.group(1).lower() == "true"
+        if _NEGATION.search(text[: match.start()]):
+            says_true = not says_true
+        verdicts.add(says_true)
+    if len(verdicts) == 1:
+        return 0 if verdicts == {True} else 1
     single = text.strip(".!() ").upper()
     if single in ("T", "F"):
         return 0 if single == "T" else 1

@@ -24,7 +24,7 @@ from alloylm.hashing import hash_json, sha256_file
 from alloylm.stages.base import Progress
 
 # Bump when prompts, extraction or scoring change, so that cached results are recomputed.
-EVAL_VERSION = 2  # 2: lm_eval predictions recorded as letters
+EVAL_VERSION = 3  # 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A
 _MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
 _NOT_MODEL_FILES = ("alloy.json",)
 
