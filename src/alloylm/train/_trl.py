@@ -21,7 +21,12 @@ from typing import Any
 from trl import SFTConfig, SFTTrainer
 
 from alloylm.train.callbacks import NoCheckpointAtTheEnd, ProgressCallback, summarise_training
-from alloylm.train.checkpoints import checkpoint_step, latest_checkpoint
+from alloylm.train.checkpoints import (
+    checkpoint_step,
+    latest_checkpoint,
+    remove_torn_checkpoints,
+    tokens_at_checkpoint,
+)
 from alloylm.train.config import TrainConfig
 from alloylm.train.lora import model_for_saving
 
@@ -215,17 +220,22 @@ def train_resumable(trainer: Any, checkpoint_dir: str | Path) -> dict[str, Any]:
     """Train, resuming from the latest complete checkpoint in `checkpoint_dir`; return metrics.
 
     Checkpoints carry optimizer, scheduler, RNG and data-order state, so a resumed run ends
-    where an uninterrupted one would (up to floating-point noise).
+    where an uninterrupted one would (up to floating-point noise). A checkpoint torn by a kill
+    while it was written is removed, and the previous complete one is used.
     """
+    if is_main_process(trainer):
+        for torn in remove_torn_checkpoints(checkpoint_dir):
+            _log(trainer, f"removed incomplete checkpoint {torn.name} (killed while saving)")
     checkpoint = latest_checkpoint(checkpoint_dir)
-    tokens_before = 0
+    # Read before training: save_total_limit may delete this checkpoint while training goes on.
+    tokens_before = tokens_at_checkpoint(checkpoint) if checkpoint is not None else 0
+    if checkpoint is not None:
+        _log(trainer, f"resuming from {checkpoint.name} (step {checkpoint_step(checkpoint)})")
     trainer.add_callback(NoCheckpointAtTheEnd)  # after DefaultFlowCallback, which it overrides
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
     state = trainer.state
-    if checkpoint is not None:
-        tokens_before = _tokens_at_checkpoint(checkpoint)
     total_tokens = int(state.num_input_tokens_seen or 0)
     return summarise_training(
         state.log_history,
@@ -237,11 +247,14 @@ def train_resumable(trainer: Any, checkpoint_dir: str | Path) -> dict[str, Any]:
     )
 
 
-def _tokens_at_checkpoint(checkpoint: Path) -> int:
-    import json
-
-    state = json.loads((checkpoint / "trainer_state.json").read_text())
-    return int(state.get("num_input_tokens_seen") or 0)
+def _log(trainer: Any, message: str) -> None:
+    """A line in the stage's log, through its ProgressCallback (none: nothing to say it to)."""
+    if not is_main_process(trainer):
+        return
+    for callback in trainer.callback_handler.callbacks:
+        if isinstance(callback, ProgressCallback):
+            callback.progress.log(message)
+            return
 
 
 def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: Any = None) -> None:

@@ -2,30 +2,80 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from pathlib import Path
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Written last by transformers' Trainer._save_checkpoint: its presence marks a complete checkpoint.
+# Written last by transformers' Trainer._save_checkpoint (after weights, optimizer, scheduler and
+# RNG state): a complete, parseable copy marks a complete checkpoint.
 _COMPLETE_MARKER = "trainer_state.json"
+# One of these holds the weights (full model, sharded model or LoRA adapter).
+_WEIGHT_FILES = (
+    "model.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "pytorch_model.bin",
+    "pytorch_model.bin.index.json",
+)
+
+
+def is_complete_checkpoint(folder: Path) -> bool:
+    """True when `folder` holds weights and a whole trainer_state.json naming its step.
+
+    A process killed while saving (kill -9, out of memory, power) leaves a folder without the
+    state file, or with a truncated one; such a folder must not be resumed from.
+    """
+    match = _CHECKPOINT.match(folder.name)
+    if not match or not folder.is_dir():
+        return False
+    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+        return False
+    try:
+        state = json.loads((folder / _COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(state, dict) and state.get("global_step") == int(match.group(1))
+
+
+def _checkpoint_folders(folder: Path) -> list[tuple[int, Path]]:
+    if not folder.is_dir():
+        return []
+    found = []
+    for child in folder.iterdir():
+        match = _CHECKPOINT.match(child.name)
+        if match and child.is_dir():
+            found.append((int(match.group(1)), child))
+    return sorted(found)
 
 
 def latest_checkpoint(folder: str | Path) -> Path | None:
-    """The complete `checkpoint-N` folder with the highest N, or None.
+    """The complete `checkpoint-N` folder with the highest N, or None (torn ones are skipped)."""
+    complete = [
+        path for _, path in _checkpoint_folders(Path(folder)) if is_complete_checkpoint(path)
+    ]
+    return complete[-1] if complete else None
 
-    A process killed while saving leaves a folder without trainer_state.json; it is skipped so
-    that the run resumes from the previous complete checkpoint instead of failing.
+
+def remove_torn_checkpoints(folder: str | Path) -> list[Path]:
+    """Delete incomplete `checkpoint-N` folders; return them.
+
+    transformers would write into such a folder again, or count it when rotating
+    (save_total_limit) and delete a good checkpoint in its place.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return None
-    steps = []
-    for child in folder.iterdir():
-        match = _CHECKPOINT.match(child.name)
-        if match and child.is_dir() and (child / _COMPLETE_MARKER).is_file():
-            steps.append((int(match.group(1)), child))
-    return max(steps)[1] if steps else None
+    removed = []
+    for _, path in _checkpoint_folders(Path(folder)):
+        if not is_complete_checkpoint(path):
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
+
+
+def tokens_at_checkpoint(checkpoint: Path) -> int:
+    """Input tokens seen when `checkpoint` was saved (from its trainer_state.json)."""
+    state = json.loads((checkpoint / _COMPLETE_MARKER).read_text(encoding="utf-8"))
+    return int(state.get("num_input_tokens_seen") or 0)
 
 
 def checkpoint_step(checkpoint: Path | None) -> int:
@@ -42,12 +92,7 @@ def remove_checkpoints(folder: str | Path) -> int:
     They hold optimizer state (about 3x the model's size each) and are useless after success:
     the pipeline skips a stage whose artifact exists.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        return 0
-    removed = 0
-    for child in folder.iterdir():
-        if _CHECKPOINT.match(child.name) and child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
-            removed += 1
-    return removed
+    folders = _checkpoint_folders(Path(folder))
+    for _, path in folders:
+        shutil.rmtree(path, ignore_errors=True)
+    return len(folders)
