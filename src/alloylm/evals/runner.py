@@ -24,7 +24,9 @@ from alloylm.hashing import hash_json, sha256_file
 from alloylm.stages.base import Progress
 
 # Bump when prompts, extraction or scoring change, so that cached results are recomputed.
-EVAL_VERSION = 3  # 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A
+# 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A;
+# 4: perplexity scores every token after the document separator, in lm-eval's rolling windows
+EVAL_VERSION = 4
 _MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
 _NOT_MODEL_FILES = ("alloy.json",)
 

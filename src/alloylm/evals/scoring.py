@@ -274,24 +274,71 @@ class Scorer:
     def document_nll(
         self, documents: Sequence[str], *, max_length: int = 512, progress: ProgressFn = _noop
     ) -> list[tuple[float, int]]:
-        """(sum of token NLL, tokens predicted) per document, in disjoint windows of max_length."""
-        windows: list[tuple[int, list[int]]] = []
+        """(sum of token NLL, tokens predicted) per document: every token, after the separator.
+
+        Each document is tokenized without special tokens, and its first token is predicted from
+        the document separator (BOS, or EOS for a tokenizer without BOS), the context CPT gives
+        every document. Windows are lm-eval's `loglikelihood_rolling` ones (`rolling_windows`).
+        """
+        prefix = document_prefix_token(self.tokenizer)
+        windows: list[tuple[int, list[int], list[int]]] = []
         for doc_index, text in enumerate(documents):
-            tokens = self.encode(text, special_tokens=True)
-            for start in range(0, max(len(tokens) - 1, 0), max_length):
-                windows.append((doc_index, tokens[start : start + max_length + 1]))
+            tokens = self.encode(text, special_tokens=False)
+            for inputs, targets in rolling_windows(tokens, prefix, max_length):
+                windows.append((doc_index, inputs, targets))
 
         def window_nll(index: int) -> float:  # one window per call: full-vocab logits are large
-            ids = torch.tensor([windows[index][1]], dtype=torch.long, device=self.device)
-            logits = self.model(input_ids=ids[:, :-1]).logits[0].float()
-            return float(torch.nn.functional.cross_entropy(logits, ids[0, 1:], reduction="sum"))
+            _, inputs, targets = windows[index]
+            ids = torch.tensor([inputs], dtype=torch.long, device=self.device)
+            logits = self.model(input_ids=ids, logits_to_keep=len(targets)).logits[0].float()
+            wanted = torch.tensor(targets, dtype=torch.long, device=self.device)
+            return float(torch.nn.functional.cross_entropy(logits, wanted, reduction="sum"))
 
         nll_of_window = [0.0] * len(windows)
         for index, nll in self._in_workers(range(len(windows)), window_nll):
             nll_of_window[index] = nll
             progress(1)
         totals = [[0.0, 0] for _ in documents]
-        for (doc_index, window), nll in zip(windows, nll_of_window, strict=True):  # fixed order
+        for (doc_index, _, targets), nll in zip(windows, nll_of_window, strict=True):  # fixed order
             totals[doc_index][0] += nll
-            totals[doc_index][1] += len(window) - 1
+            totals[doc_index][1] += len(targets)
         return [(float(total), int(count)) for total, count in totals]
+
+
+def document_prefix_token(tokenizer: Any) -> int:
+    """The token a document's first token is predicted from: BOS, else EOS.
+
+    The cpt stage's document separator (BOS before each document, or EOS after each one, so that
+    EOS precedes the next) and lm-eval's `prefix_token_id` follow the same rule.
+    """
+    for token_id in (tokenizer.bos_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    raise ValueError("the tokenizer has neither a BOS nor an EOS token to start a document with")
+
+
+def rolling_windows(
+    tokens: Sequence[int], prefix_token: int, max_length: int
+) -> list[tuple[list[int], list[int]]]:
+    """(model input, scored targets) windows that predict every token of `tokens` exactly once.
+
+    lm-evaluation-harness's `loglikelihood_rolling`: `get_rolling_token_windows` with
+    context_len=1, then `make_disjoint_window`. The first window predicts tokens[:L] from
+    [prefix] + tokens[:L-1]; each later one predicts the next L tokens (or what is left), and its
+    input is the L tokens before each target, so a short last window keeps a full context. The
+    targets are the predictions of the input's last len(targets) positions.
+    """
+    if max_length < 1:
+        raise ValueError(f"max_length must be at least 1, got {max_length}")
+    tokens = list(tokens)
+    if not tokens:
+        return []
+    first = min(max_length, len(tokens))
+    windows = [([prefix_token, *tokens[: first - 1]], tokens[:first])]
+    predicted = first
+    while predicted < len(tokens):
+        count = min(len(tokens) - predicted, max_length)
+        end = predicted + count
+        windows.append((tokens[end - max_length - 1 : end - 1], tokens[predicted:end]))
+        predicted = end
+    return windows
