@@ -21,24 +21,16 @@ from alloylm.atomic import atomic_write_json
 from alloylm.chat.serve import start_server
 from alloylm.distill.engine import run_distill
 from alloylm.models.sources import resolve_model
+from alloylm.resources import data_root
 from alloylm.stages.distill import Config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def shared_data() -> Path:
-    if os.environ.get("ALLOY_DATA"):
-        return Path(os.environ["ALLOY_DATA"])
-    for base in (ROOT, *ROOT.parents):
-        if (base / "shared" / "data").is_dir():
-            return base / "shared" / "data"
-    raise SystemExit("shared/data not found; set ALLOY_DATA")
-
-
 def config(url: str, model: str, chunks: int, max_tokens: int, concurrency: int) -> Config:
     return Config(
         kind="distill",
-        paths=[str(shared_data() / "openstax_corpus" / "anatomy_physiology_2e.jsonl")],
+        paths=[str(data_root() / "openstax_corpus" / "anatomy_physiology_2e.jsonl")],
         max_documents=8,
         max_chunks=chunks,
         raw_text=False,

@@ -35,15 +35,6 @@ LM_EVAL_TASK = "alloy_bench_mmlu_college_biology"
 # with the hub dataset replaced by the local file.
 
 
-def shared_data() -> Path:
-    if os.environ.get("ALLOY_DATA"):
-        return Path(os.environ["ALLOY_DATA"])
-    for base in (REPO, *REPO.parents):
-        if (base / "shared" / "data").is_dir():
-            return base / "shared" / "data"
-    raise SystemExit("shared data folder not found; set ALLOY_DATA")
-
-
 def timed(command: list[str], env: dict[str, str], log: Path) -> tuple[float, float]:
     """Wall seconds and CPU seconds (user + system) of one whole process."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -202,7 +193,9 @@ def main() -> None:
     )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument(
-        "--task", default=DEFAULT_TASK, help="MMLU CSV under the shared data folder"
+        "--task",
+        default=DEFAULT_TASK,
+        help="MMLU CSV under the data root (alloylm.resources.data_root)",
     )
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument(
@@ -216,7 +209,9 @@ def main() -> None:
     from alloylm.models.sources import resolve_model
 
     model = resolve_model("embedded:smollm2-135m-instruct")
-    csv_path = shared_data() / args.task
+    from alloylm.resources import data_root
+
+    csv_path = data_root() / args.task
     with open(csv_path, newline="", encoding="utf-8") as handle:
         n_questions = sum(1 for _ in csv.reader(handle))
     env = {

@@ -64,12 +64,11 @@ CONTENDERS = tuple(name for pair in ROUNDS for name in pair)
 
 def glossary_pairs_file(folder: Path, n: int) -> Path:
     """The first `n` glossary preference pairs of A&P 2e (distill's deterministic builder)."""
-    sys.path.insert(0, str(REPO / "tests"))
     from alloylm.distill.builders import glossary_preference
-    from conftest import _shared_data
+    from alloylm.resources import data_root
 
     records = glossary_preference(
-        _shared_data() / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl", seed=SEED, limit=n
+        data_root() / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl", seed=SEED, limit=n
     )
     path = folder / "pairs.jsonl"
     path.write_text("".join(json.dumps(body) + "\n" for _, body in records))

@@ -46,10 +46,9 @@ ABLATIONS = {
 
 
 def corpus_path() -> Path:
-    sys.path.insert(0, str(REPO / "tests"))
-    from conftest import _shared_data
+    from alloylm.resources import data_root
 
-    return _shared_data() / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
+    return data_root() / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
 
 
 def packed_rows(tokenizer, n_rows: int) -> list[list[int]]:

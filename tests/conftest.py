@@ -1,4 +1,8 @@
-"""Shared fixtures. Models are prepared once per cache ($ALLOY_HOME, default ~/.cache/alloylm)."""
+"""Shared fixtures. Models are prepared once per cache: $ALLOY_HOME, else <repo>/.test-cache.
+
+Tests never write to the user's ~/.cache: unless ALLOY_HOME is set, it points into the repository
+(gitignored, kept between runs so that the embedded model is converted once).
+"""
 
 from __future__ import annotations
 
@@ -8,21 +12,27 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TEST_DATA = REPO / "tests" / "data"  # small excerpts and fixtures for data alloylm does not ship
+
+os.environ.setdefault("ALLOY_HOME", str(REPO / ".test-cache"))
 
 
-def _shared_data() -> Path:
-    if os.environ.get("ALLOY_DATA"):
-        return Path(os.environ["ALLOY_DATA"])
-    for base in (REPO, *REPO.parents):
-        if (base / "shared" / "data").is_dir():
-            return base / "shared" / "data"
-    raise RuntimeError("shared data folder not found; set ALLOY_DATA")
+def _data_root() -> Path:
+    from alloylm.resources import data_root
+
+    return data_root()
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    """../shared/data (third-party corpus, SFT seeds, preference pairs, benchmarks)."""
-    return _shared_data()
+def data_root() -> Path:
+    """The data root (${data}): the packaged third-party data, or $ALLOY_DATA."""
+    return _data_root()
+
+
+@pytest.fixture(scope="session")
+def test_data() -> Path:
+    """tests/data: excerpts of third-party files the package does not ship, each with SOURCE.md."""
+    return TEST_DATA
 
 
 @pytest.fixture(scope="session")

@@ -66,10 +66,10 @@ def test_openai_routes(served: str) -> None:
     assert error.value.code == 400
 
 
-def _corpus_config(shared_data: Path, base_url: str, **extra: object) -> Config:
+def _corpus_config(data_root: Path, base_url: str, **extra: object) -> Config:
     return Config(
         kind="distill",
-        paths=[str(shared_data / "openstax_corpus" / "anatomy_physiology_2e.jsonl")],
+        paths=[str(data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl")],
         max_documents=1,
         max_chunks=3,
         chunking={"max_tokens": 64, "overlap": 8},
@@ -88,9 +88,9 @@ def _corpus_config(shared_data: Path, base_url: str, **extra: object) -> Config:
 
 
 def test_distill_stage_through_the_server_then_rerun_makes_no_call(
-    served: str, shared_data: Path, tmp_path: Path
+    served: str, data_root: Path, tmp_path: Path
 ) -> None:
-    cfg = _corpus_config(shared_data, served)
+    cfg = _corpus_config(data_root, served)
     ctx = StageContext("distill", "t", 42, tmp_path / "work", tmp_path / "state", tmp_path)
     result = run(ctx, cfg)
     stats = result.details["distill"]
@@ -125,11 +125,11 @@ def test_distill_stage_through_the_server_then_rerun_makes_no_call(
 
 
 def test_cli_run_and_stats(
-    served: str, shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    served: str, data_root: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = tmp_path / "distill.yaml"
     config.write_text(
-        "paths: ['${shared_data}/openstax_corpus/anatomy_physiology_2e.jsonl']\n"
+        "paths: ['${data}/openstax_corpus/anatomy_physiology_2e.jsonl']\n"
         "max_documents: 1\nmax_chunks: 2\nraw_text: false\nparse_retries: 0\nchunking: {max_tokens: 64, overlap: 8}\n"
         f"teacher: {{type: openai, base_url: '{served}', model: tiny, max_tokens: 16, temperature: 1.0}}\n"
         "generators: [summary]\n"
@@ -154,11 +154,11 @@ def test_cli_run_and_stats(
     assert "summary" in table and "tokens spent" in table
 
 
-def test_local_teacher_runs_in_process(tiny_llama: Path, shared_data: Path, tmp_path: Path) -> None:
+def test_local_teacher_runs_in_process(tiny_llama: Path, data_root: Path, tmp_path: Path) -> None:
     teacher = TeacherConfig(
         type="local", model=str(tiny_llama), max_tokens=16, concurrency=2, temperature=1.0
     )
-    cfg = _corpus_config(shared_data, "unused").model_copy(
+    cfg = _corpus_config(data_root, "unused").model_copy(
         update={"teacher": teacher, "generators": ["summary"], "max_chunks": 2}
     )
     stats = run_distill(cfg, tmp_path / "out", tmp_path / "state", log=lambda m: None).stats

@@ -13,8 +13,8 @@ from alloylm.stages import distill as stage
 from alloylm.stages.base import StageContext
 
 
-def _quickstart_config(shared_data: Path) -> stage.Config:
-    sft = shared_data / "openstax_sft"
+def _quickstart_config(data_root: Path) -> stage.Config:
+    sft = data_root / "openstax_sft"
     return stage.Config(
         kind="distill",
         builders=[
@@ -27,15 +27,15 @@ def _quickstart_config(shared_data: Path) -> stage.Config:
         ],
         decontaminate={
             "files": [
-                str(shared_data / "openstax_mcq" / "anatomy_physiology_2e_mcq.jsonl"),
-                str(shared_data / "mmlu_stem" / "anatomy_test.csv"),
+                str(data_root / "openstax_mcq" / "anatomy_physiology_2e_mcq.jsonl"),
+                str(data_root / "mmlu_stem" / "anatomy_test.csv"),
             ]
         },
     )
 
 
-def test_quickstart_builders_make_sft_and_dpo_files(shared_data: Path, tmp_path: Path) -> None:
-    cfg = _quickstart_config(shared_data)
+def test_quickstart_builders_make_sft_and_dpo_files(data_root: Path, tmp_path: Path) -> None:
+    cfg = _quickstart_config(data_root)
     assert stage.PRODUCES == "data"
     specs = stage.inputs(cfg)
     assert [s.key for s in specs][:3] == [

@@ -19,9 +19,9 @@ def eval_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def bench_file(shared_data, tmp_path) -> Path:
+def bench_file(data_root, tmp_path) -> Path:
     lines = (
-        (shared_data / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl").read_text().splitlines()[:6]
+        (data_root / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl").read_text().splitlines()[:6]
     )
     path = tmp_path / "ap.jsonl"
     path.write_text("\n".join(lines) + "\n")
@@ -29,8 +29,8 @@ def bench_file(shared_data, tmp_path) -> Path:
 
 
 @pytest.fixture
-def heldout_file(shared_data, tmp_path) -> Path:
-    with open(shared_data / "openstax_corpus/anatomy_physiology_2e.jsonl") as handle:
+def heldout_file(data_root, tmp_path) -> Path:
+    with open(data_root / "openstax_corpus/anatomy_physiology_2e.jsonl") as handle:
         docs = [json.loads(handle.readline()) for _ in range(2)]
     path = tmp_path / "heldout.jsonl"
     path.write_text("".join(json.dumps({"text": d["text"][:1500]}) + "\n" for d in docs))

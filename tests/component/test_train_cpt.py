@@ -45,8 +45,8 @@ class Quiet(Progress):
         pass
 
 
-def make_config(shared_data: Path, **train) -> cpt.Config:
-    corpus = shared_data / "openstax_corpus" / "university_physics_v3.jsonl"
+def make_config(data_root: Path, **train) -> cpt.Config:
+    corpus = data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
     return cpt.Config(
         model="tiny:llama",
         data=[{"path": str(corpus), "limit": 12, "holdout": {"fraction": 0.25, "key": "module"}}],
@@ -84,10 +84,10 @@ def load_weights(folder: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory, shared_data, tiny_llama):
+def uninterrupted(tmp_path_factory, data_root, tiny_llama):
     root = tmp_path_factory.mktemp("cpt_full")
     progress = Quiet()
-    result = run_stage(root, make_config(shared_data), progress)
+    result = run_stage(root, make_config(data_root), progress)
     return root, result, progress
 
 
@@ -125,9 +125,9 @@ def test_cpt_writes_heldout_documents(uninterrupted):
     assert result.details["document_separator"] == {"position": "bos", "token": "<|im_start|>"}
 
 
-def test_cpt_resumes_after_interruption_to_the_same_result(uninterrupted, tmp_path, shared_data):
+def test_cpt_resumes_after_interruption_to_the_same_result(uninterrupted, tmp_path, data_root):
     full_root, full, _ = uninterrupted
-    cfg = make_config(shared_data)
+    cfg = make_config(data_root)
     with pytest.raises(Interrupted):
         run_stage(tmp_path, cfg, InterruptAt(4), work="work1")
     assert (tmp_path / "state" / "checkpoints" / "checkpoint-3").is_dir()
@@ -176,9 +176,9 @@ class CheckpointsWhenTrainingEnds(Quiet):
         self.seen = sorted(p.name for p in self.folder.glob("checkpoint-*"))
 
 
-def test_no_checkpoint_is_written_after_the_last_step(tmp_path, shared_data, tiny_llama):
+def test_no_checkpoint_is_written_after_the_last_step(tmp_path, data_root, tiny_llama):
     """transformers saves a checkpoint after the last step; the stage saves the model itself and
     drops checkpoints on success, so that one (3x the model's size) would be written for nothing."""
     progress = CheckpointsWhenTrainingEnds(tmp_path / "state" / "checkpoints")
-    run_stage(tmp_path, make_config(shared_data), progress)
+    run_stage(tmp_path, make_config(data_root), progress)
     assert progress.seen == ["checkpoint-3"]  # the periodic one (save_steps 3), not checkpoint-6

@@ -16,14 +16,14 @@ class Quiet(Progress):
         pass
 
 
-def make_config(shared_data: Path, **train) -> sft.Config:
-    folder = shared_data / "openstax_sft"
+def make_config(data_root: Path, **train) -> sft.Config:
+    folder = data_root / "openstax_sft"
     return sft.Config(
         model="tiny:llama",
         data=[
-            {"path": str(folder / "chemistry_2e_exercises_qa.jsonl"), "limit": 16},
+            {"path": str(folder / "anatomy_physiology_2e_exercises_qa.jsonl"), "limit": 16},
             {
-                "path": str(folder / "chemistry_2e_glossary.jsonl"),
+                "path": str(folder / "anatomy_physiology_2e_glossary.jsonl"),
                 "limit": 16,
                 "weight": 0.5,
                 "template": {"user": "What is {term}?", "assistant": "{definition}"},
@@ -60,8 +60,8 @@ def changed_tensors(base: Path, trained: Path) -> int:
     return sum(1 for name in before if not (before[name] == after[name]).all())
 
 
-def test_sft_full_fine_tuning(tmp_path, shared_data, tiny_llama):
-    result = run_stage(tmp_path, make_config(shared_data))
+def test_sft_full_fine_tuning(tmp_path, data_root, tiny_llama):
+    result = run_stage(tmp_path, make_config(data_root))
     metrics, details = result.metrics, result.details
     losses = [loss for _, loss in metrics["loss_history"]]
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
@@ -98,9 +98,9 @@ def test_sft_labels_cover_assistant_turns_and_eos(tiny_llama):
     assert tokenizer.eos_token_id in trained  # the model learns to stop
 
 
-def test_sft_lora_merges_into_a_plain_model(tmp_path, shared_data, tiny_llama):
+def test_sft_lora_merges_into_a_plain_model(tmp_path, data_root, tiny_llama):
     lora = {"r": 4, "alpha": 8, "dropout": 0.0, "merge_adapter": True}
-    result = run_stage(tmp_path, make_config(shared_data, lora=lora))
+    result = run_stage(tmp_path, make_config(data_root, lora=lora))
     metrics = result.metrics
     assert metrics["trainable_parameters"] < metrics["total_parameters"] / 2
     assert math.isfinite(metrics["final_loss"])
@@ -114,7 +114,7 @@ def test_sft_lora_merges_into_a_plain_model(tmp_path, shared_data, tiny_llama):
     assert not any("lora" in name for name, _ in model.named_parameters())
 
 
-def test_sft_lora_without_merge_saves_the_adapter(tmp_path, shared_data):
+def test_sft_lora_without_merge_saves_the_adapter(tmp_path, data_root):
     lora = {"r": 4, "alpha": 8, "merge_adapter": False}
-    run_stage(tmp_path, make_config(shared_data, lora=lora, max_steps=1))
+    run_stage(tmp_path, make_config(data_root, lora=lora, max_steps=1))
     assert (tmp_path / "work" / "adapter_config.json").is_file()

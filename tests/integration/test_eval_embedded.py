@@ -10,18 +10,18 @@ pytestmark = pytest.mark.slow
 MODEL = "embedded:smollm2-135m-instruct"
 
 
-def test_embedded_model_protocols(embedded_model, shared_data, tmp_path, monkeypatch):
+def test_embedded_model_protocols(embedded_model, data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOY_EVALS_DIR", str(tmp_path / "cache"))
     tasks = [
         TaskSpec(
             name="bio",
-            path=str(shared_data / "mmlu_stem/college_biology_test.csv"),
+            path=str(data_root / "mmlu_stem/college_biology_test.csv"),
             limit=8,
             protocols=("loglik",),
         ),
         TaskSpec(
             name="ap",
-            path=str(shared_data / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl"),
+            path=str(data_root / "openstax_mcq/anatomy_physiology_2e_mcq.jsonl"),
             limit=8,
             protocols=("cloze", "paper"),
         ),

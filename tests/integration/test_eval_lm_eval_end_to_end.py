@@ -20,9 +20,9 @@ pytestmark = pytest.mark.slow
 QUESTIONS = 12
 
 
-def test_lm_eval_task_matches_alloylm_loglik(shared_data, tmp_path, monkeypatch):
+def test_lm_eval_task_matches_alloylm_loglik(data_root, tmp_path, monkeypatch):
     monkeypatch.setenv("ALLOY_EVALS_DIR", str(tmp_path / "cache"))
-    source = shared_data / "mmlu_stem" / "college_biology_test.csv"
+    source = data_root / "mmlu_stem" / "college_biology_test.csv"
     with open(source, newline="", encoding="utf-8") as handle:
         rows = [row for _, row in zip(range(QUESTIONS), csv.reader(handle), strict=False)]
     data = tmp_path / "college_biology.jsonl"

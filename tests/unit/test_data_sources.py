@@ -16,8 +16,8 @@ from alloylm.data.sources import (
 from alloylm.errors import DataError
 
 
-def test_openstax_corpus_loads_as_text(shared_data):
-    path = shared_data / "openstax_corpus" / "chemistry_2e.jsonl"
+def test_openstax_corpus_loads_as_text(data_root):
+    path = data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
     loaded = load_text_docs(DataSource(path=str(path), limit=3))
     assert len(loaded.records) == 3 and loaded.report.bad == 0
     doc = loaded.records[0]
@@ -25,15 +25,16 @@ def test_openstax_corpus_loads_as_text(shared_data):
     assert {"title", "module", "chapter"} <= set(doc.meta)
 
 
-def test_openstax_corpus_folder_skips_source_md(shared_data):
-    files = source_files(shared_data / "openstax_corpus")
+def test_openstax_corpus_folder_skips_source_md(data_root):
+    files = source_files(data_root / "openstax_corpus")
     assert files and all(f.suffix == ".jsonl" for f in files)
 
 
-def test_exercises_load_as_chat_and_glossary_through_a_template(shared_data):
+def test_exercises_load_as_chat_and_glossary_through_a_template(data_root):
     qa = load_chat_examples(
         DataSource(
-            path=str(shared_data / "openstax_sft" / "chemistry_2e_exercises_qa.jsonl"), limit=2
+            path=str(data_root / "openstax_sft" / "anatomy_physiology_2e_exercises_qa.jsonl"),
+            limit=2,
         )
     )
     first = qa.records[0]
@@ -41,33 +42,34 @@ def test_exercises_load_as_chat_and_glossary_through_a_template(shared_data):
     assert [m["role"] for m in first.messages] == ["user", "assistant"]
     glossary = load_chat_examples(
         DataSource(
-            path=str(shared_data / "openstax_sft" / "chemistry_2e_glossary.jsonl"),
+            path=str(data_root / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl"),
             template={"user": "What is {term}?", "assistant": "{definition}"},
             limit=2,
         )
     )
-    assert glossary.records[0].messages[0]["content"] == "What is chemistry?"
+    assert glossary.records[0].messages[0]["content"] == "What is anatomy?"
 
 
-def test_detect_data_kind(shared_data):
-    assert detect_data_kind(shared_data / "openstax_corpus") == "text"
-    assert (
-        detect_data_kind(shared_data / "openstax_sft" / "chemistry_2e_exercises_qa.jsonl") == "chat"
-    )
-    glossary = shared_data / "openstax_sft" / "chemistry_2e_glossary.jsonl"
+def test_detect_data_kind(data_root, test_data):
+    assert detect_data_kind(data_root / "openstax_corpus") == "text"
+    sft = data_root / "openstax_sft"
+    assert detect_data_kind(sft / "anatomy_physiology_2e_exercises_qa.jsonl") == "chat"
+    glossary = sft / "anatomy_physiology_2e_glossary.jsonl"
     assert detect_data_kind(glossary) == "unknown"
     assert (
         detect_data_kind(glossary, template={"user": "{term}", "assistant": "{definition}"})
         == "chat"
     )
-    assert detect_data_kind(shared_data / "hh_rlhf") == "preference"
-    assert detect_data_kind(shared_data / "openstax_mcq") == "benchmark"
+    assert detect_data_kind(test_data / "hh_rlhf") == "preference"
+    assert detect_data_kind(data_root / "openstax_mcq") == "benchmark"
 
 
-def test_sft_given_raw_text_reports_why(shared_data):
+def test_sft_given_raw_text_reports_why(data_root):
     with pytest.raises(DataError, match="not a chat record"):
         load_chat_examples(
-            DataSource(path=str(shared_data / "openstax_corpus" / "chemistry_2e.jsonl"), limit=2)
+            DataSource(
+                path=str(data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl"), limit=2
+            )
         )
 
 
@@ -143,9 +145,9 @@ def test_template_missing_field_is_reported(tmp_path):
     assert loaded.report.bad == 1 and "needs field(s) definition" in loaded.report.problems[0]
 
 
-def test_holdout_is_recorded_and_written(shared_data):
+def test_holdout_is_recorded_and_written(data_root):
     source = DataSource(
-        path=str(shared_data / "openstax_corpus" / "university_physics_v3.jsonl"),
+        path=str(data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl"),
         holdout={"fraction": 0.2, "seed": 0, "key": "module"},
     )
     loaded = load_text_docs(source)

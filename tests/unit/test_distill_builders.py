@@ -12,8 +12,8 @@ from alloylm.errors import DataError
 
 
 @pytest.fixture(scope="module")
-def glossary(shared_data: Path) -> Path:
-    return shared_data / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl"
+def glossary(data_root: Path) -> Path:
+    return data_root / "openstax_sft" / "anatomy_physiology_2e_glossary.jsonl"
 
 
 def test_glossary_qa_on_shipped_file(glossary: Path) -> None:
@@ -52,8 +52,8 @@ def test_glossary_preference_rejects_another_terms_definition_seeded(glossary: P
     assert [p["rejected"] for _, p in other_seed[:50]] != [p["rejected"] for _, p in pairs[:50]]
 
 
-def test_exercise_qa_on_shipped_file(shared_data: Path) -> None:
-    path = shared_data / "openstax_sft" / "anatomy_physiology_2e_exercises_qa.jsonl"
+def test_exercise_qa_on_shipped_file(data_root: Path) -> None:
+    path = data_root / "openstax_sft" / "anatomy_physiology_2e_exercises_qa.jsonl"
     records = exercise_qa(path)
     assert len(records) == 512
     kind, first = records[0]

@@ -62,10 +62,10 @@ def test_missing_benchmark_file_is_a_data_error(tmp_path: Path) -> None:
         Decontaminator([tmp_path / "nope.jsonl"])
 
 
-def test_shipped_benchmarks_catch_their_own_questions(shared_data: Path) -> None:
-    path = shared_data / "openstax_mcq" / "anatomy_physiology_2e_mcq.jsonl"
+def test_shipped_benchmarks_catch_their_own_questions(data_root: Path) -> None:
+    path = data_root / "openstax_mcq" / "anatomy_physiology_2e_mcq.jsonl"
     first = json.loads(path.read_text().splitlines()[0])
-    check = Decontaminator([path, shared_data / "mmlu_stem" / "anatomy_test.csv"])
+    check = Decontaminator([path, data_root / "mmlu_stem" / "anatomy_test.csv"])
     assert check.is_contaminated(first["question"])
     assert not check.is_contaminated(
         "What is anatomy? Science that studies the form and composition of the body's structures"

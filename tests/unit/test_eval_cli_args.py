@@ -35,8 +35,8 @@ def test_arguments_parse_several_models_and_protocols():
     )
 
 
-def test_task_names(shared_data, monkeypatch):
-    monkeypatch.setenv("ALLOY_DATA", str(shared_data))
+def test_task_names(data_root, monkeypatch):
+    monkeypatch.setenv("ALLOY_DATA", str(data_root))
     spec = resolve_task("mmlu_stem/college_biology_test")
     assert spec.path.endswith("college_biology_test.csv") and spec.name == "college_biology_test"
     assert resolve_task("anatomy_physiology_2e_mcq").path.endswith(

@@ -111,13 +111,13 @@ def test_hh_replies_sharing_a_first_word_still_split_at_the_turn() -> None:
     assert pair.chosen[0]["content"] == "Sure thing" and pair.rejected[0]["content"] == "Sure, no"
 
 
-def test_shared_hh_file_loads_and_skips_its_empty_replies(shared_data: Path) -> None:
-    path = shared_data / "hh_rlhf" / "harmless-base-test.jsonl.gz"
+def test_hh_excerpt_loads_and_skips_its_empty_replies(test_data: Path) -> None:
+    path = test_data / "hh_rlhf" / "harmless-base-test-excerpt.jsonl"
     pairs, report = preference.read_preference_file(path)
-    assert report.read == 2312
-    # 4 records of this file have an empty chosen reply (counted separately with os.path.commonprefix)
-    assert report.counts() == {"empty chosen": 4}
-    assert len(pairs) == 2308 and report.kept == 2308
+    assert report.read == 8
+    # its last 2 records have an empty chosen reply (see tests/data/hh_rlhf/SOURCE.md)
+    assert report.counts() == {"empty chosen": 2}
+    assert len(pairs) == 6 and report.kept == 6
     assert all(p.prompt[-1]["role"] == "user" for p in pairs)
 
 

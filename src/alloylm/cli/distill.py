@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 from alloylm.errors import ConfigError
+from alloylm.resources import DATA_VARS, data_root
 
 _PATH_KEYS = ("path", "paths", "file", "files")
 
@@ -57,17 +57,9 @@ def run(args: argparse.Namespace) -> int:
     return _stats(args)
 
 
-def _shared_data() -> str:
-    if os.environ.get("ALLOY_DATA"):
-        return os.environ["ALLOY_DATA"]
-    for base in (Path.cwd(), *Path.cwd().parents):
-        if (base / "shared" / "data").is_dir():
-            return str(base / "shared" / "data")
-    return "${shared_data}"
-
-
 def _resolve(value: Any, base: Path, key: str = "") -> Any:
-    """${shared_data} substitution and relative paths made absolute (as the pipeline loader does)."""
+    """${data} (alias ${shared_data}) substitution and relative paths made absolute, as the pipeline
+    loader does."""
     if isinstance(value, dict):
         return {k: _resolve(v, base, k) for k, v in value.items()}
     if isinstance(value, list):
@@ -79,7 +71,8 @@ def _resolve(value: Any, base: Path, key: str = "") -> Any:
                 key=key,
                 hint="use `alloy run` for a pipeline",
             )
-        value = value.replace("${shared_data}", _shared_data())
+        for name in DATA_VARS:
+            value = value.replace(f"${{{name}}}", str(data_root()))
         if (key in _PATH_KEYS or key.endswith(("_path", "_file", "_dir"))) and not Path(
             value
         ).is_absolute():

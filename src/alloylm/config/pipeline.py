@@ -1,7 +1,8 @@
 """The pipeline file: `run:`, `vars:` and `stages:`, validated strictly before any work starts.
 
 Interpolation in string values:
-- ``${shared_data}``: $ALLOY_DATA, else the nearest ``shared/data`` folder above the YAML file;
+- ``${data}`` (alias ``${shared_data}``): the data root, $ALLOY_DATA if set, else the data that
+  ships with alloylm (``alloylm.resources.data_root``);
 - ``${vars.NAME}``: a value from the file's ``vars:`` section (overridable on the command line);
 - ``${stages.NAME.output}``: the artifact folder of another stage (resolved when it has run);
   this is also how the stage graph is built.
@@ -25,10 +26,11 @@ from pydantic import ValidationError
 from alloylm.config.yaml_lines import KeyPath, dotted, line_of, load_yaml_with_lines
 from alloylm.errors import AlloyError, ConfigError, did_you_mean
 from alloylm.registry import STAGE_KINDS
+from alloylm.resources import DATA_VARS, data_root
 from alloylm.stages.base import StageConfig, StrictModel
 
 STAGE_REF = re.compile(r"\$\{stages\.([A-Za-z0-9_\-]+)\.output\}")
-VAR_REF = re.compile(r"\$\{(vars\.[A-Za-z0-9_\-]+|shared_data)\}")
+VAR_REF = re.compile(r"\$\{(vars\.[A-Za-z0-9_\-]+|data|shared_data)\}")
 PATH_KEYS = ("path", "paths", "file", "files")
 PATH_SUFFIXES = ("_path", "_file", "_dir", "_paths", "_files")
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
@@ -71,19 +73,6 @@ class Pipeline:
 
     def line(self, *path: str | int) -> int | None:
         return line_of(self.lines, tuple(path))
-
-
-def find_shared_data(start: Path) -> Path | None:
-    if os.environ.get("ALLOY_DATA"):
-        return Path(os.environ["ALLOY_DATA"]).expanduser().resolve()
-    for base in (start, *start.parents):
-        for candidate in (base / "shared" / "data", base / "data"):
-            is_shared = (
-                candidate.parent.name == "shared" or (candidate / "openstax_corpus").is_dir()
-            )
-            if candidate.is_dir() and (candidate / "README.md").exists() and is_shared:
-                return candidate
-    return None
 
 
 def parse_override(text: str) -> tuple[list[str], Any]:
@@ -134,29 +123,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str], file: str) -> di
 
 
 def _substitute_vars(
-    value: Any, variables: dict[str, Any], shared: Path | None, where: KeyPath, ctx: _Ctx
+    value: Any, variables: dict[str, Any], data: Path, where: KeyPath, ctx: _Ctx
 ) -> Any:
     if isinstance(value, dict):
-        return {
-            k: _substitute_vars(v, variables, shared, (*where, k), ctx) for k, v in value.items()
-        }
+        return {k: _substitute_vars(v, variables, data, (*where, k), ctx) for k, v in value.items()}
     if isinstance(value, list):
-        return [
-            _substitute_vars(v, variables, shared, (*where, i), ctx) for i, v in enumerate(value)
-        ]
+        return [_substitute_vars(v, variables, data, (*where, i), ctx) for i, v in enumerate(value)]
     if not isinstance(value, str):
         return value
 
     def replace(match: re.Match[str]) -> str:
         name = match.group(1)
-        if name == "shared_data":
-            if shared is None:
-                raise ctx.error(
-                    where,
-                    "${shared_data} used but no shared/data folder was found",
-                    "set ALLOY_DATA=/path/to/shared/data",
-                )
-            return str(shared)
+        if name in DATA_VARS:
+            return str(data)
         var = name.split(".", 1)[1]
         if var not in variables:
             raise ctx.error(
@@ -285,7 +264,7 @@ def load_pipeline(
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
         raise ctx.error(("vars",), "vars: must be a mapping of NAME: value")
-    shared = find_shared_data(file.parent)
+    data_dir = data_root()
     if "run" not in data:
         raise ctx.error((), "missing run: section", "e.g. run: {name: my-run, seed: 42}")
     try:
@@ -301,7 +280,7 @@ def load_pipeline(
         raise ctx.error(("stages",), "stages: must be a non-empty mapping of name -> {kind, ...}")
     stages: dict[str, StageSpec] = {}
     for name, raw in stages_raw.items():
-        stages[name] = _load_stage(ctx, name, raw, variables, shared, file.parent)
+        stages[name] = _load_stage(ctx, name, raw, variables, data_dir, file.parent)
     pipeline = Pipeline(file=file, run=run, stages=stages, lines=lines, vars=variables)
     from alloylm.pipeline.graph import check_graph
 
@@ -310,7 +289,7 @@ def load_pipeline(
 
 
 def _load_stage(
-    ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], shared: Path | None, base: Path
+    ctx: _Ctx, name: str, raw: Any, variables: dict[str, Any], data: Path, base: Path
 ) -> StageSpec:
     where: KeyPath = ("stages", name)
     if not STAGE_NAME.match(name):
@@ -332,7 +311,7 @@ def _load_stage(
         raise ctx.error(
             (*where, "kind"), f"stage kind {kind!r} is not available in this installation: {error}"
         ) from None
-    interpolated = _substitute_vars(raw, variables, shared, where, ctx)
+    interpolated = _substitute_vars(raw, variables, data, where, ctx)
     absolute = absolutize_paths(interpolated, base)
     try:
         config = module.Config.model_validate(absolute)

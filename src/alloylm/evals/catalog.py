@@ -1,26 +1,25 @@
-"""Task names -> task specs: a file path, `lm_eval:<task>`, or a file in the shared data folder.
+"""Task names -> task specs: a file path, `lm_eval:<task>`, or a file under the data root.
 
 A bare name such as `mmlu_stem/college_biology_test` or `anatomy_physiology_2e_mcq` is looked up
-(with .jsonl/.csv/.json) under $ALLOY_DATA, then ./shared/data and ../shared/data.
+(with .jsonl/.csv/.json) under the data root: $ALLOY_DATA if set, else the data that ships with
+alloylm (`alloylm.resources.data_root`).
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
 from alloylm.errors import DataError
 from alloylm.evals.runner import TaskSpec
+from alloylm.resources import data_root
 
 _SUFFIXES = ("", ".jsonl", ".csv", ".json", ".txt")
 
 
 def data_roots() -> list[Path]:
-    roots = [Path(os.environ["ALLOY_DATA"])] if os.environ.get("ALLOY_DATA") else []
-    here = Path.cwd()
-    roots += [here / "shared" / "data", here.parent / "shared" / "data"]
-    return [root for root in roots if root.is_dir()]
+    root = data_root()
+    return [root] if root.is_dir() else []
 
 
 def find_task_file(name: str) -> Path | None:
@@ -48,7 +47,7 @@ def task_display_name(path: Path) -> str:
 def resolve_task(
     name_or_path: str, *, name: str | None = None, type: str | None = None, **options: Any
 ) -> TaskSpec:
-    """A TaskSpec for a path, a shared-data name, or `lm_eval:<task>`."""
+    """A TaskSpec for a path, a data-root name, or `lm_eval:<task>`."""
     if name_or_path.startswith("lm_eval:"):
         return TaskSpec(name=name_or_path, type=type, **options)
     if options.get("include_path"):

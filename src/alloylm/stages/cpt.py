@@ -4,7 +4,7 @@
       kind: cpt
       model: embedded:smollm2-135m-instruct
       data:
-        - path: ${shared_data}/openstax_corpus/anatomy_physiology_2e.jsonl
+        - path: ${data}/openstax_corpus/anatomy_physiology_2e.jsonl
           weight: 1.0
           holdout: {fraction: 0.05, seed: 0, key: module}
       train: {max_steps: 20, learning_rate: 5.0e-5, max_seq_length: 512}

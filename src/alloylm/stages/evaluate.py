@@ -5,7 +5,7 @@ eval:
   kind: eval
   models: [embedded:smollm2-135m-instruct, ${stages.merged.output}]
   tasks:
-    - {path: "${shared_data}/openstax_mcq/anatomy_physiology_2e_mcq.jsonl", protocols: [cloze, paper]}
+    - {path: "${data}/openstax_mcq/anatomy_physiology_2e_mcq.jsonl", protocols: [cloze, paper]}
     - {path: "${stages.cpt.output}/heldout.jsonl", type: perplexity, name: heldout_ap}
   baseline: embedded:smollm2-135m-instruct     # default: the first model
 ```
@@ -26,7 +26,7 @@ Protocol = Literal["paper", "loglik", "cloze"]
 
 
 class TaskConfig(StrictModel):
-    """One benchmark: a file (`path`) or a name (a shared-data file or `lm_eval:<task>`)."""
+    """One benchmark: a file (`path`) or a name (a file under the data root or `lm_eval:<task>`)."""
 
     path: str | None = None
     name: str | None = Field(
@@ -73,11 +73,19 @@ class Config(StageConfig):
 
 def inputs(cfg: Config) -> list[InputSpec]:
     specs = [InputSpec(f"models[{i}]", model, "model") for i, model in enumerate(cfg.models)]
-    specs += [
-        InputSpec(f"tasks[{i}].path", task.path, "data", "benchmark")
-        for i, task in enumerate(cfg.tasks)
-        if task.path
-    ]
+    for i, task in enumerate(cfg.tasks):
+        if task.path:
+            specs.append(InputSpec(f"tasks[{i}].path", task.path, "data", "benchmark"))
+        elif task.name and not task.name.startswith("lm_eval:"):
+            # a task given by name is the file it resolves to, as run() will resolve it; an
+            # unknown name stays as it is, so that validation reports it at its line
+            from alloylm.evals.catalog import find_task_file
+
+            found = find_task_file(task.name)
+            value = str(found) if found is not None else task.name
+            specs.append(InputSpec(f"tasks[{i}].name", value, "data", "benchmark"))
+        if task.include_path:  # lm-eval reads every task YAML (and data) in the folder
+            specs.append(InputSpec(f"tasks[{i}].include_path", task.include_path, "file"))
     return specs
 
 

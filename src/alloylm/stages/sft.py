@@ -4,8 +4,8 @@
       kind: sft
       model: ${stages.cpt.output}
       data:
-        - path: ${shared_data}/openstax_sft/chemistry_2e_exercises_qa.jsonl     # question/answer
-        - path: ${shared_data}/openstax_sft/chemistry_2e_glossary.jsonl         # term/definition
+        - path: ${data}/openstax_sft/anatomy_physiology_2e_exercises_qa.jsonl   # question/answer
+        - path: ${data}/openstax_sft/anatomy_physiology_2e_glossary.jsonl       # term/definition
           template: {user: "What is {term}?", assistant: "{definition}"}
           weight: 0.5
       train: {max_steps: 20, learning_rate: 2.0e-5, max_seq_length: 512}
@@ -94,6 +94,16 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     examples, too_long = tokenize_examples(
         tokenizer, [c.messages for c in chats], cfg.train.max_seq_length
     )
+    if not examples:
+        from alloylm.errors import DataError
+
+        raise DataError(
+            f"no conversation fits in max_seq_length {cfg.train.max_seq_length} tokens "
+            f"({too_long} longer, {sum(part.report.bad for part in loaded)} unusable)",
+            file=str(cfg.data[0].path),
+            key="train.max_seq_length",
+            hint="raise train.max_seq_length, or give shorter conversations",
+        )
     pack = pack_best_fit if cfg.train.packing else unpacked_rows
     rows = pack(examples, cfg.train.max_seq_length)
     ctx.log(
