@@ -1,0 +1,776 @@
+"""The one generation loop: chat template, stop rule, sampling, streaming and batching.
+
+Serving, the `paper` eval protocol, chat, conversations, the judge and the local distillation
+teacher all generate through this module, so a served answer, an evaluated answer and a chatted
+answer are made the same way:
+
+- prompts go through `data/chat_template.format_prompt` (the one template function);
+- one stop rule (`stop_token_ids`): the model's generation_config EOS ids and the tokenizer's EOS,
+  plus the request's stop strings (cut from the text, never returned);
+- sampling in transformers' order: repetition penalty, temperature, top-k, top-p. Each sequence
+  has its own `torch.Generator`, so a seeded request draws the same tokens alone or in a batch;
+- text is detokenized incrementally and streamed as deltas; a delta never ends inside a multi-byte
+  character and never shows text that may still turn out to be the start of a stop string, so the
+  deltas always concatenate to the final text;
+- batching is step-level (continuous batching): a finished sequence leaves the batch at once and a
+  waiting request joins at the next step, so a 1-token request never waits for a 150-token one.
+  A join re-runs the prompt of every sequence in the batch (left-padded, one forward call) to
+  rebuild the KV cache: simple and exact, at the cost of one batched prefill per join.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from alloylm.data.chat_template import format_prompt
+
+Message = dict[str, str]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """What a caller may ask of one generation. temperature 0 means greedy (argmax)."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k filter
+    repetition_penalty: float = 1.0  # 1: off
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+    top_logprobs: int = 0  # alternatives reported per token when `logprobs` is on
+    logprobs: bool = False
+    json_object: bool = False  # reply is one JSON object; generation stops when it closes
+
+    def __post_init__(self) -> None:
+        problems = {
+            "max_new_tokens": self.max_new_tokens < 1,
+            "temperature": self.temperature < 0,
+            "top_p": not 0 < self.top_p <= 1,
+            "top_k": self.top_k < 0,
+            "repetition_penalty": self.repetition_penalty <= 0,
+            "top_logprobs": self.top_logprobs < 0,
+        }
+        for name, bad in problems.items():
+            if bad:
+                raise ValueError(f"{name} = {getattr(self, name)!r} is out of range")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+# The study's conversation settings (top_k 512, top_p 0.9, repetition_penalty 1.1, 1024 new
+# tokens). The study gives no temperature; 1.0 is transformers' default when sampling.
+PRESETS: dict[str, SamplingParams] = {
+    "greedy": SamplingParams(temperature=0.0),
+    "study": SamplingParams(
+        temperature=1.0, top_k=512, top_p=0.9, repetition_penalty=1.1, max_new_tokens=1024
+    ),
+}
+
+
+def preset(name: str, **overrides: Any) -> SamplingParams:
+    """A named preset with some fields replaced, e.g. preset('study', seed=1)."""
+    from alloylm.errors import ConfigError, did_you_mean
+
+    if name not in PRESETS:
+        raise ConfigError(
+            f"unknown sampling preset {name!r}{did_you_mean(name, PRESETS)}",
+            key="preset",
+            hint=f"known presets: {', '.join(PRESETS)}",
+        )
+    return replace(PRESETS[name], **overrides)
+
+
+# ---------------------------------------------------------------- the stop rule
+def stop_token_ids(model: Any, tokenizer: Any) -> frozenset[int]:
+    """EOS ids of the model's generation_config (an int or a list) and of the tokenizer."""
+    ids: set[int] = set()
+    config = getattr(model, "generation_config", None)
+    eos = getattr(config, "eos_token_id", None)
+    for value in eos if isinstance(eos, (list, tuple)) else [eos]:
+        if value is not None:
+            ids.add(int(value))
+    if getattr(tokenizer, "eos_token_id", None) is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    return frozenset(ids)
+
+
+def find_stop(text: str, stops: Sequence[str], start: int = 0) -> int | None:
+    """Index where the earliest stop string begins in text[start:] (absolute), or None."""
+    found = [i for i in (text.find(s, start) for s in stops if s) if i >= 0]
+    return min(found) if found else None
+
+
+def partial_stop_length(text: str, stops: Sequence[str]) -> int:
+    """Length of the longest suffix of `text` that is a proper prefix of a stop string.
+
+    That tail is held back from a stream: the next tokens may complete the stop string.
+    """
+    longest = 0
+    for stop in stops:
+        for size in range(min(len(stop) - 1, len(text)), longest, -1):
+            if text.endswith(stop[:size]):
+                longest = size
+                break
+    return longest
+
+
+class JsonObjectScanner:
+    """Follows text character by character and reports where the first top-level JSON object
+    closes (strings and escapes are respected, so braces inside strings do not count)."""
+
+    def __init__(self) -> None:
+        self.depth = 0
+        self.started = False
+        self.in_string = False
+        self.escaped = False
+        self.position = 0  # characters consumed
+        self.end: int | None = None  # index just past the closing brace
+        self.bad_start = False  # the first non-space character is not '{'
+
+    def feed(self, text: str) -> None:
+        for char in text:
+            if self.end is not None or self.bad_start:
+                return
+            self.position += 1
+            if not self.started:
+                if char.isspace():
+                    continue
+                if char != "{":
+                    self.bad_start = True
+                    return
+                self.started, self.depth = True, 1
+                continue
+            if self.in_string:
+                if self.escaped:
+                    self.escaped = False
+                elif char == "\\":
+                    self.escaped = True
+                elif char == '"':
+                    self.in_string = False
+            elif char == '"':
+                self.in_string = True
+            elif char in "{[":
+                self.depth += 1
+            elif char in "}]":
+                self.depth -= 1
+                if self.depth == 0:
+                    self.end = self.position
+
+
+# ---------------------------------------------------------------- sampling (pure, per row)
+def apply_repetition_penalty(logits: Any, previous: Sequence[int], penalty: float) -> Any:
+    """CTRL's penalty (Keskar et al. 2019, arXiv:1909.05858, eq. 3, as transformers applies it):
+    a seen token's positive logit is divided by `penalty`, a negative one multiplied."""
+    import torch
+
+    if penalty == 1.0 or not previous:
+        return logits
+    index = torch.tensor(sorted(set(previous)), dtype=torch.long, device=logits.device)
+    seen = logits[index]
+    logits = logits.clone()
+    logits[index] = torch.where(seen < 0, seen * penalty, seen / penalty)
+    return logits
+
+
+def filter_top_k(logits: Any, k: int) -> Any:
+    """Keep the k largest logits (Fan et al. 2018, arXiv:1805.04833); the rest become -inf."""
+    import torch
+
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    threshold = torch.topk(logits, k).values[-1]
+    return logits.masked_fill(logits < threshold, float("-inf"))
+
+
+def filter_top_p(logits: Any, p: float) -> Any:
+    """Nucleus filter (Holtzman et al. 2020, arXiv:1904.09751): keep the smallest set of most
+    likely tokens whose probability reaches p (the most likely token is always kept)."""
+    import torch
+
+    if p >= 1.0:
+        return logits
+    ordered, order = torch.sort(logits, descending=True)
+    cumulative = ordered.softmax(-1).cumsum(-1)
+    drop = cumulative - ordered.softmax(-1) >= p  # mass before this token already reaches p
+    drop[0] = False
+    return logits.masked_fill(torch.zeros_like(drop).scatter(0, order, drop), float("-inf"))
+
+
+def choose_token(
+    logits: Any,
+    params: SamplingParams,
+    previous: Sequence[int],
+    generator: Any,
+    banned: Any = None,
+) -> int:
+    """The next token for one row: penalty, then argmax or temperature/top-k/top-p sampling."""
+    import torch
+
+    logits = apply_repetition_penalty(logits.float(), previous, params.repetition_penalty)
+    if banned is not None:
+        logits = logits.masked_fill(banned, float("-inf"))
+    if params.greedy:
+        return int(torch.argmax(logits))
+    logits = filter_top_p(filter_top_k(logits / params.temperature, params.top_k), params.top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+# ---------------------------------------------------------------- one sequence in flight
+@dataclass
+class TokenLogprob:
+    token: str
+    logprob: float
+    top: list[tuple[str, float]]
+
+    def as_openai(self) -> dict[str, Any]:
+        def entry(token: str, logprob: float) -> dict[str, Any]:
+            return {"token": token, "logprob": logprob, "bytes": list(token.encode("utf-8"))}
+
+        return {**entry(self.token, self.logprob), "top_logprobs": [entry(*t) for t in self.top]}
+
+
+@dataclass
+class Generation:
+    """A finished sequence. `finish_reason`: 'stop' (EOS, stop string, JSON object closed),
+    'length' (max_new_tokens or the context), 'cancelled', or 'error'."""
+
+    text: str
+    token_ids: list[int]
+    prompt_tokens: int
+    finish_reason: str
+    logprobs: list[TokenLogprob] | None = None
+    error: BaseException | None = None
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
+
+
+# Events a sequence hands to its listener: ('delta', text, [TokenLogprob]) and ('done', Generation).
+Event = tuple[Any, ...]
+Listener = Callable[[Event], None]
+
+
+class _Sequence:
+    def __init__(
+        self,
+        prompt: Sequence[int],
+        params: SamplingParams,
+        listener: Listener,
+        *,
+        tokenizer: Any,
+        stop_ids: frozenset[int],
+        context_length: int | None,
+    ) -> None:
+        import torch
+
+        self.prompt = list(prompt)
+        self.params = params
+        self.listener = listener
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_ids
+        self.context_length = context_length
+        self.tokens: list[int] = []
+        self.generator = None
+        if not params.greedy:
+            self.generator = torch.Generator()
+            seed = params.seed if params.seed is not None else random.SystemRandom().getrandbits(63)
+            self.generator.manual_seed(int(seed))
+        self.text = ""  # decoded text of `tokens` up to the last whole character
+        self.emitted = 0  # characters already handed out as deltas
+        self.final_length: int | None = None  # text is cut here (stop string, JSON end)
+        self.finish_reason: str | None = None
+        self.cancelled = False
+        self.logprobs: list[TokenLogprob] = []
+        self._pending_logprobs: list[TokenLogprob] = []
+        self._token_ends: list[int] = []  # len(text) after each token, for logprob cuts
+        self.json = JsonObjectScanner() if params.json_object else None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def all_ids(self) -> list[int]:
+        return self.prompt + self.tokens
+
+    def choose(self, logits: Any, json_banned: Any) -> int:
+        banned = None
+        if self.json is not None and self.json.end is None:
+            banned = json_banned(self.json.started, self.stop_ids)
+        return choose_token(logits, self.params, self.all_ids(), self.generator, banned)
+
+    def advance(self, token: int, logprob: TokenLogprob | None) -> None:
+        """Take one sampled token: stop rule, detokenize, stop strings, JSON end, max length."""
+        if token in self.stop_ids:  # (banned in JSON mode until the object closes)
+            return self._finish("stop")
+        self.tokens.append(token)
+        decoded = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        if not decoded.endswith("\ufffd"):  # an incomplete UTF-8 character waits for its bytes
+            previous = len(self.text)
+            self.text = decoded
+            if self.json is not None:
+                self.json.feed(decoded[previous:])
+        self._token_ends.append(len(self.text))
+        if logprob is not None:
+            self._pending_logprobs.append(logprob)
+            self.logprobs.append(logprob)
+        if self.params.stop:
+            window = max(0, self.emitted - max(len(s) for s in self.params.stop))
+            cut = find_stop(self.text, self.params.stop, window)
+            if cut is not None:
+                self.final_length = cut
+                return self._finish("stop")
+        if self.json is not None and self.json.end is not None:
+            self.final_length = self.json.end
+            return self._finish("stop")
+        if self.json is not None and self.json.bad_start:  # the server reports it as invalid
+            return self._finish("stop")
+        if len(self.tokens) >= self.params.max_new_tokens or (
+            self.context_length is not None and len(self.all_ids()) >= self.context_length
+        ):
+            return self._finish("length")
+        held = partial_stop_length(self.text, self.params.stop) if self.params.stop else 0
+        self._emit(len(self.text) - held)
+
+    def _emit(self, upto: int) -> None:
+        if upto > self.emitted or self._pending_logprobs:
+            delta = self.text[self.emitted : max(upto, self.emitted)]
+            self.emitted = max(upto, self.emitted)
+            entries, self._pending_logprobs = self._pending_logprobs, []
+            if delta or entries:
+                self.listener(("delta", delta, entries))
+
+    def _finish(self, reason: str) -> None:
+        if reason != "cancelled" and self.final_length is None:
+            # The end of the sequence: decode everything, even a dangling partial character.
+            self.text = self.tokenizer.decode(self.tokens, skip_special_tokens=True)
+        end = len(self.text) if self.final_length is None else self.final_length
+        self.text = self.text[:end]
+        if self.params.logprobs:  # only the tokens whose text starts inside the reply
+            starts = [0, *self._token_ends[:-1]]
+            kept = sum(1 for start in starts if start < end)
+            dropped = len(self._token_ends) - kept
+            self.logprobs = self.logprobs[:kept]
+            self._pending_logprobs = self._pending_logprobs[
+                : max(0, len(self._pending_logprobs) - dropped)
+            ]
+        self.finish_reason = reason
+        if reason != "cancelled":
+            self._emit(end)
+        self.listener(("done", self.result()))
+
+    def cancel_now(self) -> None:
+        self.finish_reason = "cancelled"
+        self.listener(("done", self.result()))
+
+    def fail(self, error: BaseException) -> None:
+        self.finish_reason = "error"
+        self.listener(("done", replace(self.result(), error=error)))
+
+    def result(self) -> Generation:
+        return Generation(
+            text=self.text[: self.emitted] if self.finish_reason == "cancelled" else self.text,
+            token_ids=list(self.tokens),
+            prompt_tokens=len(self.prompt),
+            finish_reason=self.finish_reason or "error",
+            logprobs=list(self.logprobs) if self.params.logprobs else None,
+        )
+
+
+# ---------------------------------------------------------------- the batch, step by step
+class DecodeBatch:
+    """Sequences decoded together, one token per step; sequences leave and join between steps."""
+
+    def __init__(self, model: Any, tokenizer: Any, pad_id: int) -> None:
+        import inspect
+
+        import torch
+
+        self.torch = torch
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pad_id = pad_id
+        self.device = next(model.parameters()).device
+        self.rows: list[_Sequence] = []
+        self.cache: Any = None
+        self.mask: Any = None
+        parameters = inspect.signature(model.forward).parameters
+        # transformers >= 5.2x calls the KV cache `cache`; earlier releases `past_key_values`.
+        self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
+        self._json_masks: dict[tuple[bool, frozenset[int]], Any] = {}
+
+    def step(self, joining: Sequence[_Sequence] = ()) -> None:
+        """One token for every row (joining rows first run their prompts); finished rows leave."""
+        torch = self.torch
+        if joining:
+            self.rows.extend(joining)
+            logits = self._prefill()
+        elif self.rows:
+            logits = self._decode()
+        else:
+            return
+        want_logprobs = any(row.params.logprobs for row in self.rows)
+        logprobs = torch.log_softmax(logits.float(), dim=-1) if want_logprobs else None
+        for index, row in enumerate(self.rows):
+            if row.cancelled:  # the caller went away: the row leaves without a token
+                row.cancel_now()
+                continue
+            token = row.choose(logits[index], self._json_banned)
+            entry = (
+                self._logprob_entry(logprobs[index], token, row) if row.params.logprobs else None
+            )
+            row.advance(token, entry)
+        keep = [index for index, row in enumerate(self.rows) if not row.finished]
+        if len(keep) < len(self.rows):
+            self.rows = [self.rows[index] for index in keep]
+            if not keep:
+                self.cache = self.mask = None
+            else:
+                chosen = torch.tensor(keep, dtype=torch.long, device=self.device)
+                self.cache.batch_select_indices(chosen)
+                self.mask = self.mask[chosen]
+
+    def _prefill(self) -> Any:
+        torch = self.torch
+        sequences = [row.all_ids() for row in self.rows]
+        width = max(len(ids) for ids in sequences)
+        ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(sequences), width), dtype=torch.long)
+        for index, row in enumerate(sequences):
+            ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
+            mask[index, width - len(row) :] = 1
+        ids, mask = ids.to(self.device), mask.to(self.device)
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+            )
+        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        self.mask = mask
+        return out.logits[:, -1, :]
+
+    def _decode(self) -> Any:
+        torch = self.torch
+        last = torch.tensor([[row.tokens[-1]] for row in self.rows], device=self.device)
+        positions = self.mask.sum(-1, keepdim=True)
+        self.mask = torch.cat(
+            [self.mask, torch.ones((len(self.rows), 1), dtype=torch.long, device=self.device)], -1
+        )
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=last,
+                attention_mask=self.mask,
+                position_ids=positions,
+                use_cache=True,
+                logits_to_keep=1,
+                **{self._cache_kwarg: self.cache},
+            )
+        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out.logits[:, -1, :]
+
+    def _logprob_entry(self, logprobs: Any, token: int, row: _Sequence) -> TokenLogprob:
+        decode = self.tokenizer.decode
+        top: list[tuple[str, float]] = []
+        if row.params.top_logprobs:
+            values, ids = self.torch.topk(logprobs, row.params.top_logprobs)
+            top = [(decode([int(i)]), float(v)) for v, i in zip(values, ids, strict=True)]
+        return TokenLogprob(decode([token]), float(logprobs[token]), top)
+
+    def _json_banned(self, started: bool, stop_ids: frozenset[int]) -> Any:
+        """Tokens banned in JSON-object mode: before the '{', every token that is not blank and
+        does not start (after blanks) with '{'; until the object closes, the EOS tokens."""
+        key = (started, stop_ids)
+        if key not in self._json_masks:
+            torch = self.torch
+            vocab = self.model.get_output_embeddings().weight.shape[0]
+            banned = torch.full((vocab,), not started, dtype=torch.bool, device=self.device)
+            if not started:
+                size = min(vocab, len(self.tokenizer))
+                pieces = self.tokenizer.batch_decode([[i] for i in range(size)])
+                allowed = [
+                    i for i, piece in enumerate(pieces) if piece and piece.lstrip()[:1] in ("", "{")
+                ]
+                banned[torch.tensor(allowed, dtype=torch.long)] = False
+            for index in stop_ids:
+                if index < vocab:
+                    banned[index] = True
+            self._json_masks[key] = banned
+        return self._json_masks[key]
+
+
+def context_length_of(model: Any) -> int | None:
+    """Positions the model was built for (max_position_embeddings), when its config says."""
+    value = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+    return int(value) if value else None
+
+
+def generate_batch(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    params: SamplingParams,
+    *,
+    pad_id: int | None = None,
+) -> list[Generation]:
+    """Generate for token-id prompts in this thread, all in one batch (used by the evals)."""
+    stop_ids = stop_token_ids(model, tokenizer)
+    if pad_id is None:
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
+    results: list[Generation | None] = [None] * len(prompts)
+
+    def listener_for(index: int) -> Listener:
+        def listen(event: Event) -> None:
+            if event[0] == "done":
+                results[index] = event[1]
+
+        return listen
+
+    batch = DecodeBatch(model, tokenizer, int(pad_id))
+    context = context_length_of(model)
+    rows = [
+        _Sequence(
+            p,
+            params,
+            listener_for(i),
+            tokenizer=tokenizer,
+            stop_ids=stop_ids,
+            context_length=context,
+        )
+        for i, p in enumerate(prompts)
+    ]
+    batch.step(rows)
+    while batch.rows:
+        batch.step()
+    return [result for result in results if result is not None]
+
+
+# ---------------------------------------------------------------- the shared, threaded generator
+class QueueFull(Exception):
+    """More requests are waiting than the generator accepts; retry later."""
+
+
+class Handle:
+    """One submitted sequence: iterate `events()`, or `wait()` for the Generation."""
+
+    def __init__(self) -> None:
+        self._events: queue.Queue[Event] = queue.Queue()
+        self.sequence: _Sequence | None = None
+        self.result: Generation | None = None
+
+    def _listen(self, event: Event) -> None:
+        if event[0] == "done":
+            self.result = event[1]
+        self._events.put(event)
+
+    def events(self) -> Iterator[Event]:
+        while True:
+            event = self._events.get()
+            yield event
+            if event[0] == "done":
+                return
+
+    def wait(self) -> Generation:
+        for _ in self.events():
+            pass
+        assert self.result is not None
+        return self.result
+
+    def cancel(self) -> None:
+        if self.sequence is not None:
+            self.sequence.cancelled = True
+
+
+class ModelGenerator:
+    """A model folder (or a loaded model and tokenizer) generating for many threads at once.
+
+    A scheduler thread runs a `DecodeBatch` of at most `max_batch` sequences; at most `max_queue`
+    more may wait (then `QueueFull`). Use `generate` (a dict, for the teachers), `complete` (a
+    Generation), `stream` (text deltas) or `submit` (a Handle with events).
+    """
+
+    def __init__(
+        self,
+        folder: str | Path | None = None,
+        *,
+        model: Any = None,
+        tokenizer: Any = None,
+        max_batch: int = 8,
+        max_queue: int = 64,
+        dtype: str | None = None,
+        threads: int | None = None,
+    ) -> None:
+        import torch
+
+        if threads:
+            # On a shared CPU, fewer intra-op threads can be several times faster (no spin-waiting).
+            torch.set_num_threads(threads)
+        if model is None or tokenizer is None:
+            from alloylm.models.loading import load_causal_lm, load_tokenizer
+
+            if folder is None:
+                raise ValueError("give a model folder, or a model and its tokenizer")
+            tokenizer = tokenizer or load_tokenizer(folder)
+            model = model or load_causal_lm(folder, dtype=dtype)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.stop_ids = stop_token_ids(self.model, tokenizer)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(self.stop_ids)
+        self.context_length = context_length_of(self.model)
+        self.max_batch = max(1, max_batch)
+        self.max_queue = max(0, max_queue)
+        self._batch = DecodeBatch(self.model, tokenizer, int(pad))
+        self._waiting: deque[_Sequence] = deque()
+        self._lock = threading.Condition()
+        self._worker = threading.Thread(target=self._loop, daemon=True, name="alloy-generate")
+        self._worker.start()
+
+    # -- prompts
+    def encode_chat(self, messages: Sequence[Message]) -> list[int]:
+        """Prompt token ids for a conversation (the generation prompt appended)."""
+        text = format_prompt(self.tokenizer, messages)
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # -- submitting
+    def submit_many(self, prompt: Sequence[int], params: Sequence[SamplingParams]) -> list[Handle]:
+        """Queue one sequence per params (all or none: `QueueFull` when they do not fit)."""
+        handles = [Handle() for _ in params]
+        sequences = [
+            _Sequence(
+                prompt,
+                p,
+                handle._listen,
+                tokenizer=self.tokenizer,
+                stop_ids=self.stop_ids,
+                context_length=self.context_length,
+            )
+            for p, handle in zip(params, handles, strict=True)
+        ]
+        with self._lock:
+            if len(self._waiting) + len(sequences) > self.max_queue + self._free_slots():
+                raise QueueFull(f"{len(self._waiting)} requests are already waiting")
+            for handle, sequence in zip(handles, sequences, strict=True):
+                handle.sequence = sequence
+                self._waiting.append(sequence)
+            self._lock.notify()
+        return handles
+
+    def submit(self, prompt: Sequence[int], params: SamplingParams) -> Handle:
+        return self.submit_many(prompt, [params])[0]
+
+    def _free_slots(self) -> int:
+        return max(0, self.max_batch - len(self._batch.rows))
+
+    def complete(self, messages: Sequence[Message], params: SamplingParams) -> Generation:
+        result = self.submit(self.encode_chat(messages), params).wait()
+        if result.error is not None:
+            raise result.error
+        return result
+
+    def stream(self, messages: Sequence[Message], params: SamplingParams) -> Iterator[str]:
+        """Text deltas as the tokens are generated; they concatenate to the final text."""
+        handle = self.submit(self.encode_chat(messages), params)
+        try:
+            for event in handle.events():
+                if event[0] == "delta" and event[1]:
+                    yield event[1]
+                elif event[0] == "done" and event[1].error is not None:
+                    raise event[1].error
+        finally:
+            handle.cancel()
+
+    def generate(
+        self,
+        messages: Sequence[Message],
+        *,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
+        seed: int | None = None,
+        **more: Any,
+    ) -> dict[str, Any]:
+        """{'text', 'prompt_tokens', 'completion_tokens', 'finish_reason'} for one conversation."""
+        params = SamplingParams(
+            max_new_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed, **more
+        )
+        return self.complete(messages, params).as_dict()
+
+    # -- the scheduler
+    def _loop(self) -> None:
+        while True:
+            with self._lock:
+                while not self._waiting and not self._batch.rows:
+                    self._lock.wait()
+                fresh = not self._batch.rows
+            if fresh:
+                time.sleep(0.005)  # requests sent together start together (one prefill)
+            with self._lock:
+                joining = []
+                while self._waiting and len(joining) < self._free_slots():
+                    sequence = self._waiting.popleft()
+                    if sequence.cancelled:
+                        sequence.cancel_now()
+                    else:
+                        joining.append(sequence)
+            try:
+                self._batch.step(joining)
+            except BaseException as error:  # noqa: BLE001 - handed to every waiting caller
+                for row in {id(r): r for r in [*self._batch.rows, *joining]}.values():
+                    if not row.finished:
+                        row.fail(error)
+                self._batch.rows, self._batch.cache, self._batch.mask = [], None, None
+
+
+def is_json_object(text: str) -> bool:
+    """True when `text` parses as one JSON object (what json_object mode promises)."""
+    try:
+        return isinstance(json.loads(text), dict)
+    except ValueError:
+        return False
+
+
+__all__ = [
+    "PRESETS",
+    "DecodeBatch",
+    "Generation",
+    "Handle",
+    "JsonObjectScanner",
+    "ModelGenerator",
+    "QueueFull",
+    "SamplingParams",
+    "TokenLogprob",
+    "apply_repetition_penalty",
+    "choose_token",
+    "filter_top_k",
+    "filter_top_p",
+    "find_stop",
+    "generate_batch",
+    "is_json_object",
+    "partial_stop_length",
+    "preset",
+    "stop_token_ids",
+]
