@@ -55,7 +55,9 @@ class HoldoutConfig(StrictModel):
     fraction: float = Field(gt=0.0, lt=1.0)
     seed: int = 0
     key: str | None = Field(
-        None, description="record field to group by (e.g. module, title); none = the text"
+        None,
+        description="record field to group by (e.g. module, title; a list or dict field is "
+        "hashed as JSON); none or the text field = the record's own text",
     )
 
 
@@ -258,6 +260,7 @@ def _meta(record: Mapping[str, Any], source: DataSource) -> dict[str, Any]:
 def _load(source: DataSource, convert: Any, build: Any) -> LoadedSource:
     report = LoadReport()
     items: list[Any] = []
+    keys: list[str] = []  # the holdout key of each item
     for file, line, record in iter_raw_records(source.path, source.format, report):
         if source.limit is not None and len(items) >= source.limit:
             break
@@ -268,7 +271,10 @@ def _load(source: DataSource, convert: Any, build: Any) -> LoadedSource:
         if source.holdout is not None and source.holdout.key and source.holdout.key not in record:
             report.add_problem(file, line, f"no {source.holdout.key!r} field for the holdout key")
             continue
-        items.append(build(value, file, line, record))
+        item = build(value, file, line, record)
+        items.append(item)
+        if source.holdout is not None:
+            keys.append(_holdout_key(item, record, source))
     report.usable = len(items)
     if not items:
         details = "; ".join(report.problems[:3]) or "no records"
@@ -280,9 +286,11 @@ def _load(source: DataSource, convert: Any, build: Any) -> LoadedSource:
     if source.holdout is None:
         return LoadedSource(source, items, [], report)
     holdout = source.holdout
-    kept, heldout = split_by_key(
-        items, lambda item: _holdout_key(item, holdout.key), holdout.fraction, holdout.seed
+    kept_pairs, heldout_pairs = split_by_key(
+        list(zip(items, keys, strict=True)), lambda pair: pair[1], holdout.fraction, holdout.seed
     )
+    kept = [item for item, _ in kept_pairs]
+    heldout = [item for item, _ in heldout_pairs]
     if not kept or not heldout:
         side = "training" if not kept else "held-out"
         raise DataError(
@@ -295,9 +303,16 @@ def _load(source: DataSource, convert: Any, build: Any) -> LoadedSource:
     return LoadedSource(source, kept, heldout, report)
 
 
-def _holdout_key(item: TextDoc | ChatExample, key: str | None) -> str:
-    if key is not None:
-        return key_text(item.meta[key])
+def _holdout_key(item: TextDoc | ChatExample, record: Mapping[str, Any], source: DataSource) -> str:
+    """The text a record's holdout split hashes: its `key` field, or the record's own text.
+
+    Any field works: a list or dict (e.g. `messages`, `authors`) is hashed as sorted JSON, so
+    records with equal values stay together; the text field itself means the document's text,
+    as when no key is given.
+    """
+    key = source.holdout.key if source.holdout is not None else None
+    if key is not None and key != source.text_field:
+        return key_text(record[key])
     if isinstance(item, TextDoc):
         return item.text
     return key_text(list(item.messages))
