@@ -577,8 +577,12 @@ class QueueFull(Exception):
 class Handle:
     """One submitted sequence: iterate `events()`, or `wait()` for the Generation."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self, index: int = 0, on_event: Callable[[int, Event], None] | None = None
+    ) -> None:
         self._events: queue.Queue[Event] = queue.Queue()
+        self.index = index
+        self._on_event = on_event
         self.sequence: _Sequence | None = None
         self.result: Generation | None = None
 
@@ -586,6 +590,8 @@ class Handle:
         if event[0] == "done":
             self.result = event[1]
         self._events.put(event)
+        if self._on_event is not None:
+            self._on_event(self.index, event)
 
     def events(self) -> Iterator[Event]:
         while True:
@@ -656,9 +662,18 @@ class ModelGenerator:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     # -- submitting
-    def submit_many(self, prompt: Sequence[int], params: Sequence[SamplingParams]) -> list[Handle]:
-        """Queue one sequence per params (all or none: `QueueFull` when they do not fit)."""
-        handles = [Handle() for _ in params]
+    def submit_many(
+        self,
+        prompt: Sequence[int],
+        params: Sequence[SamplingParams],
+        on_event: Callable[[int, Event], None] | None = None,
+    ) -> list[Handle]:
+        """Queue one sequence per params (all or none: `QueueFull` when they do not fit).
+
+        `on_event(index, event)`, when given, also receives every sequence's events in order,
+        from the scheduler thread (one queue for a streamed reply with n > 1 choices).
+        """
+        handles = [Handle(index, on_event) for index in range(len(params))]
         sequences = [
             _Sequence(
                 prompt,
