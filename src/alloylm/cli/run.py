@@ -12,7 +12,9 @@ examples:
   alloy run p.yaml stages.sft.train.learning_rate=1e-5      dotted override
   alloy run p.yaml --force sft                                rebuild one stage (and what follows)
   alloy run p.yaml --only eval                                run one stage, inputs must exist
-  alloy run p.yaml --launcher accelerate --num-processes 8 --config-file configs/accelerate/deepspeed_zero3.yaml
+  alloy run p.yaml --launcher accelerate --num-processes 8 --config-file deepspeed_zero3
+  alloy run p.yaml --parallel 2                               independent stages side by side
+  alloy run recipes/study_cpu.yaml                            a study file runs its whole grid
 
 Stages already built with the same content hash are skipped. An interrupted run (Ctrl-C, kill -9)
 leaves no half-written artifact; run the same command again to continue.
@@ -39,17 +41,44 @@ leaves no half-written artifact; run the same command again to continue.
     parser.add_argument(
         "--num-processes", type=int, default=1, help="processes for --launcher (default 1)"
     )
-    parser.add_argument("--config-file", help="accelerate config file (see configs/accelerate/)")
+    parser.add_argument("--config-file", help="accelerate config file, or a shipped one by name: ddp, fsdp, deepspeed_zero3, multinode")
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run up to N independent stages at once, each in its own process on its own group of "
+        "GPUs (CUDA_VISIBLE_DEVICES); on CPU the cores are shared out. Logs: OUTPUT/.alloy/logs/",
+    )
+    parser.add_argument(
+        "--devices",
+        metavar="IDS",
+        help="GPU ids to share out with --parallel, e.g. 0,1,2,3 (default: all visible)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.markup import escape
-
-    from alloylm.cli.display import RichStageProgress, console, summary_table
+    from alloylm.cli.display import console, summary_table
     from alloylm.config.pipeline import load_pipeline
-    from alloylm.pipeline.runner import Launcher, PipelineRunner
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
+    outcomes = execute(pipeline, args)
+    console.print(summary_table(outcomes, f"run {pipeline.run.name} -> {pipeline.output_dir}"))
+    return 1 if any(o.status == "failed" for o in outcomes) else 0
+
+
+def execute(pipeline, args: argparse.Namespace) -> list:
+    """Run a loaded pipeline with the options of `alloy run` (also used by `alloy study run`)."""
+    from rich.markup import escape
+
+    from alloylm.cli.display import RichStageProgress, console
+    from alloylm.errors import ConfigError
+    from alloylm.pipeline.runner import Launcher, PipelineRunner
+
+    if getattr(pipeline, "study", None) is not None:
+        from alloylm.pipeline.study import write_plan
+
+        write_plan(pipeline)  # before any stage runs: the grid as planned
     force = set(args.force)
     # Forcing a stage also rebuilds what depends on it: their inputs change.
     launcher = Launcher(args.launcher, args.num_processes, args.config_file)
@@ -61,7 +90,12 @@ def run(args: argparse.Namespace) -> int:
                 + escape(f"{outcome.name} ({outcome.kind}): already built at {outcome.path}")
             )
         elif event == "start":
-            console.print(f"[bold]build[/] {outcome.name} ({outcome.kind})")
+            where = ""
+            if getattr(args, "parallel", 1) > 1:
+                where = " on " + ", ".join(
+                    f"{k}={v}" for k, v in outcome.metrics.items() if k != "slot"
+                )
+            console.print(f"[bold]build[/] {outcome.name} ({outcome.kind}){escape(where)}")
         elif event == "built":
             console.print(
                 f"[green]done[/]  {outcome.name} in {outcome.wall_s:,.1f} s -> {outcome.path}"
@@ -69,14 +103,39 @@ def run(args: argparse.Namespace) -> int:
         elif event == "failed":
             console.print("[red]fail[/]  " + escape(f"{outcome.name}: {outcome.error}"))
 
-    runner = PipelineRunner(
-        pipeline,
-        force=force,
-        only=set(args.only) if args.only else None,
-        launcher=launcher,
-        progress_factory=RichStageProgress,
-        on_event=on_event,
-    )
-    outcomes = runner.run()
-    console.print(summary_table(outcomes, f"run {pipeline.run.name} -> {pipeline.output_dir}"))
-    return 1 if any(o.status == "failed" for o in outcomes) else 0
+    parallel = getattr(args, "parallel", 1)
+    if parallel > 1:
+        from alloylm.pipeline.parallel import (
+            device_groups,
+            run_parallel,
+            slot_environments,
+            visible_devices,
+        )
+
+        if force or args.only:
+            raise ConfigError(
+                "--parallel runs every stage that is not built; it does not take --force or --only",
+                key="--parallel",
+                hint="rebuild or run single stages without --parallel",
+            )
+        per_group = args.num_processes if args.launcher else None
+        groups = device_groups(parallel, visible_devices(args.devices), per_group)
+        command = [str(pipeline.file), *args.overrides]
+        if args.launcher:
+            command += ["--launcher", args.launcher, "--num-processes", str(args.num_processes)]
+            if args.config_file:
+                command += ["--config-file", args.config_file]
+        outcomes = run_parallel(pipeline, command, slot_environments(groups), on_event=on_event)
+    else:
+        runner = PipelineRunner(
+            pipeline,
+            force=force,
+            only=set(args.only) if args.only else None,
+            launcher=launcher,
+            progress_factory=RichStageProgress,
+            on_event=on_event,
+        )
+        outcomes = runner.run()
+    if getattr(pipeline, "study", None) is not None:
+        write_plan(pipeline)
+    return outcomes

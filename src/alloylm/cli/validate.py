@@ -22,8 +22,16 @@ def run(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args.pipeline, args.overrides, check_data=not args.no_data_check)
     order = topological_order(pipeline)
     print(f"{pipeline.file}: valid; {len(order)} stages, output {pipeline.output_dir}")
+    width = max(16, *(len(name) for name in order))
     for name in order:
         spec = pipeline.stages[name]
         after = f" <- {', '.join(spec.depends_on)}" if spec.depends_on else ""
-        print(f"  {name:<16} {spec.kind:<8}{after}")
+        print(f"  {name:<{width}} {spec.kind:<8}{after}")
+    if getattr(pipeline, "study", None) is not None:
+        study = pipeline.study
+        print(
+            f"study {study.name}: {len(study.stages)} generated stages, "
+            f"{len(study.models)} models evaluated by {study.eval_stage!r}; "
+            f"the grid with what is built: alloy study plan {args.pipeline}"
+        )
     return 0
