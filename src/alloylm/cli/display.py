@@ -15,10 +15,31 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.table import Table
+from rich.text import Text
 
 from alloylm.stages.base import Progress as StageProgress
 
-console = Console(stderr=True)
+# Lines may be this long when the output is not a terminal: a pipe or a file gets every name
+# and path whole, on one line, for grep and scripts.
+UNLIMITED_WIDTH = 10_000
+
+
+def output_console(*, stderr: bool = False) -> Console:
+    """A console whose tables never cut a name: terminal width on a terminal, else unlimited.
+
+    Emoji codes are off, so that names such as tiny:llama:1 print as they are.
+    """
+    probe = Console(stderr=stderr)
+    width = None if probe.is_terminal else UNLIMITED_WIDTH
+    return Console(stderr=stderr, emoji=False, width=width)
+
+
+def add_name_column(table: Table, header: str, **options: Any) -> None:
+    """A column of identifiers or paths: folded onto more lines when narrow, never cut with '…'."""
+    table.add_column(header, overflow="fold", **options)
+
+
+console = output_console(stderr=True)
 
 
 class RichStageProgress(StageProgress):
@@ -82,18 +103,22 @@ def _format_field(key: str, value: Any) -> str:
 
 
 def summary_table(outcomes: list[Any], title: str) -> Table:
-    table = Table(title=title, title_justify="left")
-    for column in ("stage", "kind", "status", "time", "key result", "artifact"):
-        table.add_column(column)
+    table = Table(title=Text(title), title_justify="left")
+    add_name_column(table, "stage")
+    add_name_column(table, "kind")
+    table.add_column("status")
+    table.add_column("time", no_wrap=True)
+    table.add_column("key result")
+    add_name_column(table, "artifact")
     colors = {"built": "green", "skipped": "cyan", "failed": "red", "not run": "yellow"}
     for outcome in outcomes:
         table.add_row(
-            outcome.name,
-            outcome.kind,
-            f"[{colors.get(outcome.status, 'white')}]{outcome.status}[/]",
+            Text(outcome.name),  # Text: a name or path with [brackets] is not rich markup
+            Text(outcome.kind),
+            Text(outcome.status, style=colors.get(outcome.status, "white")),
             f"{outcome.wall_s:,.1f} s" if outcome.wall_s else "-",
-            key_result(outcome.metrics),
-            str(outcome.path),
+            Text(key_result(outcome.metrics)),
+            Text(str(outcome.path)),
         )
     return table
 

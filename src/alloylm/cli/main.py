@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import io
 import os
 import sys
 
@@ -34,7 +36,38 @@ See README.md and docs/ for each stage.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _add_verbose(parser: argparse.ArgumentParser, default: object = False) -> None:
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=default,
+        help="show library logs and full tracebacks",
+    )
+
+
+def chosen_command(argv: list[str]) -> str | None:
+    """The command `argv` names, found by parsing (options may come before or after it).
+
+    A throw-away parser that knows the global options and the command names, and nothing of
+    the commands' own arguments, so that no command module has to be imported to find it.
+    """
+    finder = argparse.ArgumentParser(prog="alloy", add_help=False, exit_on_error=False)
+    _add_verbose(finder)
+    finder.add_argument("-h", "--help", action="store_true")
+    finder.add_argument("--version", action="store_true")
+    names = finder.add_subparsers(dest="command")
+    for name in COMMANDS:
+        names.add_parser(name, add_help=False)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):
+            found, _ = finder.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        return None  # the real parser reports the mistake
+    return found.command
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     from alloylm import __version__
 
     parser = argparse.ArgumentParser(
@@ -44,11 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"alloylm {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="store_true", help="show library logs and full tracebacks"
-    )
+    _add_verbose(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    wanted = sys.argv[1] if len(sys.argv) > 1 else None
+    wanted = chosen_command(sys.argv[1:] if argv is None else argv)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(
             name,
@@ -56,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=help_text,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
+        # `alloy run -v p.yaml` as well as `alloy -v run p.yaml`; SUPPRESS keeps a -v given
+        # before the command when none follows it.
+        _add_verbose(command, default=argparse.SUPPRESS)
         # Only the chosen command's module is imported: `alloy --help` stays fast.
         if name == wanted:
             try:
@@ -64,15 +98,24 @@ def build_parser() -> argparse.ArgumentParser:
                 command.set_defaults(_unavailable=f"command {name!r} is not available: {error}")
                 continue
             module.add_arguments(command)
+            _verbose_in_actions(command)
             command.set_defaults(_module=module)
     return parser
 
 
+def _verbose_in_actions(command: argparse.ArgumentParser) -> None:
+    """-v after an action too (`alloy models ls -v`), for commands with their own subcommands."""
+    for action in command._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for action_parser in action.choices.values():
+                _add_verbose(action_parser, default=argparse.SUPPRESS)
+
+
 def main(argv: list[str] | None = None) -> int:
-    if argv is not None:
-        sys.argv = ["alloy", *argv]
-    parser = build_parser()
-    args = parser.parse_args()
+    if argv is None:
+        argv = sys.argv[1:]
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
     if not args.command:
         parser.print_help()
         return 0
