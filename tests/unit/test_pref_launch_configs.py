@@ -55,7 +55,7 @@ def test_accelerate_command_with_short_config_name(tmp_path: Path) -> None:
     command = launch.build_command("accelerate", 8, config, tmp_path / "spec.json")
     assert command[:3] == [sys.executable, "-m", "accelerate.commands.launch"]
     assert command[command.index("--config_file") + 1].endswith(
-        "configs/accelerate/deepspeed_zero3.yaml"
+        "alloylm/resources/accelerate/deepspeed_zero3.yaml"
     )
     assert "--num_processes=8" in command
 

@@ -1,8 +1,9 @@
-"""`alloy init [FILE]`: write a commented starter pipeline."""
+"""`alloy init [FILE]`: write a commented starter pipeline, or (`--recipe NAME`) a shipped recipe."""
 
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 STARTER = """\
@@ -51,8 +52,17 @@ stages:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from alloylm.resources import recipe_names
+
     parser.add_argument(
-        "file", nargs="?", default="pipeline.yaml", help="where to write (default pipeline.yaml)"
+        "file",
+        nargs="?",
+        help="where to write (default pipeline.yaml; with --recipe, the recipe's file name)",
+    )
+    parser.add_argument(
+        "--recipe",
+        metavar="NAME",
+        help=f"write a recipe that ships with alloylm: {', '.join(recipe_names())}",
     )
     parser.add_argument("--force", action="store_true", help="overwrite an existing file")
 
@@ -60,11 +70,50 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from alloylm.errors import AlloyError
 
-    path = Path(args.file)
+    if args.recipe:
+        from alloylm.resources import recipe_path
+
+        source = recipe_path(args.recipe)
+        path = Path(args.file or source.name)
+        text = recipe_text(source)
+    else:
+        path = Path(args.file or "pipeline.yaml")
+        text = STARTER.format(name=path.name, stem=path.stem)
     if path.exists() and not args.force:
         raise AlloyError(f"{path} exists", hint="choose another name or pass --force")
-    path.write_text(STARTER.format(name=path.name, stem=path.stem))
-    print(
-        f"wrote {path}: edit the vars: paths, then `alloy validate {path}` and `alloy run {path}`"
-    )
+    path.write_text(text, encoding="utf-8")
+    if args.recipe:
+        print(
+            f"wrote {path} (recipe {args.recipe}): `alloy validate {path}`, then `alloy run {path}`"
+        )
+    else:
+        print(
+            f"wrote {path}: edit the vars: paths, then `alloy validate {path}` and `alloy run {path}`"
+        )
     return 0
+
+
+def recipe_text(source: Path) -> str:
+    """A shipped recipe as it reads in its own folder, with a relative `run.output` rebased.
+
+    The recipes live in the repository's recipes/ folder, so `output: ../runs/quickstart` means
+    <repo>/runs/quickstart. Written next to the user's file it becomes `runs/quickstart`: the
+    folder the file is written to plays the repository root. Everything else is kept as written
+    (data paths such as `${data}/...` do not depend on where the file is).
+    """
+    from alloylm.config.yaml_lines import line_of, load_yaml_with_lines
+    from alloylm.resources import recipes_dir
+
+    text = source.read_text(encoding="utf-8")
+    data, lines = load_yaml_with_lines(source)
+    output = (data.get("run") or {}).get("output") if isinstance(data, dict) else None
+    line = line_of(lines, ("run", "output"))
+    if not isinstance(output, str) or Path(output).is_absolute() or line is None:
+        return text
+    recipe_folder = Path("recipes") / source.parent.relative_to(recipes_dir())
+    rebased = Path(os.path.normpath(recipe_folder / output)).as_posix()
+    if rebased.startswith("..") or rebased == output:
+        return text
+    rows = text.splitlines(keepends=True)
+    rows[line - 1] = rows[line - 1].replace(output, rebased, 1)
+    return "".join(rows)

@@ -41,7 +41,10 @@ leaves no half-written artifact; run the same command again to continue.
     parser.add_argument(
         "--num-processes", type=int, default=1, help="processes for --launcher (default 1)"
     )
-    parser.add_argument("--config-file", help="accelerate config file, or a shipped one by name: ddp, fsdp, deepspeed_zero3, multinode")
+    parser.add_argument(
+        "--config-file",
+        help="accelerate config file, or a shipped one by name: ddp, fsdp, deepspeed_zero3, multinode",
+    )
     parser.add_argument(
         "--parallel",
         type=int,

@@ -7,9 +7,10 @@ TRL / transformers' Trainer does the distributed work (DDP, FSDP or DeepSpeed, a
 config file says). Rank 0 writes the StageResult to a JSON file that we read back here.
 
 Launchers:
-- ``accelerate``: for GPUs; pass a config file from ``configs/accelerate/`` (DDP, FSDP, DeepSpeed
-  ZeRO-3 as in the study, multi-node). On a machine without GPUs, ``accelerate launch`` starts
-  only one process (multi-CPU needs an MPI launcher), so we refuse more than one there.
+- ``accelerate``: for GPUs; pass a config file, or the name of a shipped one (package data in
+  ``alloylm/resources/accelerate/``: ddp, fsdp, deepspeed_zero3 as in the study, multinode).
+  On a machine without GPUs, ``accelerate launch`` starts only one process (multi-CPU needs an
+  MPI launcher), so we refuse more than one there.
 - ``torchrun``: starts N processes on this machine; on CPU they train as DDP ranks over gloo.
   This is the path the CPU test uses.
 """
@@ -27,26 +28,27 @@ from typing import Any
 
 from alloylm.atomic import atomic_write_json
 from alloylm.errors import ConfigError
+from alloylm.resources import accelerate_dir
 from alloylm.stages.base import StageResult
 
 LAUNCHERS = ("accelerate", "torchrun")
 SPEC_NAME = "launch_spec.json"
 RESULT_NAME = "launch_result.json"
 RANKS_DIR = "ranks"  # inside ctx.state_dir: one marker per rank (rank, world size, steps trained)
-CONFIG_DIR = Path(__file__).resolve().parents[3] / "configs" / "accelerate"
 
 
 def shipped_config(name: str) -> Path:
     """Path of a shipped accelerate config by short name (ddp, fsdp, deepspeed_zero3, multinode)."""
-    path = CONFIG_DIR / f"{name}.yaml"
+    folder = accelerate_dir()
+    path = folder / f"{name}.yaml"
     if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        known = ", ".join(sorted(p.stem for p in folder.glob("*.yaml")))
         raise ConfigError(f"no shipped accelerate config {name!r}", hint=f"shipped: {known}")
     return path
 
 
 def resolve_config_file(config_file: str | None) -> str | None:
-    """A path, or the short name of a shipped config ('deepspeed_zero3' -> configs/accelerate/...)."""
+    """A path, or the short name of a shipped config ('deepspeed_zero3' -> resources/accelerate/...)."""
     if config_file is None:
         return None
     if Path(config_file).exists():
