@@ -6,8 +6,9 @@ Interpolation in string values:
 - ``${vars.NAME}``: a value from the file's ``vars:`` section (overridable on the command line);
 - ``${stages.NAME.output}``: the artifact folder of another stage (resolved when it has run);
   this is also how the stage graph is built.
-Relative paths (keys named path/paths/file/files or ending in _path/_file/_dir) are relative to
-the YAML file.
+Relative paths (keys named path/paths/file/files or ending in _path/_file/_dir, and a
+`chat_template` that names a file rather than holding a Jinja template) are relative to the YAML
+file.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ STAGE_REF = re.compile(r"\$\{stages\.([A-Za-z0-9_\-]+)\.output\}")
 VAR_REF = re.compile(r"\$\{(vars\.[A-Za-z0-9_\-]+|data|shared_data)\}")
 PATH_KEYS = ("path", "paths", "file", "files")
 PATH_SUFFIXES = ("_path", "_file", "_dir", "_paths", "_files")
+# Keys holding a file path or inline text: a path unless the text has a "{" (a Jinja template).
+PATH_OR_TEXT_KEYS = ("chat_template",)
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
 
@@ -156,6 +159,8 @@ def absolutize_paths(
     value: Any, base: Path, key: str | int | None = None, inherited: bool = False
 ) -> Any:
     is_path = inherited or (key is not None and _is_path_key(key))
+    if key in PATH_OR_TEXT_KEYS and isinstance(value, str) and "{" not in value:
+        is_path = True
     if isinstance(value, dict):
         return {k: absolutize_paths(v, base, k) for k, v in value.items()}
     if isinstance(value, list):

@@ -27,8 +27,6 @@ from alloylm.stages.base import Progress
 # 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A;
 # 4: perplexity scores every token after the document separator, in lm-eval's rolling windows
 EVAL_VERSION = 4
-_MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
-_NOT_MODEL_FILES = ("alloy.json",)
 
 
 @dataclass(frozen=True)
@@ -106,18 +104,9 @@ def evals_cache_dir() -> Path:
 
 def model_content_hash(folder: Path) -> str:
     """sha256 over the model's own files (weights, config, tokenizer), not eval outputs beside them."""
-    files = sorted(
-        p
-        for p in Path(folder).iterdir()
-        if p.is_file() and p.suffix in _MODEL_FILE_SUFFIXES and p.name not in _NOT_MODEL_FILES
-    )
-    memo_path = evals_cache_dir() / "model-hashes.json"
-    memo: dict[str, str] = json.loads(memo_path.read_text()) if memo_path.exists() else {}
-    stamp = hash_json([[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in files])
-    if stamp not in memo:  # hashing 0.5 GB takes seconds: remember it per file stamp
-        memo[stamp] = hash_json([[p.name, sha256_file(p)] for p in files])
-        atomic_write_json(memo_path, memo)
-    return memo[stamp]
+    from alloylm.models.identity import model_files_hash
+
+    return model_files_hash(folder, evals_cache_dir() / "model-hashes.json")
 
 
 def prepare_task(spec: TaskSpec) -> PreparedTask:

@@ -177,6 +177,10 @@ def load_merge_yaml(path: str | Path) -> MergeSettings:
         ) from None
     if not isinstance(data, dict):
         raise ConfigError("expected a mapping of merge keys", file=str(path))
+    template = data.get("chat_template")
+    if isinstance(template, str) and "{" not in template:
+        # a template file is relative to the YAML, as in a pipeline (inline Jinja has a "{")
+        data["chat_template"] = str((path.parent / Path(template).expanduser()).resolve())
     if "merge_method" in data:
         from alloylm.merge.mergekit_compat import settings_from_mergekit
 

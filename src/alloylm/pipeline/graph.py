@@ -73,7 +73,7 @@ def topological_order(pipeline: Pipeline) -> list[str]:
 
 
 def check_inputs(pipeline: Pipeline, spec: StageSpec, *, check_data: bool = True) -> None:
-    """Each input fits: models come from model sources or model-producing stages, data exists."""
+    """Each input fits: models come from model sources or model-producing stages, files exist."""
     from alloylm.config.pipeline import STAGE_REF
     from alloylm.models.sources import source_scheme
 
@@ -113,10 +113,11 @@ def check_inputs(pipeline: Pipeline, spec: StageSpec, *, check_data: bool = True
             raise _error(
                 pipeline,
                 where,
-                f"data file not found: {path}",
+                f"{'data file' if item.kind == 'data' else 'file'} not found: {path}",
                 "check the path (relative paths are relative to the YAML file)",
             )
-        _check_data_kind(pipeline, where, path, item.data_kind)
+        if item.kind == "data":
+            _check_data_kind(pipeline, where, path, item.data_kind)
 
 
 def _check_data_kind(pipeline: Pipeline, where: tuple, path: Path, expected: str) -> None:

@@ -1,7 +1,9 @@
 """Run a pipeline: stages in order, each built atomically, skipped when already built.
 
-A stage's content hash covers its resolved config, its parents' hashes, the bytes of its data
-files, the identity of its model sources, the run seed and the alloylm version. A finished artifact
+A stage's content hash covers its config, its parents' hashes, the bytes of every file and folder
+it declares in `inputs(cfg)`, the identity of its model sources, the run seed and the alloylm
+version; not where the project lies (paths are hashed relative to the pipeline file, declared
+files by content), so a moved or copied project is not rebuilt. A finished artifact
 with the same hash is skipped. A run killed at any point leaves no half-written artifact (each is
 built in a temporary folder and renamed) and the next run continues: finished stages are skipped
 and a training stage resumes from its last checkpoint in `<output>/.alloy/state/<stage>/`.
@@ -54,7 +56,12 @@ class StageOutcome:
 
 
 def model_identity(source: str) -> str:
-    """A stable identity for a model source, for content hashes (cheap: no weight hashing)."""
+    """A stable identity for a model source, for content hashes.
+
+    A pipeline artifact is named by its own content hash; any other local folder by the bytes of
+    its model files (not its path or mtimes, and not files beside the model such as results), so a
+    moved or copied project keeps its hashes; embedded models by their packaged file.
+    """
     from alloylm.models.sources import file_fingerprint, source_scheme
 
     scheme = source_scheme(source)
@@ -67,15 +74,40 @@ def model_identity(source: str) -> str:
         manifest = read_manifest(path) if path.is_dir() else None
         if manifest:
             return f"artifact@{manifest['content_hash']}"
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        return hash_json(
-            [
-                [str(f.relative_to(path.parent)), f.stat().st_size, f.stat().st_mtime_ns]
-                for f in files
-                if f.is_file()
-            ]
-        )
+        if path.is_dir():
+            from alloylm.models.identity import model_files_hash
+
+            return f"folder@{model_files_hash(path)}"
+        return f"file@{sha256_path(path)}" if path.is_file() else f"missing@{source}"
     return source  # hub ids and tiny models are named by their source string
+
+
+def file_identity(path: str) -> dict[str, Any] | None:
+    """What a declared file or folder contributes to a content hash: its bytes (a folder: every
+    file inside, by relative name and bytes) and its suffix (it picks the reader); not where it
+    lies, so that a moved project keeps its hashes. None for a missing path."""
+    location = Path(path)
+    if not location.exists():
+        return None
+    return {"sha256": sha256_path(location), "suffix": location.suffix}
+
+
+def location_free(value: Any, base_dir: Path, declared: dict[str, str]) -> Any:
+    """The config for hashing: a declared input's path becomes ${input:KEY} (its content is hashed
+    under KEY), any other absolute path inside the pipeline's folder becomes relative to it."""
+    if isinstance(value, dict):
+        return {k: location_free(v, base_dir, declared) for k, v in value.items()}
+    if isinstance(value, list):
+        return [location_free(v, base_dir, declared) for v in value]
+    if not isinstance(value, str) or not value.startswith(("/", "~")):
+        return value
+    if value in declared:
+        return f"${{input:{declared[value]}}}"
+    path = Path(value).expanduser()
+    try:
+        return "./" + path.relative_to(base_dir).as_posix()
+    except ValueError:
+        return value
 
 
 class PipelineRunner:
@@ -152,12 +184,18 @@ class PipelineRunner:
     def content_hash(
         self, spec: StageSpec, hashes: dict[str, str]
     ) -> tuple[str, dict[str, str], list[dict[str, Any]]]:
+        """The stage's content hash over exactly what `inputs(cfg)` declares (see InputSpec):
+        parents by their hashes, models by identity, files and folders by content; and the
+        config with paths made location-free. Also {path: sha256} of the files, for alloy.json."""
         data_hashes: dict[str, str] = {}
+        files: dict[str, Any] = {}
         models: dict[str, str] = {}
         parents: list[dict[str, Any]] = []
+        declared: dict[str, str] = {}  # absolute path of a declared input -> its key
         for item in spec.module.inputs(spec.config):
             match = STAGE_REF.search(item.value)
             if match:
+                # a path inside a parent's artifact: the parent's hash covers its content
                 parent = match.group(1)
                 parents.append(
                     {
@@ -172,16 +210,22 @@ class PipelineRunner:
                 models[item.key] = model_identity(item.value)
                 local = Path(item.value)
                 parent = {"role": item.key, "source": item.value, "hash": models[item.key]}
+                if local.is_absolute():
+                    declared[item.value] = item.key
                 if local.is_dir() and read_manifest(local):
                     parent["path"] = str(local.resolve())
                 parents.append(parent)
-            elif Path(item.value).exists():
-                data_hashes[item.value] = sha256_path(item.value)
+            else:
+                files[item.key] = file_identity(item.value)
+                declared[item.value] = item.key
+                if files[item.key] is not None:
+                    data_hashes[item.value] = files[item.key]["sha256"]
+        config = absolutize_paths(spec.raw, self.pipeline.base_dir)
         payload = {
             "kind": spec.kind,
-            "config": spec.raw,
+            "config": location_free(config, self.pipeline.base_dir, declared),
             "parents": {p["role"]: p["hash"] for p in parents},
-            "data": data_hashes,
+            "files": files,
             "models": models,
             "seed": self.pipeline.run.seed,
             "alloylm": __version__,

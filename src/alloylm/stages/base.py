@@ -34,13 +34,24 @@ class StageConfig(StrictModel):
     description: str | None = None
 
 
+# model: a model source; data: a record file (checked against its DataKind); file: any other file
+# or folder the stage reads (a chat template, prompt templates, task YAMLs).
+InputKind = Literal["model", "data", "file"]
+
+
 @dataclass(frozen=True)
 class InputSpec:
-    """One thing a stage reads. `key` is the dotted config key, for error messages."""
+    """One thing a stage reads. `key` is the dotted config key, for error messages.
+
+    The contract: `inputs(cfg)` declares every model and every file the stage will read, and the
+    runner's content hash covers exactly these (files by their bytes, folders by every file inside,
+    models by their identity). A file the stage reads but does not declare is a stale-cache bug;
+    tests/unit/test_stage_inputs_hashed.py walks every stage kind to catch one.
+    """
 
     key: str
     value: str  # a model source, a path, or a ${stages.x.output}-based reference (already resolved at run time)
-    kind: Literal["model", "data"]
+    kind: InputKind
     data_kind: DataKind = "any"
 
 

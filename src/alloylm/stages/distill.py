@@ -27,6 +27,10 @@ def inputs(cfg: Config) -> list[InputSpec]:
     ]
     if cfg.teacher is not None and cfg.teacher.type == "local":
         specs.append(InputSpec("teacher.model", cfg.teacher.model, "model"))
+    if cfg.chunking.tokenizer:  # its tokenizer sets the chunk boundaries
+        specs.append(InputSpec("chunking.tokenizer", cfg.chunking.tokenizer, "model"))
+    if cfg.prompts_dir:  # the user's templates override the built-in ones of the same name
+        specs.append(InputSpec("prompts_dir", cfg.prompts_dir, "file"))
     return specs
 
 

@@ -37,6 +37,8 @@ def inputs(cfg: Config) -> list[InputSpec]:
         source = model if isinstance(model, str) else model.model
         specs.append(InputSpec(f"models.{i}", source, "model"))
     for i, slice_ in enumerate(cfg.slices or []):
+        if slice_.base_model:
+            specs.append(InputSpec(f"slices.{i}.base_model", slice_.base_model, "model"))
         for j, src in enumerate(slice_.sources):
             specs.append(InputSpec(f"slices.{i}.sources.{j}.model", src.model, "model"))
     seen, unique = set(), []
@@ -44,7 +46,16 @@ def inputs(cfg: Config) -> list[InputSpec]:
         if spec.value not in seen:
             seen.add(spec.value)
             unique.append(spec)
+    if template_is_file(cfg.chat_template):
+        unique.append(InputSpec("chat_template", cfg.chat_template, "file"))
     return unique
+
+
+def template_is_file(chat_template: str | None) -> bool:
+    """`chat_template` names a file (a path, or a path inside a stage's output), not inline Jinja."""
+    if not chat_template:
+        return False
+    return "{" not in chat_template or chat_template.startswith("${stages.")
 
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
