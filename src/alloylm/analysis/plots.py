@@ -47,6 +47,26 @@ def to_svg(fig: Any, salt: str) -> str:
     return text[text.index("<svg") :]
 
 
+def _integer_axis(axis: Any) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _label_points(ax: Any, names: list[str], points: list[tuple[float, float]]) -> None:
+    """One label per distinct point: merges with identical scores share it (no overprinting)."""
+    groups: dict[tuple[float, float], list[str]] = {}
+    for name, (x, y) in zip(names, points, strict=True):
+        groups.setdefault((round(x, 9), round(y, 9)), []).append(name)
+    for (x, y), members in groups.items():
+        text = (
+            ", ".join(members)
+            if len(members) <= 3
+            else f"{', '.join(members[:3])} +{len(members) - 3}"
+        )
+        ax.annotate(text, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=7)
+
+
 def _style(ax: Any) -> None:
     ax.spines["top"].set_visible(False)
     ax.spines["right"].set_visible(False)
@@ -192,7 +212,7 @@ def expected_figure(study: dict[str, Any]) -> Figure:
     pad = max((span_high - span_low) * 0.15, 1.0)
     line = [span_low - pad, span_high + pad]
     ax.plot(line, line, color="#888888", linestyle="--", linewidth=1, label="A = E")
-    for i, (merge, result) in enumerate(merges):
+    for i, (_, result) in enumerate(merges):
         e, a = result["E"] * 100, result["P_merged"] * 100
         low, high = (result["E"] + c for c in result["vs_expected"]["ci95"])
         ax.errorbar(
@@ -204,7 +224,9 @@ def expected_figure(study: dict[str, Any]) -> Figure:
             capsize=3,
             markersize=5,
         )
-        ax.annotate(merge["id"], (e, a), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    _label_points(
+        ax, [m["id"] for m, _ in merges], [(r["E"] * 100, r["P_merged"] * 100) for _, r in merges]
+    )
     ax.set_xlim(line)
     ax.set_ylim(line)
     ax.set_xlabel(f"E = (P1 + P2) / 2, {study['headline']} (%)")
@@ -313,8 +335,7 @@ def clusters_figure(study: dict[str, Any]) -> Figure:
             label=f"cluster {cluster}",
             s=30,
         )
-    for name, point in zip(ids, kmeans["points"], strict=True):
-        left.annotate(name, point, textcoords="offset points", xytext=(4, 3), fontsize=7)
+    _label_points(left, ids, [tuple(p) for p in kmeans["points"]])
     left.set_xlabel("z(E)")
     left.set_ylabel("z(A)")
     left.legend(fontsize=8, frameon=False)
@@ -412,6 +433,7 @@ def loss_figure(study: dict[str, Any]) -> Figure:
             )
         ax.set_title(kind, fontsize=9)
         ax.set_xlabel("step")
+        _integer_axis(ax.xaxis)
         ax.set_ylabel("loss")
         ax.legend(fontsize=7, frameon=False)
         _style(ax)
@@ -460,6 +482,7 @@ def schedule_figure(study: dict[str, Any]) -> Figure:
         ax.set_title(names if len(names) < 60 else names[:57] + "...", fontsize=8)
         ax.set_ylim(-0.05, 1.05)
         ax.set_xlabel("layer")
+        _integer_axis(ax.xaxis)
         ax.set_ylabel("t")
         ax.legend(fontsize=7, frameon=False)
         _style(ax)
@@ -486,8 +509,16 @@ def graph_layout(nodes: list[str], edges: list[tuple[str, str]]) -> dict[str, tu
     layers: dict[int, list[str]] = {}
     for node in parents:
         layers.setdefault(depth_of(node), []).append(node)
-    positions = {}
-    for x, members in layers.items():
+    positions: dict[str, tuple[float, float]] = {}
+    for x in sorted(layers):
+        members = layers[x]
+        if x > 0:  # order a layer by the mean height of its parents: fewer crossing arrows
+            members.sort(
+                key=lambda n: (
+                    -sum(positions[p][1] for p in parents[n] if p in positions)
+                    / max(1, sum(1 for p in parents[n] if p in positions))
+                )
+            )
         for y, node in enumerate(members):
             positions[node] = (float(x), -(y - (len(members) - 1) / 2))
     return positions

@@ -63,13 +63,13 @@ def _json_safe(value: Any) -> Any:
 
 
 def format_score(score: dict[str, Any] | None, metric: str = "accuracy") -> str:
-    """'34.0 % [22.0, 48.0]' (accuracy) or '38240.38 [37000.1, 39000.2]' (perplexity); '' if absent."""
+    """'34.0% [22.0, 48.0]' (accuracy) or '38240.38 [37000.1, 39000.2]' (perplexity); '' if absent."""
     if not score or score.get("score") is None:
         return ""
     low, high = score["ci95"]
     if metric == "perplexity":
         return f"{score['score']:.2f} [{low:.2f}, {high:.2f}]"
-    return f"{score['score'] * 100:.1f} % [{low * 100:.1f}, {high * 100:.1f}]"
+    return f"{score['score'] * 100:.1f}% [{low * 100:.1f}, {high * 100:.1f}]"
 
 
 def format_relative(value: float | None) -> str:
@@ -155,10 +155,10 @@ def merge_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             [
                 merge["id"],
                 ", ".join(merge["parents"]),
-                f"{result['P1'] * 100:.1f} %",
-                f"{result['P2'] * 100:.1f} %",
-                f"{result['E'] * 100:.1f} %",
-                f"{result['P_merged'] * 100:.1f} %",
+                f"{result['P1'] * 100:.1f}%",
+                f"{result['P2'] * 100:.1f}%",
+                f"{result['E'] * 100:.1f}%",
+                f"{result['P_merged'] * 100:.1f}%",
                 result["verdict_vs_expected"],
                 result["verdict_vs_best_parent"],
                 f"{result['diversity'] * 100:.1f} pp",

@@ -258,15 +258,16 @@ def score_models(
 
 
 def perplexity_verdict(record: dict[str, Any], reference: dict[str, Any], baseline: str) -> str:
-    """Lower is better; the intervals are per model (documents resampled), so say whether they overlap."""
+    """Lower is better. The intervals are per model (documents resampled), so the verdict says
+    whether the two intervals are apart; overlapping intervals are no evidence either way."""
     low, high = record["ci95"]
     ref_low, ref_high = reference["ci95"]
-    amount = f"ppl {record['score']:.2f} [{low:.2f}, {high:.2f}] vs {reference['score']:.2f} [{ref_low:.2f}, {ref_high:.2f}]"
+    theirs = f"{baseline}'s {reference['score']:.2f} [{ref_low:.2f}, {ref_high:.2f}]"
     if high < ref_low:
-        return f"lower perplexity than {baseline}, beyond both intervals: {amount}"
+        return f"lower than {theirs}, the intervals apart"
     if low > ref_high:
-        return f"higher perplexity than {baseline}, beyond both intervals: {amount}"
-    return f"perplexity within {baseline}'s interval range: {amount}"
+        return f"higher than {theirs}, the intervals apart"
+    return f"no evidence of a difference from {theirs}: the intervals overlap"
 
 
 # --- merges ----------------------------------------------------------------------------------------

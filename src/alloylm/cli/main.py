@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("alloylm.cli.init", "write a starter pipeline YAML"),
     "models": ("alloylm.cli.models", "list or prepare model sources (embedded, tiny, local)"),
     "lineage": ("alloylm.cli.lineage", "print the chain of an artifact back to its source models"),
+    "report": ("alloylm.cli.report", "write a study's report: offline HTML, study.json, CSV"),
     "merge": ("alloylm.cli.merge", "merge models from a merge YAML (native or mergekit format)"),
     "eval": ("alloylm.cli.eval", "evaluate models on benchmark files with one protocol"),
     "distill": ("alloylm.cli.distill", "turn raw domain text into training data with a teacher"),
