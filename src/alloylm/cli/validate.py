@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         study = pipeline.study
         print(
             f"study {study.name}: {len(study.stages)} generated stages, "
-            f"{len(study.models)} models evaluated by {study.eval_stage!r}; "
+            f"{len({m['eval_index'] for m in study.models})} models evaluated by {study.eval_stage!r}; "
             f"the grid with what is built: alloy study plan {args.pipeline}"
         )
     return 0
