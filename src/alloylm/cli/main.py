@@ -13,6 +13,10 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "run": ("alloylm.cli.run", "run a pipeline YAML (skips stages already built)"),
     "validate": ("alloylm.cli.validate", "check a pipeline YAML without running anything"),
+    "study": (
+        "alloylm.cli.study",
+        "plan or run a study (the strategy grid of a study: section), then its report",
+    ),
     "ls": (
         "alloylm.cli.ls",
         "list stage kinds, merge methods, eval tasks, teachers, model sources",

@@ -63,6 +63,7 @@ class Pipeline:
     stages: dict[str, StageSpec]
     lines: dict[KeyPath, int]
     vars: dict[str, Any]
+    study: Any = None  # the StudyExpansion of a `study:` section (alloylm.pipeline.study)
 
     @property
     def base_dir(self) -> Path:
@@ -259,12 +260,17 @@ def load_pipeline(
     if not isinstance(data, dict):
         raise ctx.error((), "a pipeline file is a mapping with run: and stages:")
     data = apply_overrides(data, overrides or [], str(file))
+    study = None
+    if "study" in data:  # a study expands into ordinary stages (see docs/study.md)
+        from alloylm.pipeline.study import expand_section
+
+        data, study = expand_section(data, lines, file)
     unknown = set(data) - {"run", "vars", "stages"}
     for key in sorted(unknown):
         raise ctx.error(
             (key,),
-            f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages'])}",
-            "top-level keys: run, vars, stages",
+            f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages', 'study'])}",
+            "top-level keys: run, vars, stages, study",
         )
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
@@ -286,7 +292,7 @@ def load_pipeline(
     stages: dict[str, StageSpec] = {}
     for name, raw in stages_raw.items():
         stages[name] = _load_stage(ctx, name, raw, variables, data_dir, file.parent)
-    pipeline = Pipeline(file=file, run=run, stages=stages, lines=lines, vars=variables)
+    pipeline = Pipeline(file=file, run=run, stages=stages, lines=lines, vars=variables, study=study)
     from alloylm.pipeline.graph import check_graph
 
     check_graph(pipeline, check_data=check_data)
