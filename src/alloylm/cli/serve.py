@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             key="--host",
             hint=f"pass --api-key KEY or set {API_KEY_VARIABLE}, or bind 127.0.0.1",
         )
-    folders = {name: resolve_model(source) for name, source in zip(names, args.models)}
+    folders = {name: resolve_model(source) for name, source in zip(names, args.models, strict=True)}
     server, thread = start_server(
         folders,
         host=args.host,

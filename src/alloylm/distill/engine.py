@@ -140,7 +140,9 @@ class TeacherClient:
                 messages,
                 max_tokens=self.cfg.max_tokens,
                 temperature=temperature,
-                seed=self.seed + attempt,
+                # One seed per call, derived from everything the cache key holds: a server that
+                # honours seeds would otherwise draw the same random numbers for every prompt.
+                seed=int(input_hash[:15], 16),
             ),
             max_retries=self.cfg.max_retries,
             base_s=self.cfg.backoff_s,

@@ -242,27 +242,16 @@ class Scorer:
     def generate(
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, progress: ProgressFn = _noop
     ) -> list[str]:
-        """Greedy continuations, decoded without special tokens."""
-        from transformers import GenerationConfig
+        """Greedy continuations, decoded without special tokens, by the one generation loop
+        (chat/generation.py): the same stop rule as serving and chat."""
+        from alloylm.chat.generation import SamplingParams, generate_batch
 
-        eos = self.model.generation_config.eos_token_id
-        config = GenerationConfig(
-            max_new_tokens=max_new_tokens,
-            do_sample=False,
-            pad_token_id=self.pad_id,
-            eos_token_id=eos if eos is not None else self.tokenizer.eos_token_id,
-        )
+        params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
 
         def answer(batch: list[int]) -> list[str]:
-            ids, mask = self._left_padded([prompts[i] for i in batch])
-            output = self.model.generate(
-                input_ids=ids, attention_mask=mask, generation_config=config
-            )
-            new_tokens = output[:, ids.shape[1] :]
-            return [
-                self.tokenizer.decode(new_tokens[row], skip_special_tokens=True)
-                for row in range(len(batch))
-            ]
+            rows = [prompts[i] for i in batch]
+            results = generate_batch(self.model, self.tokenizer, rows, params, pad_id=self.pad_id)
+            return [result.text for result in results]
 
         responses = [""] * len(prompts)
         for batch, texts in self._in_workers(self._batches([len(p) for p in prompts]), answer):
