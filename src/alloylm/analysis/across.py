@@ -26,10 +26,9 @@ def not_enough(what: str, have: int, need: int = MIN_POINTS) -> str:
 def zscore(values: Sequence[float]) -> np.ndarray:
     """(x - mean) / std (population std); a constant column becomes all zeros, not NaN."""
     array = np.asarray(values, dtype=float)
-    std = array.std()
-    if array.size == 0 or std == 0:
+    if array.size == 0 or np.ptp(array) == 0:  # std of equal floats can be 1e-17, not 0
         return np.zeros_like(array)
-    return (array - array.mean()) / std
+    return (array - array.mean()) / array.std()
 
 
 def correlation_matrix(columns: dict[str, Sequence[float]]) -> dict[str, Any]:
@@ -110,7 +109,7 @@ def kmeans_two(
     if n < MIN_POINTS:
         return {"labels": [], "points": [], "note": not_enough("K-means clustering", n)}
     points = np.column_stack([zscore(expected), zscore(actual)])
-    if not points.any():
+    if len(np.unique(points.round(12), axis=0)) < 2:
         return {
             "labels": [],
             "points": points.tolist(),
