@@ -19,8 +19,43 @@ from typing import Any
 TMP_MARKER = ".tmp-"
 
 
-def _temporary_sibling(target: Path) -> Path:
+def temporary_sibling(target: Path) -> Path:
+    """A fresh temporary path beside `target` that `clean_stale_temporaries` recognises."""
     return target.parent / f".{target.name}{TMP_MARKER}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (os.umask sets it)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_permissions(path: str | os.PathLike[str]) -> None:
+    """Give `path` (a file, or a folder and everything in it) the modes a normal write gets.
+
+    Libraries that write through `tempfile` (safetensors via transformers, for one) leave files
+    at 0600, which makes artifacts unreadable to the other users of a shared machine. Files get
+    0666 and folders 0777, both less the umask (0644 / 0755 with the usual umask 022); an
+    executable bit already set is kept.
+    """
+    mask = _umask()
+    root = Path(path)
+    paths = [root, *root.rglob("*")] if root.is_dir() else [root]
+    for item in paths:
+        if item.is_symlink():
+            continue
+        mode = item.stat().st_mode & 0o777
+        executable = item.is_dir() or mode & 0o100
+        wanted = (0o777 if executable else 0o666) & ~mask
+        if mode != wanted:
+            os.chmod(item, wanted)
 
 
 @contextlib.contextmanager
@@ -31,19 +66,20 @@ def atomic_directory(target: str | os.PathLike[str], *, replace: bool = True) ->
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(target)
+    tmp = temporary_sibling(target)
     tmp.mkdir()
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    publish_permissions(tmp)
     if target.exists():
         if not replace:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(target)
         # Move the old one aside first so the swap is two renames, never a partial folder.
-        old = _temporary_sibling(target)
+        old = temporary_sibling(target)
         os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
@@ -55,7 +91,7 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write `text` to `path` through a temporary file and a rename."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = temporary_sibling(path)
     with open(tmp, "w", encoding="utf-8") as handle:
         handle.write(text)
         handle.flush()

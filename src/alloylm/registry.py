@@ -74,6 +74,7 @@ STAGE_KINDS = Registry(
             "alloylm.stages.merge", "merge models (SLERP, linear, TIES, DARE, ...) incl. sweeps"
         ),
         "eval": Entry("alloylm.stages.evaluate", "evaluate models on benchmarks with one protocol"),
+        "export": Entry("alloylm.stages.export", "write a model as one GGUF file (f16, q8_0, ...)"),
     },
 )
 

@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("alloylm.cli.eval", "evaluate models on benchmark files with one protocol"),
     "distill": ("alloylm.cli.distill", "turn raw domain text into training data with a teacher"),
     "serve": ("alloylm.cli.serve", "serve a model over an OpenAI-compatible HTTP API"),
+    "export": ("alloylm.cli.export", "export a model to GGUF (llama.cpp, Ollama) with lineage"),
 }
 
 EPILOG = """\
