@@ -3,6 +3,15 @@
 SFT, DPO, ORPO, evaluation prompts, chat and distillation all call these functions, so that a
 model is trained and measured on exactly the same formatting. The model's own chat template is
 used; a model without one (a Base model) gets ChatML, and the choice is recorded by the caller.
+
+BOS, one rule for every stage: a rendered conversation starts with the tokenizer's BOS token
+exactly once whenever the tokenizer has one (`with_bos`), as every CPT document does. A template
+that renders BOS itself (Llama 3, Mistral Instruct, Gemma) is left as it is; one that does not
+(ChatML given to a Base model such as Mistral-7B, whose tokenizer adds <s> itself) gets it put
+in front. Text is then tokenized without special tokens. For the preference trainers, which
+tokenize themselves, `without_auto_bos` removes the BOS that the trainer will add again: TRL's
+DPOTrainer tokenizes the texts with the tokenizer's special tokens (so a tokenizer that adds BOS
+itself adds it), and ORPO puts BOS in front of a prompt that does not start with it.
 """
 
 from __future__ import annotations
@@ -28,14 +37,44 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
+def with_bos(tokenizer: Any, text: str) -> str:
+    """`text` starting with the tokenizer's BOS token once (unchanged for a tokenizer without BOS)."""
+    bos = getattr(tokenizer, "bos_token", None)
+    if not bos or text.startswith(bos):
+        return text
+    return bos + text
+
+
+def adds_bos_itself(tokenizer: Any) -> bool:
+    """True when tokenizing with special tokens puts BOS in front (Llama 2/3, Mistral, Gemma)."""
+    bos_id = getattr(tokenizer, "bos_token_id", None)
+    if bos_id is None:
+        return False
+    return tokenizer("", add_special_tokens=True)["input_ids"][:1] == [bos_id]
+
+
+def without_auto_bos(tokenizer: Any, text: str) -> str:
+    """`text` minus its leading BOS when the tokenizer adds BOS by itself.
+
+    For trainers that tokenize text with special tokens (TRL's DPOTrainer) or add a missing BOS
+    (ORPO): they put it back, so the sequence they train on has one BOS, as `with_bos` text
+    tokenized without special tokens has.
+    """
+    bos = getattr(tokenizer, "bos_token", None)
+    if bos and text.startswith(bos) and adds_bos_itself(tokenizer):
+        return text[len(bos) :]
+    return text
+
+
 def format_chat(
     tokenizer: Any, messages: Sequence[Message], *, add_generation_prompt: bool = False
 ) -> str:
-    """Render `messages` with the tokenizer's chat template, as text (not tokenized)."""
+    """Render `messages` with the tokenizer's chat template, as text (not tokenized), BOS first."""
     ensure_chat_template(tokenizer)
-    return tokenizer.apply_chat_template(
+    rendered = tokenizer.apply_chat_template(
         list(messages), tokenize=False, add_generation_prompt=add_generation_prompt
     )
+    return with_bos(tokenizer, rendered)
 
 
 def format_prompt(tokenizer: Any, messages: Sequence[Message]) -> str:
@@ -54,6 +93,8 @@ def assistant_char_spans(
     whole rendering (true for ChatML, Llama 3, Mistral, Gemma templates).
     """
     full = format_chat(tokenizer, messages)
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    leading_bos = len(bos) if bos and full.startswith(bos) else 0  # never a label
     spans: list[tuple[int, int]] = []
     for index, message in enumerate(messages):
         if message["role"] != "assistant":
@@ -61,7 +102,7 @@ def assistant_char_spans(
         start = (
             len(format_chat(tokenizer, messages[:index], add_generation_prompt=True))
             if index
-            else 0
+            else leading_bos
         )
         end = len(format_chat(tokenizer, messages[: index + 1]))
         if full[:end] != format_chat(tokenizer, messages[: index + 1]):

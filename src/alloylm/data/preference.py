@@ -27,7 +27,13 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from alloylm.data.chat_template import Message, format_chat, format_prompt, validate_messages
+from alloylm.data.chat_template import (
+    Message,
+    format_chat,
+    format_prompt,
+    validate_messages,
+    without_auto_bos,
+)
 from alloylm.errors import DataError
 from alloylm.stages.base import StrictModel
 
@@ -386,16 +392,6 @@ def completion_text(tokenizer: Any, prompt: Sequence[Message], reply: Sequence[M
     if eos and text.rstrip().endswith(eos):
         text = text.rstrip()
     return text
-
-
-def without_auto_bos(tokenizer: Any, text: str) -> str:
-    """`text` minus a leading BOS that the tokenizer adds by itself (Llama 3 templates render
-    <|begin_of_text|> and the tokenizer adds it again), so the trainers see one BOS, as SFT does."""
-    bos = getattr(tokenizer, "bos_token", None)
-    if not bos or not text.startswith(bos):
-        return text
-    added = tokenizer("", add_special_tokens=True)["input_ids"]
-    return text[len(bos) :] if tokenizer.bos_token_id in added else text
 
 
 def format_pairs(

@@ -352,7 +352,31 @@ def make_dpo_trainer(
         ref_cache_file=ref_cache_file,
     )
     trainer.remove_callback(PrinterCallback)  # our callback reports
+    check_leading_bos(tokenizer, next(iter(trainer.train_dataset))["prompt_ids"], "DPOTrainer")
     return trainer
+
+
+def check_leading_bos(tokenizer: Any, prompt_ids: list[int], trainer_name: str) -> None:
+    """Stop when a TRL trainer tokenized a prompt with another BOS than SFT and eval use.
+
+    alloylm.data.chat_template's rule: one BOS in front whenever the tokenizer has a BOS token.
+    The preference texts are prepared for TRL 1.16's tokenization (see `without_auto_bos`); a
+    TRL release that tokenizes otherwise would train on other sequences than SFT, silently.
+    """
+    from alloylm.errors import AlloyError
+
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if bos is None:
+        return
+    leading = next((i for i, token in enumerate(prompt_ids) if token != bos), len(prompt_ids))
+    if leading != 1:
+        import trl
+
+        raise AlloyError(
+            f"{trainer_name} (trl {trl.__version__}) starts a prompt with {leading} BOS tokens; "
+            "SFT and evaluation start it with one",
+            hint="use the TRL release alloylm is tested with (trl 1.16), or report this TRL version",
+        )
 
 
 def _read_ref_cache(path: str | Path, rows: int) -> tuple[list[float], list[float]] | None:

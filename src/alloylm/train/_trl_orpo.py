@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from alloylm.errors import AlloyError
+from alloylm.train._trl import check_leading_bos
 
 try:
     from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -42,4 +43,6 @@ def make_orpo_trainer(
         callbacks=list(callbacks or []),
     )
     trainer.remove_callback(PrinterCallback)  # our callback reports
+    first = next(iter(trainer.train_dataset))
+    check_leading_bos(tokenizer, first["prompt_input_ids"], "ORPOTrainer")
     return trainer
