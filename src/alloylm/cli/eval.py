@@ -1,8 +1,10 @@
 """`alloy eval MODEL... --tasks FILE_OR_NAME... --protocol paper|loglik|cloze`.
 
 Every model is evaluated with identical settings; finished results are cached by content hash
-($ALLOY_HOME/evals) and not recomputed. Results are printed as a table, written as JSON next to
-each model (<model>/evals/) and, with --output, to one combined file.
+($ALLOY_HOME/evals) and not recomputed. Results are printed as a table and written as one JSON file:
+--output, else alloy-evals/<UTC time>.json in the current folder. Nothing is written into a model's
+folder: a model folder is an input (a pipeline artifact, a DPO reference) whose identity is its
+content, and files added to it would make it look like another model.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 PROTOCOL_CHOICES = ("paper", "loglik", "cloze")
+DEFAULT_OUTPUT_DIR = "alloy-evals"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -84,12 +87,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resamples", type=int, default=1000, help="bootstrap resamples for the 95%% interval"
     )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--output", default=None, help="also write all results to this JSON file")
+    parser.add_argument(
+        "--output",
+        default=None,
+        help=f"write all results to this JSON file (default: {DEFAULT_OUTPUT_DIR}/<UTC time>.json)",
+    )
     parser.add_argument(
         "--no-cache", action="store_true", help="recompute even when a cached result exists"
     )
     parser.add_argument(
-        "--no-save", action="store_true", help="do not write results next to the models"
+        "--no-save",
+        action="store_true",
+        help="write no results file unless --output is given (results stay in the eval cache)",
     )
 
 
@@ -113,7 +122,7 @@ def parse_mapping(pairs: list[str] | None) -> dict[str, object] | None:
 
 def run(args: argparse.Namespace) -> int:
     from alloylm.evals.catalog import resolve_task
-    from alloylm.evals.results import format_table, save_next_to_models, write_results
+    from alloylm.evals.results import format_table, write_results
     from alloylm.evals.runner import EvalSettings, default_baseline, evaluate
 
     mapping = parse_mapping(args.mapping)
@@ -143,13 +152,24 @@ def run(args: argparse.Namespace) -> int:
     progress = _progress()
     records = evaluate(args.models, tasks, settings, progress=progress, log=progress.log)
     print(format_table(records))
-    if not args.no_save:
-        for path in save_next_to_models(records):
-            progress.log(f"wrote {path}")
-    if args.output:
-        write_results(args.output, records, settings=settings.__dict__)
-        progress.log(f"wrote {args.output}")
+    output = args.output or (None if args.no_save else default_output())
+    if output:
+        write_results(output, records, settings=settings.__dict__)
+        progress.log(f"wrote {output}")
     return 0
+
+
+def default_output() -> str:
+    """alloy-evals/<UTC time>.json in the current folder: one file per call, never overwritten."""
+    import time
+    from pathlib import Path
+
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    path, n = Path(DEFAULT_OUTPUT_DIR) / f"{stamp}.json", 1
+    while path.exists():
+        n += 1
+        path = Path(DEFAULT_OUTPUT_DIR) / f"{stamp}-{n}.json"
+    return str(path)
 
 
 def _workers(value: str) -> int | str:

@@ -9,7 +9,6 @@ they go to JSON unchanged.
 from __future__ import annotations
 
 import math
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,33 +122,6 @@ def write_results(path: str | Path, records: list[Record], **extra: Any) -> Path
     path = Path(path)
     atomic_write_json(path, {**extra, "results": records})
     return path
-
-
-def save_next_to_models(records: Sequence[Record]) -> list[Path]:
-    """Write each record to <model folder>/evals/<task>__<protocol>.json.
-
-    Only for models given as local folders (pipeline artifacts, the user's own models): prepared
-    caches (embedded:, tiny:, hub downloads) are shared and stay untouched; unwritable folders are skipped.
-    """
-    from alloylm.models.sources import source_scheme
-
-    written = []
-    for record in records:
-        folder = Path(record.get("model_path") or "")
-        if (
-            not record.get("model_path")
-            or not folder.is_dir()
-            or source_scheme(record["model"]) != "local"
-        ):
-            continue
-        safe_task = re.sub(r"[^A-Za-z0-9_.-]+", "_", record["task"])
-        target = folder / "evals" / f"{safe_task}__{record['protocol']}.json"
-        try:
-            atomic_write_json(target, record)
-        except OSError:
-            continue
-        written.append(target)
-    return written
 
 
 def _format_score(record: Record) -> str:

@@ -86,12 +86,14 @@ def inputs(cfg: Config) -> list[InputSpec]:
 
 
 def ref_cache_key(ref_dir: str, rows: list[dict[str, str]], max_length: int) -> str:
-    """Reference log-probs depend on the reference weights and tokenizer (its folder), the
-    rendered texts (data and chat template) and the length limit; nothing else."""
-    from alloylm.hashing import hash_json, sha256_path
+    """Reference log-probs depend on the reference weights and tokenizer (its model files), the
+    rendered texts (data and chat template) and the length limit; nothing else: not alloy.json,
+    nor a model card or results written beside the model."""
+    from alloylm.hashing import hash_json
+    from alloylm.models.identity import model_files_hash
 
     return hash_json(
-        {"ref": sha256_path(ref_dir), "rows": hash_json(rows), "max_length": max_length}
+        {"ref": model_files_hash(ref_dir), "rows": hash_json(rows), "max_length": max_length}
     )[:24]
 
 
