@@ -1,0 +1,215 @@
+"""The study analysis on a small fixed table (records built with the eval's own record functions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from alloylm.analysis.study import StudyInputs, analyse_study, load_study
+from alloylm.errors import AlloyError
+from alloylm.evals.results import accuracy_record, perplexity_record
+
+# per model, per task: correct answers of questions q1, q2 (t1) and q1, q2 (t2)
+TABLE = {
+    "base": {"t1": [1, 0], "t2": [0, 0]},  # overall 0.25
+    "sft": {"t1": [1, 1], "t2": [0, 0]},  # 0.50
+    "partner": {"t1": [0, 0], "t2": [1, 0]},  # 0.25
+    "merge": {"t1": [1, 1], "t2": [1, 1]},  # 1.00
+}
+
+
+def record(model: str, task: str, answers: list[int]) -> dict:
+    predictions = [
+        {
+            "id": f"q{i + 1}",
+            "gold": "A",
+            "pred": "A" if a else "B",
+            "parsed": True,
+            "correct": bool(a),
+        }
+        for i, a in enumerate(answers)
+    ]
+    return {
+        **accuracy_record(predictions, resamples=100, seed=0),
+        "model": f"src:{model}",
+        "task": task,
+        "protocol": "cloze",
+    }
+
+
+def ppl(model: str, nll_per_token: float) -> dict:
+    per_document = [(nll_per_token * 10, 10), (nll_per_token * 20, 20)]
+    return {
+        **perplexity_record(per_document, resamples=100, seed=0),
+        "model": f"src:{model}",
+        "task": "heldout",
+        "protocol": "perplexity",
+    }
+
+
+def plan(models: list[dict]) -> dict:
+    return {"version": 1, "study": "t", "eval_stage": "eval", "baseline": "base", "models": models}
+
+
+MODELS = [
+    {
+        "id": "base",
+        "role": "start",
+        "eval_model": "src:base",
+        "lineage": "instruct",
+        "strategy": "none",
+        "merged": False,
+    },
+    {
+        "id": "partner",
+        "role": "partner",
+        "eval_model": "src:partner",
+        "strategy": "none",
+        "merged": False,
+    },
+    {
+        "id": "sft",
+        "role": "stage",
+        "stage": "sft",
+        "kind": "sft",
+        "eval_model": "src:sft",
+        "lineage": "instruct",
+        "strategy": "CPT-SFT",
+        "merged": False,
+    },
+    {
+        "id": "merge",
+        "role": "merge",
+        "stage": "merge",
+        "kind": "merge",
+        "eval_model": "src:merge",
+        "lineage": "instruct",
+        "strategy": "CPT-SFT",
+        "merged": True,
+        "parents": ["sft", "partner"],
+    },
+]
+
+
+@pytest.fixture
+def study(tmp_path) -> dict:
+    records = [record(m, t, a) for m, tasks in TABLE.items() for t, a in tasks.items()]
+    records += [ppl("base", 2.0), ppl("sft", 1.0)]
+    inputs = StudyInputs(tmp_path, plan(MODELS), records, {"resamples": 100, "seed": 0})
+    return analyse_study(inputs)
+
+
+def test_benchmarks_and_the_pooled_headline(study):
+    keys = [b["key"] for b in study["benchmarks"]]
+    assert keys == ["t1/cloze", "t2/cloze", "heldout/perplexity", "overall/cloze"]
+    assert study["headline"] == "overall/cloze"
+    overall = next(b for b in study["benchmarks"] if b["pooled"])
+    assert overall["n"] == 4 and overall["tasks"] == ["t1", "t2"]
+
+
+def test_per_model_scores_and_relative_improvement(study):
+    models = {m["id"]: m for m in study["models"]}
+    assert models["sft"]["scores"]["overall/cloze"]["score"] == pytest.approx(0.5)
+    assert models["sft"]["scores"]["t1/cloze"]["score"] == pytest.approx(1.0)
+    comparison = models["sft"]["vs_baseline"]["overall/cloze"]
+    assert comparison["relative_improvement"] == pytest.approx(1.0)  # (0.5 - 0.25) / 0.25
+    assert comparison["paired"]["difference"] == pytest.approx(0.25)
+    # per question sft - base = 0, 1, 0, 0: (3/4)^4 = 32% of resamples miss the one gain, so
+    # the interval starts at 0 and the verdict is "no evidence"
+    assert comparison["verdict"].startswith("no evidence of a difference from base: +25.0 pp [0.0,")
+    assert models["base"]["vs_baseline"] == {}
+    # perplexity exp(1) vs exp(2): lower is better, relative (e - e^2) / e^2
+    heldout = models["sft"]["vs_baseline"]["heldout/perplexity"]
+    assert models["sft"]["scores"]["heldout/perplexity"]["score"] == pytest.approx(2.718281828)
+    assert heldout["relative_improvement"] == pytest.approx(
+        (2.718281828 - 7.389056099) / 7.389056099
+    )
+    assert heldout["verdict"].startswith("lower than base's 7.39")
+
+
+def test_merge_numbers_by_hand(study):
+    (merge,) = study["merges"]
+    result = merge["benchmarks"]["overall/cloze"]
+    assert (result["P1"], result["P2"], result["P_merged"]) == (0.5, 0.25, 1.0)
+    assert result["E"] == pytest.approx(0.375)
+    assert result["vs_expected"]["difference"] == pytest.approx(0.625)
+    assert result["vs_best_parent"]["difference"] == pytest.approx(0.5)
+    assert result["best_parent"] == "sft"
+    assert result["diversity"] == pytest.approx(0.25)
+    assert result["disagreement_rate"] == pytest.approx(0.75)
+    assert result["emergent"] == ["t2::q2"] and result["lost"] == []
+    # the merge is right everywhere, so a resample's gap is 0 only when it draws the two questions
+    # sft gets right alone: (2/4)^4 = 6.25% of resamples, above the 2.5% tail -> interval from 0
+    assert result["verdict_vs_best_parent"].startswith("no evidence of synergy: +50.0 pp [0.0,")
+    assert result["verdict_vs_best_parent"].endswith("against its best parent (sft)")
+    assert merge["benchmarks"]["t1/cloze"]["P2"] == 0.0
+
+
+def test_one_merge_is_not_enough_for_the_analysis_across_merges(study):
+    across = study["across"]
+    assert across["merge_ids"] == ["merge"]
+    assert (
+        across["correlation"]["note"]
+        == "not enough merges for a correlation matrix: needs 3, the study has 1"
+    )
+    assert across["kmeans"]["note"].startswith("not enough merges for K-means")
+    assert across["dendrogram"]["linkage"] == []
+
+
+def test_attributes_of_three_merges(tmp_path):
+    models = list(MODELS[:3])
+    records = [
+        record(m, t, a) for m, tasks in TABLE.items() if m != "merge" for t, a in tasks.items()
+    ]
+    for i, (strategy, answers) in enumerate(
+        [("CPT-SFT-DPO", [1, 1, 1, 1]), ("CPT-SFT-ORPO", [0, 1, 0, 0]), ("CPT", [1, 0, 1, 0])]
+    ):
+        name = f"m{i}"
+        models.append(
+            {
+                "id": name,
+                "role": "merge",
+                "eval_model": f"src:{name}",
+                "lineage": "base" if i == 2 else "instruct",
+                "strategy": strategy,
+                "merged": True,
+                "parents": ["sft", "partner"],
+            }
+        )
+        records += [record(name, "t1", answers[:2]), record(name, "t2", answers[2:])]
+    study = analyse_study(
+        StudyInputs(tmp_path, plan(models), records, {"resamples": 50, "seed": 0})
+    )
+    across = study["across"]
+    assert across["merge_ids"] == ["m0", "m1", "m2"]
+    assert across["attributes"]["SFT"] == [1.0, 1.0, 0.0]
+    assert across["attributes"]["DPO"] == [1.0, 0.0, 0.0] and across["attributes"]["ORPO"] == [
+        0.0,
+        1.0,
+        0.0,
+    ]
+    assert across["attributes"]["Instruct"] == [1.0, 1.0, 0.0]
+    assert across["attributes"]["performance"] == [1.0, 0.25, 0.5]
+    assert across["attributes"]["improvement"] == pytest.approx([0.625, -0.125, 0.125])
+    assert "diversity" in across["correlation"]["constant"]  # the same parents for all three
+    assert len(across["kmeans"]["labels"]) == 3 and len(across["dendrogram"]["linkage"]) == 2
+
+
+def test_a_model_without_records_is_named(tmp_path):
+    models = [*MODELS, {"id": "ghost", "role": "stage", "eval_model": "src:ghost", "merged": False}]
+    records = [record(m, t, a) for m, tasks in TABLE.items() for t, a in tasks.items()]
+    study = analyse_study(StudyInputs(tmp_path, plan(models), records, {}))
+    assert any("ghost" in note for note in study["notes"])
+
+
+def test_load_study_says_what_to_run(tmp_path):
+    with pytest.raises(AlloyError, match="holds no study_plan.json") as error:
+        load_study(tmp_path)
+    assert "alloy study run" in error.value.hint
+    (tmp_path / "study_plan.json").write_text(json.dumps(plan(MODELS)))
+    with pytest.raises(AlloyError, match="has not finished"):
+        load_study(tmp_path)
+    (tmp_path / "study_plan.json").write_text("{")
+    with pytest.raises(AlloyError, match="not valid JSON"):
+        load_study(tmp_path)
