@@ -149,3 +149,26 @@ def test_a_trainer_that_doubles_bos_is_stopped(auto_bos_tokenizer):
         check_leading_bos(auto_bos_tokenizer, [bos, bos, 5], "DPOTrainer")
     with pytest.raises(AlloyError, match="0 BOS"):
         check_leading_bos(auto_bos_tokenizer, [5, 6], "DPOTrainer")
+
+
+@pytest.mark.parametrize("auto_bos", [True, False])
+def test_a_prompt_cut_from_the_left_keeps_one_bos_within_the_limit(
+    auto_bos, auto_bos_tokenizer, tiny_llama
+):
+    from transformers import AutoTokenizer
+
+    from alloylm.data.preference import PreferencePair, PreferenceReport, format_pairs
+
+    tokenizer = auto_bos_tokenizer if auto_bos else AutoTokenizer.from_pretrained(tiny_llama)
+    long_question = {"role": "user", "content": "Describe the osteon in detail. " * 10}
+    pair = PreferencePair(
+        (long_question,), (CONVERSATION[1],), ({"role": "assistant", "content": "No."},), "t:1"
+    )
+    report = PreferenceReport()
+    [row] = format_pairs(
+        tokenizer, [pair], report, max_prompt_length=12, long_prompts="truncate_left"
+    )
+    assert report.truncated == 1
+    ids = tokenizer(row["prompt"], add_special_tokens=True)["input_ids"]  # as DPOTrainer does
+    assert _leading_bos(ids, tokenizer.bos_token_id) == 1
+    assert len(ids) <= 12

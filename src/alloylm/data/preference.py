@@ -32,6 +32,7 @@ from alloylm.data.chat_template import (
     format_chat,
     format_prompt,
     validate_messages,
+    with_bos,
     without_auto_bos,
 )
 from alloylm.errors import DataError
@@ -419,7 +420,9 @@ def format_pairs(
                         reason = f"prompt too long: {len(ids)} tokens > limit {max_prompt_length}"
                         report.skip(file, int(line) if line.isdigit() else 0, reason)
                     continue
-                prompt = tokenizer.decode(ids[-max_prompt_length:])
+                # Cut from the left, then BOS in front again (chat_template's rule), in the limit.
+                keep = max_prompt_length - (1 if getattr(tokenizer, "bos_token", None) else 0)
+                prompt = with_bos(tokenizer, tokenizer.decode(ids[-keep:]))
                 report.truncated += int(first)
         prompt = without_auto_bos(tokenizer, prompt)
         rows.append(
