@@ -25,8 +25,9 @@ from alloylm.stages.base import Progress
 
 # Bump when prompts, extraction or scoring change, so that cached results are recomputed.
 # 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A;
-# 4: perplexity scores every token after the document separator, in lm-eval's rolling windows
-EVAL_VERSION = 4
+# 4: perplexity scores every token after the document separator, in lm-eval's rolling windows;
+# 5: chat prompts start with BOS whenever the tokenizer has one (data/chat_template.with_bos)
+EVAL_VERSION = 5
 
 
 @dataclass(frozen=True)
