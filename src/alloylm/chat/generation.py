@@ -20,11 +20,13 @@ answer are made the same way:
 
 from __future__ import annotations
 
+import atexit
 import json
 import queue
 import random
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -512,9 +514,7 @@ class DecodeBatch:
             if not started:
                 size = min(vocab, len(self.tokenizer))
                 pieces = self.tokenizer.batch_decode([[i] for i in range(size)])
-                allowed = [
-                    i for i, piece in enumerate(pieces) if piece and piece.lstrip()[:1] in ("", "{")
-                ]
+                allowed = [i for i, piece in enumerate(pieces) if piece.lstrip().startswith("{")]
                 banned[torch.tensor(allowed, dtype=torch.long)] = False
             for index in stop_ids:
                 if index < vocab:
@@ -652,8 +652,18 @@ class ModelGenerator:
         self._batch = DecodeBatch(self.model, tokenizer, int(pad))
         self._waiting: deque[_Sequence] = deque()
         self._lock = threading.Condition()
+        self._closed = False
         self._worker = threading.Thread(target=self._loop, daemon=True, name="alloy-generate")
         self._worker.start()
+        _LIVE.add(self)
+
+    def close(self) -> None:
+        """Stop the scheduler thread (waiting and running sequences end as 'cancelled')."""
+        with self._lock:
+            self._closed = True
+            self._lock.notify()
+        if self._worker.is_alive() and threading.current_thread() is not self._worker:
+            self._worker.join(timeout=30)
 
     # -- prompts
     def encode_chat(self, messages: Sequence[Message]) -> list[int]:
@@ -738,8 +748,14 @@ class ModelGenerator:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                while not self._waiting and not self._batch.rows:
+                while not self._waiting and not self._batch.rows and not self._closed:
                     self._lock.wait()
+                if self._closed:
+                    for sequence in [*self._waiting, *self._batch.rows]:
+                        sequence.cancel_now()
+                    self._waiting.clear()
+                    self._batch.rows = []
+                    return
                 fresh = not self._batch.rows
             if fresh:
                 time.sleep(0.005)  # requests sent together start together (one prefill)
@@ -758,6 +774,16 @@ class ModelGenerator:
                     if not row.finished:
                         row.fail(error)
                 self._batch.rows, self._batch.cache, self._batch.mask = [], None, None
+
+
+_LIVE: weakref.WeakSet[ModelGenerator] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    # A scheduler thread still alive at interpreter exit makes torch abort ("terminate called").
+    for generator in list(_LIVE):
+        generator.close()
 
 
 def is_json_object(text: str) -> bool:

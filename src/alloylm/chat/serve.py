@@ -13,7 +13,7 @@ streaming, step-level batching). What this module adds is the HTTP contract:
 - prompt + max_tokens is checked against the model's positions (400 context_length_exceeded).
 
 `response_format: {"type": "json_object"}` is a JSON-object mode, not a grammar: until the first
-`{` only blank tokens or tokens starting with `{` may be drawn, the EOS tokens are banned until
+`{` only tokens that start (after blanks) with `{` may be drawn, the EOS tokens are banned until
 the object closes, and generation stops when the top-level object closes. The result is then
 checked with `json.loads`: a reply with finish_reason "stop" is always a valid JSON object; one
 that closed but does not parse is a 500 (code invalid_json_output), and one cut by max_tokens
