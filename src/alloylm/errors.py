@@ -54,6 +54,54 @@ class ModelSourceError(AlloyError):
     """A model source cannot be resolved to a local model folder."""
 
 
+class StorageError(AlloyError):
+    """The disk refused a write: full, read-only, or not ours to write."""
+
+
+# errno -> (what happened, what to do)
+_STORAGE_ERRNOS = {
+    "ENOSPC": (
+        "no space left on the device",
+        "free space (or point run.output elsewhere) and run again; finished artifacts are kept",
+    ),
+    "EDQUOT": (
+        "disk quota exceeded",
+        "free space or raise the quota, then run again; finished artifacts are kept",
+    ),
+    "EROFS": (
+        "the file system is read-only",
+        "point run.output (or the output argument) at a writable folder",
+    ),
+    "EACCES": ("permission denied", "make the folder writable for this user, or write elsewhere"),
+    "EPERM": (
+        "operation not permitted",
+        "make the folder writable for this user, or write elsewhere",
+    ),
+    "EEXIST": (
+        "a file is in the way of a folder",
+        "remove or rename that file, or choose another output path",
+    ),
+    "ENOTDIR": (
+        "a file is in the way of a folder",
+        "remove or rename that file, or choose another output path",
+    ),
+}
+
+
+def storage_error(error: BaseException) -> StorageError | None:
+    """A user-facing error for an OSError the user can act on (disk full, read-only, permissions,
+    a file where a folder must go); None for anything else."""
+    import errno as errno_names
+
+    if not isinstance(error, OSError) or error.errno is None:
+        return None
+    name = errno_names.errorcode.get(error.errno, "")
+    if name not in _STORAGE_ERRNOS:
+        return None
+    what, todo = _STORAGE_ERRNOS[name]
+    return StorageError(f"cannot write: {what} ({error.strerror})", file=error.filename, hint=todo)
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest known name, or '' when nothing is close."""
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)

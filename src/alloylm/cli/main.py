@@ -138,6 +138,14 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {error.render()}", file=sys.stderr)
         return 2
+    except OSError as error:  # disk full, read-only, permissions: the user's to fix
+        from alloylm.errors import storage_error
+
+        storage = storage_error(error)
+        if storage is None or args.verbose:
+            raise
+        print(f"error: {storage.render()}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(
             "\ninterrupted: finished artifacts are kept; run the same command again to continue",

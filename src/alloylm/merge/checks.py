@@ -146,3 +146,36 @@ def check_parents(base: Path, others: list[Path], *, same_layers: bool = True) -
                 f"{other} has another chat template than {base}; the output gets the base model's"
             )
     return warnings
+
+
+def interpolation_warnings(settings: Any) -> list[str]:
+    """Warn about an interpolation factor `t` outside [0, 1]: the merge then extrapolates past
+    its parents (mergekit allows it, and the user should know it happened)."""
+    found: list[tuple[str, float]] = []
+
+    def walk(value: Any, where: str) -> None:
+        if isinstance(value, bool):
+            return
+        if isinstance(value, int | float):
+            if not 0.0 <= float(value) <= 1.0:
+                found.append((where, float(value)))
+        elif isinstance(value, dict):
+            for key, inner in value.items():
+                walk(inner, f"{where}.{key}" if key != "value" else where)
+        elif isinstance(value, list | tuple):
+            for i, inner in enumerate(value):
+                walk(inner, f"{where}[{i}]")
+
+    for name, parameters in settings.variants():
+        prefix = f"sweep {name}: " if name else ""
+        if "t" in (parameters or {}):
+            walk(parameters["t"], f"{prefix}parameters.t")
+    for i, model in enumerate(settings.models or []):
+        t = (getattr(model, "parameters", None) or {}).get("t")
+        if t is not None:
+            walk(t, f"models[{i}].parameters.t")
+    return [
+        f"{where} = {value:g} is outside [0, 1]: the merge extrapolates beyond its parents "
+        "(allowed, as in mergekit); use a value in [0, 1] to interpolate"
+        for where, value in found
+    ]

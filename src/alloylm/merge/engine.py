@@ -19,7 +19,13 @@ import torch
 
 from alloylm.errors import ConfigError
 from alloylm.merge.apply import TensorContext, apply_method, check_method_supported
-from alloylm.merge.checks import check_parents, check_tensors, num_layers, read_config
+from alloylm.merge.checks import (
+    check_parents,
+    check_tensors,
+    interpolation_warnings,
+    num_layers,
+    read_config,
+)
 from alloylm.merge.config import MergeSettings
 from alloylm.merge.jobs import TensorJob, build_jobs, output_layers
 from alloylm.merge.tensors import (
@@ -97,6 +103,7 @@ def prepare_merge(settings: MergeSettings, model_path: Callable[[str], Path]) ->
     folders = [Path(model_path(m)) for m in model_ids]
     same_layers = settings.slices is None
     warnings = check_parents(folders[0], folders[1:], same_layers=same_layers)
+    warnings += interpolation_warnings(settings)
     readers = [ModelTensors(f) for f in folders]
     for reader in readers[1:]:
         check_tensors(readers[0], reader, same_layers=same_layers)

@@ -68,9 +68,10 @@ class TensorInfo:
 
 
 def read_header(path: Path) -> dict:
-    with open(path, "rb") as handle:
-        (length,) = struct.unpack("<Q", handle.read(8))
-        return json.loads(handle.read(length))
+    """The safetensors header, checked against the file first (lengths, offsets, dtypes)."""
+    from alloylm.models.file_checks import check_safetensors
+
+    return check_safetensors(path)
 
 
 def weight_files(folder: Path) -> list[Path]:

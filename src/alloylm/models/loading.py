@@ -23,9 +23,14 @@ def torch_dtype(name: str | None) -> Any:
     return getattr(torch, DTYPES.get(name, name))
 
 
-def load_tokenizer(folder: str | Path, *, trust_remote_code: bool = False) -> Any:
+def load_tokenizer(folder: str | Path, *, trust_remote_code: bool | None = None) -> Any:
+    """The folder's tokenizer; its own code runs only when the stage opted in for this model."""
     from transformers import AutoTokenizer
 
+    from alloylm.models.sources import trusted
+
+    if trust_remote_code is None:
+        trust_remote_code = trusted("trust_remote_code", folder)
     return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
 
 
@@ -33,11 +38,19 @@ def load_causal_lm(
     folder: str | Path,
     *,
     dtype: str | None = None,
-    trust_remote_code: bool = False,
-    allow_pickle: bool = False,
+    trust_remote_code: bool | None = None,
+    allow_pickle: bool | None = None,
 ) -> Any:
+    """The folder's model from safetensors; pickle weights or the model's own code only when the
+    stage opted in for this model (`allow_pickle`, `trust_remote_code`; None: ask the opt-ins)."""
     from transformers import AutoModelForCausalLM
 
+    from alloylm.models.sources import trusted
+
+    if trust_remote_code is None:
+        trust_remote_code = trusted("trust_remote_code", folder)
+    if allow_pickle is None:
+        allow_pickle = trusted("allow_pickle", folder)
     return AutoModelForCausalLM.from_pretrained(
         str(folder),
         dtype=torch_dtype(dtype),

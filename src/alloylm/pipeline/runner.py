@@ -144,8 +144,7 @@ class PipelineRunner:
 
     def run(self) -> list[StageOutcome]:
         order = topological_order(self.pipeline)  # load_pipeline has run every check
-        self.output_dir.mkdir(parents=True, exist_ok=True)
-        clean_stale_temporaries(self.output_dir)
+        self._prepare_output_dir()
         outcomes: list[StageOutcome] = []
         hashes: dict[str, str] = {}
         forced = set(self.force)  # grows with the stages that follow a forced one
@@ -247,7 +246,12 @@ class PipelineRunner:
             return outcome
         outcome = StageOutcome(spec.name, spec.kind, "running", target)
         self.on_event("start", outcome)
-        state_dir = self._prepare_state_dir(spec.name, content_hash)
+        try:
+            state_dir = self._prepare_state_dir(spec.name, content_hash)
+        except OSError as error:
+            from alloylm.errors import storage_error
+
+            raise (storage_error(error) or error) from None
         started = time.time()
         progress = self.progress_factory(spec.name)
         try:
@@ -296,7 +300,12 @@ class PipelineRunner:
             if isinstance(error, KeyboardInterrupt):
                 self.on_event("failed", outcome)
                 raise
-            if not isinstance(error, AlloyError):
+            from alloylm.errors import storage_error
+
+            storage = storage_error(error)
+            if storage is not None:  # disk full, read-only: say so, no traceback
+                outcome.error = storage.render()
+            elif not isinstance(error, AlloyError):
                 outcome.error += "\n" + traceback.format_exc(limit=8)
             self.on_event("failed", outcome)
             return outcome
@@ -305,6 +314,27 @@ class PipelineRunner:
         outcome.status, outcome.wall_s, outcome.metrics = "built", wall, result.metrics
         self.on_event("built", outcome)
         return outcome
+
+    def _prepare_output_dir(self) -> None:
+        """Create the output folder (clear errors for a file in the way or an unwritable disk)
+        and remove the temporaries a killed run left."""
+        from alloylm.errors import ConfigError, storage_error
+
+        output = self.output_dir
+        if output.exists() and not output.is_dir():
+            raise ConfigError(
+                f"the output path {output} is a file, not a folder",
+                file=str(self.pipeline.file),
+                key="run.output",
+                hint="remove or rename the file, or set run.output to a folder",
+            )
+        try:
+            output.mkdir(parents=True, exist_ok=True)
+            clean_stale_temporaries(output)
+            for state in (output / ".alloy" / "state").glob("*"):
+                clean_stale_temporaries(state)
+        except OSError as error:
+            raise (storage_error(error) or error) from None
 
     def _prepare_state_dir(self, name: str, content_hash: str) -> Path:
         state_dir = self.state_dir(name)
@@ -335,5 +365,11 @@ class PipelineRunner:
                 num_processes=self.launcher.num_processes,
                 config_file=self.launcher.config_file,
             )
-        result = spec.module.run(ctx, config)
+        from alloylm.models.sources import model_trust
+
+        with model_trust(
+            allow_pickle=getattr(config, "allow_pickle", False),
+            trust_remote_code=getattr(config, "trust_remote_code", False),
+        ):
+            result = spec.module.run(ctx, config)
         return result if result is not None else StageResult()

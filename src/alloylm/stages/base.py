@@ -32,6 +32,10 @@ class StrictModel(BaseModel):
 class StageConfig(StrictModel):
     kind: str
     description: str | None = None
+    # Opt-ins for this stage's models (true: all of them, or a list of model sources); recorded in
+    # alloy.json with the rest of the config. Both run code from the model's files.
+    allow_pickle: bool | list[str] = False
+    trust_remote_code: bool | list[str] = False
 
 
 # model: a model source; data: a record file (checked against its DataKind); file: any other file

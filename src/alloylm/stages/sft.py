@@ -94,6 +94,16 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     examples, too_long = tokenize_examples(
         tokenizer, [c.messages for c in chats], cfg.train.max_seq_length
     )
+    if not examples:
+        from alloylm.errors import DataError
+
+        raise DataError(
+            f"no conversation fits in max_seq_length {cfg.train.max_seq_length} tokens "
+            f"({too_long} longer, {sum(part.report.bad for part in loaded)} unusable)",
+            file=str(cfg.data[0].path),
+            key="train.max_seq_length",
+            hint="raise train.max_seq_length, or give shorter conversations",
+        )
     pack = pack_best_fit if cfg.train.packing else unpacked_rows
     rows = pack(examples, cfg.train.max_seq_length)
     ctx.log(
