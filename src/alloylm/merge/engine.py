@@ -239,6 +239,9 @@ def write_model_files(folder: Path, plan: PreparedMerge, layout: list[tuple]) ->
             shutil.copyfile(tokenizer_folder / name, folder / name)
     if settings.chat_template:
         _write_chat_template(folder, settings.chat_template)
+    from alloylm.models.saving import finalize_model_files
+
+    finalize_model_files(folder)  # the lineage's pad-token rule, 4.x-loadable tokenizer
 
 
 def _tokenizer_folder(plan: PreparedMerge) -> Path:

@@ -21,6 +21,8 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     """Dequantize `gguf_file` into a float32 safetensors folder at `target` (atomic)."""
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+    from alloylm.models.saving import finalize_model_files
+
     folder, name = str(gguf_file.parent), gguf_file.name
     log.info("converting %s to %s (once; cached afterwards)", gguf_file, target)
     tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name)
@@ -32,6 +34,7 @@ def convert_gguf(gguf_file: Path, target: Path) -> Path:
     with atomic_directory(target) as tmp:
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        finalize_model_files(tmp)
     return target
 
 

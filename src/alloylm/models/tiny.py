@@ -31,6 +31,7 @@ def prepare_tiny(spec: str) -> Path:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from alloylm.models.embedded import prepare_embedded_tokenizer
+    from alloylm.models.saving import finalize_model_files
 
     tokenizer = AutoTokenizer.from_pretrained(prepare_embedded_tokenizer())
     config = LlamaConfig(
@@ -52,4 +53,5 @@ def prepare_tiny(spec: str) -> Path:
     with atomic_directory(target) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        finalize_model_files(tmp)
     return target

@@ -272,8 +272,11 @@ def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: A
     else:
         trainer.save_model(str(target))  # rank-safe; also saves the processing class
     if is_main_process(trainer):
+        from alloylm.models.saving import finalize_model_files
+
         for name in _NOT_IN_ARTIFACT:
             (target / name).unlink(missing_ok=True)
+        finalize_model_files(target)  # 4.x-loadable tokenizer, one pad-token rule
     trainer.accelerator.wait_for_everyone()
 
 

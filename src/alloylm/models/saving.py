@@ -1,0 +1,82 @@
+"""The last step of every model folder alloylm writes: tokenizer files other tools load too.
+
+`finalize_model_files(folder)` runs after each save (training stages, merges, tiny models, GGUF
+conversion) and makes three things hold:
+
+- **transformers 4.x loads the tokenizer.** transformers 5 writes `tokenizer_class:
+  TokenizersBackend`, a class 4.x does not have (`Tokenizer class TokenizersBackend does not
+  exist`), and vLLM, TGI and llama.cpp's converter still pin 4.x. The generic
+  `PreTrainedTokenizerFast` reads the same tokenizer.json in both (5.x maps it to its backend).
+- **The chat template is in `tokenizer_config.json` too**, not only in `chat_template.jinja`
+  (older loaders read only the former). Both hold the same text.
+- **One pad token across a lineage.** Training stages pick a pad token distinct from EOS
+  (`alloylm.data.chat_template.pick_pad_token`) so that EOS stays in the loss; a merge copied
+  its base model's tokenizer and so went back to the base's pad (often EOS). The rule now
+  applies to every saved folder: the pad token is `pick_pad_token`'s choice, and config.json /
+  generation_config.json carry its id.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+PORTABLE_TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+# Classes only transformers 5 knows; anything else (e.g. LlamaTokenizerFast) is left alone.
+V5_ONLY_TOKENIZER_CLASSES = ("TokenizersBackend",)
+
+
+def _read(path: Path) -> dict[str, Any] | None:
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def portable_tokenizer_config(config: dict[str, Any], chat_template: str | None) -> dict[str, Any]:
+    """`config` (tokenizer_config.json) with a class 4.x and 5.x both load, and the template."""
+    config = dict(config)
+    if config.get("tokenizer_class") in (None, *V5_ONLY_TOKENIZER_CLASSES):
+        config["tokenizer_class"] = PORTABLE_TOKENIZER_CLASS
+    if chat_template:
+        config["chat_template"] = chat_template
+    return config
+
+
+def finalize_model_files(folder: str | Path) -> dict[str, Any]:
+    """Apply the rules above to a saved model folder; returns what it decided (for manifests)."""
+    from transformers import AutoTokenizer
+
+    from alloylm.data.chat_template import pick_pad_token
+
+    folder = Path(folder)
+    config_path = folder / "tokenizer_config.json"
+    tokenizer_config = _read(config_path)
+    if tokenizer_config is None or not (folder / "tokenizer.json").exists():
+        return {}
+    jinja = folder / "chat_template.jinja"
+    template = jinja.read_text() if jinja.exists() else tokenizer_config.get("chat_template")
+    if isinstance(template, str) and not jinja.exists():
+        jinja.write_text(template)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    try:
+        pad_token, _ = pick_pad_token(tokenizer)
+    except ValueError:  # no token distinct from EOS: keep what the tokenizer has
+        pad_token = tokenizer.pad_token
+    pad_id = tokenizer.convert_tokens_to_ids(pad_token) if pad_token is not None else None
+
+    updated = portable_tokenizer_config(
+        tokenizer_config, template if isinstance(template, str) else None
+    )
+    if pad_token is not None:
+        updated["pad_token"] = pad_token
+    if updated != tokenizer_config:
+        _write(config_path, updated)
+    for name in ("config.json", "generation_config.json"):
+        data = _read(folder / name)
+        if data is not None and pad_id is not None and data.get("pad_token_id") != pad_id:
+            data["pad_token_id"] = pad_id
+            _write(folder / name, data)
+    return {"pad_token": pad_token, "pad_token_id": pad_id}
