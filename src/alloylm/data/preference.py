@@ -126,6 +126,9 @@ class PreferenceSource(StrictModel):
         1.0, gt=0.0, description="times each pair is used: 2.0 twice, 0.5 a seeded half"
     )
     limit: int | None = Field(None, ge=1, description="use only the first N usable pairs")
+    strict: bool = Field(
+        False, description="an unusable record is an error (default: skipped, counted, located)"
+    )
 
 
 def preference_files(path: str | os.PathLike[str]) -> list[Path]:
@@ -226,6 +229,16 @@ def load_preference_sources(
     from alloylm.data.mixing import mix
 
     loaded = [read_preference_file(source.path, source.limit) for source in sources]
+    for source, (_, report) in zip(sources, loaded, strict=True):
+        if source.strict and report.issues:
+            raise DataError(
+                f"{len(report.issues)} unusable records (strict: true); first: "
+                f"{report.issues[0].render()}",
+                file=source.path,
+                key="strict",
+                hint="fix those records, or drop `strict: true` to skip them (counted in "
+                "alloy.json)",
+            )
     for source, (pairs, _) in zip(sources, loaded, strict=True):
         if not pairs:
             raise DataError(

@@ -73,6 +73,9 @@ class DataSource(StrictModel):
     )
     holdout: HoldoutConfig | None = None
     limit: int | None = Field(None, ge=1, description="use only the first N usable records")
+    strict: bool = Field(
+        False, description="an unusable record is an error (default: skipped, counted, located)"
+    )
 
 
 @dataclass
@@ -276,6 +279,13 @@ def _load(source: DataSource, convert: Any, build: Any) -> LoadedSource:
         if source.holdout is not None:
             keys.append(_holdout_key(item, record, source))
     report.usable = len(items)
+    if source.strict and report.bad:
+        raise DataError(
+            f"{report.bad} unusable records (strict: true); first: {report.problems[0]}",
+            file=source.path,
+            key="strict",
+            hint="fix those records, or drop `strict: true` to skip them (counted in alloy.json)",
+        )
     if not items:
         details = "; ".join(report.problems[:3]) or "no records"
         raise DataError(

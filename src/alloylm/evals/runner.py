@@ -45,6 +45,7 @@ class TaskSpec:
     text_field: str = "text"  # perplexity: the JSONL field holding each document
     max_length: int = 512  # perplexity window, tokens
     include_path: str | None = None  # lm_eval:<task>: a folder of the user's lm-eval task YAMLs
+    strict: bool = False  # a record the loader would skip is an error instead
 
 
 def default_baseline(models: list[str], baseline: str | None) -> str | None:
@@ -136,6 +137,14 @@ def prepare_task(spec: TaskSpec) -> PreparedTask:
         prepared.documents = load_documents(spec.path, text_field=spec.text_field, limit=spec.limit)
         return prepared
     report = load_items(spec.path, spec.mapping)
+    if spec.strict and report.skipped:
+        raise DataError(
+            f"{len(report.skipped)} unusable records (strict: true); first: {report.skipped[0]}",
+            file=spec.path,
+            key="strict",
+            hint="fix those records, or drop `strict: true` to skip them (they are counted in "
+            "the results)",
+        )
     items = task_type(spec.type).select(report.items)[: spec.limit]
     if not items:
         raise DataError(

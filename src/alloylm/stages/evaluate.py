@@ -41,6 +41,7 @@ class TaskConfig(StrictModel):
     include_path: str | None = Field(
         None, description="lm_eval:<task> only: a folder of your own lm-eval task YAMLs"
     )
+    strict: bool = Field(False, description="an unusable record is an error, not skipped")
 
     @model_validator(mode="after")
     def _path_or_name(self) -> TaskConfig:
@@ -101,6 +102,7 @@ def task_specs(cfg: Config) -> list[Any]:
             "text_field": task.text_field,
             "max_length": task.max_length,
             "include_path": task.include_path,
+            "strict": task.strict,
         }
         specs.append(
             resolve_task(task.path or task.name or "", name=task.name, type=task.type, **options)
