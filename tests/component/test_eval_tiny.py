@@ -100,7 +100,15 @@ def test_end_to_end_all_protocols_and_perplexity(bench_file, heldout_file):
                 0.0 <= record["score"] <= 1.0
                 and record["ci95"][0] <= record["score"] <= record["ci95"][1]
             )
-            assert record["answered"] + record["unparseable"] == 6
+            predictions = record["predictions"]
+            parsed = [p for p in predictions if p["parsed"]]
+            assert record["unparseable"] == 6 - len(parsed)  # counted from the answers given
+            assert record["answered"] == len(parsed)
+            assert all(p["pred"] is None for p in predictions if not p["parsed"])
+            if protocol != "paper":  # scoring always picks an option
+                assert record["unparseable"] == 0
+            assert record["correct"] == sum(p["correct"] for p in predictions)
+            assert record["score"] == pytest.approx(record["correct"] / 6)
             assert record["settings"]["template"] == "chat" and not record["cached"]
         ppl = by_key[(model, "heldout", "perplexity")]
         assert (

@@ -60,6 +60,29 @@ def changed_tensors(base: Path, trained: Path) -> int:
     return sum(1 for name in before if not (before[name] == after[name]).all())
 
 
+def _answer_starts_past(model: Path, data_root: Path, max_length: int) -> dict[str, int]:
+    """How many of make_config's records have no assistant token within `max_length` tokens."""
+    from alloylm.data.chat_template import ensure_chat_template, format_prompt
+    from alloylm.data.sources import load_chat_examples
+    from alloylm.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(model)
+    ensure_chat_template(tokenizer)
+    counts = {}
+    for name, source in zip(("exercises", "glossary"), make_config(data_root).data, strict=True):
+        records = load_chat_examples(source).records
+        first_answer = [
+            len(
+                tokenizer(format_prompt(tokenizer, r.messages[:-1]), add_special_tokens=False)[
+                    "input_ids"
+                ]
+            )
+            for r in records
+        ]
+        counts[name] = sum(start >= max_length for start in first_answer)
+    return counts
+
+
 def test_sft_full_fine_tuning(tmp_path, data_root, tiny_llama):
     result = run_stage(tmp_path, make_config(data_root))
     metrics, details = result.metrics, result.details
@@ -67,8 +90,11 @@ def test_sft_full_fine_tuning(tmp_path, data_root, tiny_llama):
     assert len(losses) == STEPS and all(math.isfinite(x) for x in losses)
     assert losses[-1] < losses[0]
     assert [s["mixed_records"] for s in details["sources"]] == [16, 8]  # weight 0.5 on the glossary
-    # a question longer than max_seq_length leaves no answer token: dropped and counted
-    assert details["conversations"] + details["dropped_no_assistant_after_truncation"] == 24
+    # Counted from the records themselves: no answer starts past 128 tokens, so none is dropped
+    # (test_sft_drops_conversations_whose_answer_is_cut_off covers dropping).
+    assert _answer_starts_past(tiny_llama, data_root, 128) == {"exercises": 0, "glossary": 0}
+    assert details["dropped_no_assistant_after_truncation"] == 0
+    assert details["conversations"] == 24
     assert 0.0 < metrics["loss_token_fraction"] < 1.0  # prompts are masked out
     assert metrics["real_token_fraction"] == 1.0  # packed, padding-free
     assert changed_tensors(tiny_llama, tmp_path / "work") > 0
@@ -79,6 +105,23 @@ def test_sft_full_fine_tuning(tmp_path, data_root, tiny_llama):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "work")
     assert tokenizer.pad_token != tokenizer.eos_token
     assert details["pad_token"]["token"] == tokenizer.pad_token
+
+
+def test_sft_drops_conversations_whose_answer_is_cut_off(tiny_llama, data_root):
+    from alloylm.data.sources import load_chat_examples
+    from alloylm.models.loading import load_tokenizer
+
+    tokenizer = load_tokenizer(tiny_llama)
+    exercises = load_chat_examples(make_config(data_root).data[0]).records
+    expected = _answer_starts_past(tiny_llama, data_root, 70)["exercises"]
+    assert 0 < expected < len(exercises)
+    examples, dropped = sft.tokenize_examples(
+        tokenizer, [r.messages for r in exercises], max_length=70
+    )
+    assert dropped == expected and len(examples) == len(exercises) - expected
+    assert all(
+        len(ids) <= 70 and any(label != -100 for label in labels) for ids, labels in examples
+    )
 
 
 def test_sft_labels_cover_assistant_turns_and_eos(tiny_llama):
