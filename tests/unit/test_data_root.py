@@ -3,6 +3,7 @@ and the packaged files being the verbatim copies their SOURCE.md says they are."
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import re
 import textwrap
@@ -89,3 +90,26 @@ def test_task_names_are_found_in_the_packaged_data_from_any_folder(monkeypatch, 
     assert find_task_file("mmlu_stem/college_biology_test") == (
         packaged_data() / "mmlu_stem" / "college_biology_test.csv"
     )
+
+
+def test_package_data_patterns_cover_every_resource_file():
+    # a file under resources/ that no pattern names would be missing from a wheel
+    tomllib = pytest.importorskip("tomllib")
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["alloylm"]
+    package = repo / "src" / "alloylm"
+    files = [
+        p
+        for p in (package / "resources").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    assert len(files) > 10
+    for file in files:
+        rel = file.relative_to(package).as_posix()
+        assert any(
+            fnmatch.fnmatch(file.name, pattern[3:])
+            if pattern.startswith("**/")
+            else fnmatch.fnmatch(rel, pattern)
+            for pattern in patterns
+        ), f"{rel} is not package data (pyproject [tool.setuptools.package-data])"
