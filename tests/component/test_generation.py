@@ -214,3 +214,35 @@ def test_threads_see_their_own_answers(generator) -> None:
     for seed in range(4):
         params = SamplingParams(max_new_tokens=8, temperature=1.0, seed=seed)
         assert generator.complete(QUESTION, params).text == answers[seed]
+
+
+def test_the_study_preset_samples_reproducibly(generator) -> None:
+    from alloylm.chat.generation import preset
+
+    params = preset("study", max_new_tokens=10, seed=3)
+    first = generator.complete(QUESTION, params)
+    assert first.completion_tokens == 10 and generator.complete(QUESTION, params) == first
+
+
+def test_streamed_logprobs_go_with_their_text(loaded) -> None:
+    _, tokenizer = loaded
+    from alloylm.chat.generation import TokenLogprob
+
+    events: list = []
+    params = SamplingParams(max_new_tokens=50, stop=(" ATP now",), logprobs=True)
+    sequence = _Sequence(
+        [1],
+        params,
+        events.append,
+        tokenizer=tokenizer,
+        stop_ids=frozenset({2}),
+        context_length=None,
+    )
+    for token in tokenizer("make ATP now", add_special_tokens=False)["input_ids"]:
+        if not sequence.finished:
+            sequence.advance(token, TokenLogprob(tokenizer.decode([token]), -1.0, []))
+    deltas = [event for event in events if event[0] == "delta"]
+    assert all(text for _, text, _ in deltas)  # no logprobs without text
+    streamed = [entry.token for _, _, entries in deltas for entry in entries]
+    assert "".join(streamed) == events[-1][1].text == "make"
+    assert [entry.token for entry in events[-1][1].logprobs] == streamed

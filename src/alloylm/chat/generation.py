@@ -355,13 +355,14 @@ class _Sequence:
         held = partial_stop_length(self.text, self.params.stop) if self.params.stop else 0
         self._emit(len(self.text) - held)
 
-    def _emit(self, upto: int) -> None:
-        if upto > self.emitted or self._pending_logprobs:
+    def _emit(self, upto: int, *, final: bool = False) -> None:
+        """Hand out text[emitted:upto] with the logprobs of the tokens since the last delta
+        (held-back tokens keep theirs until their text goes out, or is cut at the end)."""
+        if upto > self.emitted or (final and self._pending_logprobs):
             delta = self.text[self.emitted : max(upto, self.emitted)]
             self.emitted = max(upto, self.emitted)
             entries, self._pending_logprobs = self._pending_logprobs, []
-            if delta or entries:
-                self.listener(("delta", delta, entries))
+            self.listener(("delta", delta, entries))
 
     def _finish(self, reason: str) -> None:
         if reason != "cancelled" and self.final_length is None:
@@ -379,7 +380,7 @@ class _Sequence:
             ]
         self.finish_reason = reason
         if reason != "cancelled":
-            self._emit(end)
+            self._emit(end, final=True)
         self.listener(("done", self.result()))
 
     def cancel_now(self) -> None:
