@@ -73,6 +73,9 @@ class MergeSettings(StrictModel):
     chat_template: str | None = None
     seed: int | None = None  # DARE's drops; None: the run's seed in a pipeline, else 0
     max_shard_size: int | str = "5GB"
+    # mergekit <= v0.1.1's rule: the final norm and lm_head take a gradient's value at position 1,
+    # not 0 (mergekit >= v0.1.2, the default); for reproducing merges made with it (the study's)
+    legacy_final_layers: bool = False
     sweep: list[SweepVariant] | SweepGrid | None = None
 
     @model_validator(mode="after")

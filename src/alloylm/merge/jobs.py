@@ -7,14 +7,14 @@ from typing import Any
 
 from alloylm.errors import ConfigError
 from alloylm.merge.config import MergeSettings
-from alloylm.merge.plan import layer_index, layer_position, rename_layer
+from alloylm.merge.plan import layer_index, layer_position, outside_position, rename_layer
 
 
 @dataclass(frozen=True)
 class TensorJob:
     out_name: str
     sources: tuple[str, ...]  # input tensor name in each model (same order as the model list)
-    position: float  # layer position for gradients; 0 outside the layers (mergekit)
+    position: float  # layer position for gradients; outside the layers see plan.outside_position
     slice_parameters: dict[str, Any] | None = None
     model_parameters: tuple[dict[str, Any] | None, ...] = ()
 
@@ -40,7 +40,7 @@ def build_jobs(
             TensorJob(
                 out_name=name,
                 sources=(name,) * n_models,
-                position=0.0
+                position=outside_position(name, settings.legacy_final_layers)
                 if layer_index(name) is None
                 else layer_position(layer_index(name), layers),
                 model_parameters=per_model,
@@ -64,7 +64,7 @@ def _slice_jobs(
     post = [n for n in outside if "embed" not in n]
     jobs: list[TensorJob] = []
     first, last = settings.slices[0], settings.slices[-1]
-    jobs += _outside_jobs(pre, first, model_ids)
+    jobs += _outside_jobs(pre, first, model_ids, settings.legacy_final_layers)
     out_layer = 0
     for number, slice_ in enumerate(settings.slices):
         sources = _sources_by_model(slice_, model_ids, number)
@@ -88,7 +88,7 @@ def _slice_jobs(
                     )
                 )
             out_layer += 1
-    jobs += _outside_jobs(post, last, model_ids)
+    jobs += _outside_jobs(post, last, model_ids, settings.legacy_final_layers)
     return jobs
 
 
@@ -103,13 +103,15 @@ def _sources_by_model(slice_, model_ids: list[str], number: int):
     return [by_model[m] for m in model_ids]
 
 
-def _outside_jobs(names: list[str], slice_, model_ids: list[str]) -> list[TensorJob]:
+def _outside_jobs(
+    names: list[str], slice_, model_ids: list[str], legacy_final_layers: bool
+) -> list[TensorJob]:
     sources = _sources_by_model(slice_, model_ids, 0)
     return [
         TensorJob(
             name,
             (name,) * len(model_ids),
-            0.0,
+            outside_position(name, legacy_final_layers),
             slice_.parameters,
             tuple(s.parameters for s in sources),
         )

@@ -9,7 +9,10 @@ A parameter setting is one of
   entry whose filter is a substring of the tensor name (or that has no filter, or filter "*")
   gives the value.
 
-Tensors outside the layers (embeddings, final norm, lm_head) sit at position 0, as in mergekit.
+Tensors outside the layers (embeddings, final norm, lm_head) sit at position 0, as in mergekit since
+v0.1.2. mergekit <= v0.1.1 (the study's 2024 merges) put the final norm and lm_head at position 1,
+i.e. they took a gradient's *last* value; `legacy_final_layers: true` reproduces that (see
+`outside_position` and docs/merge.md).
 Lookup order for a parameter: the model's own parameters (per-model parameters such as `weight`
 and `density` only), the slice's, then the top-level `parameters`.
 """
@@ -68,6 +71,16 @@ def gradient_value(points: Sequence[float], position: float) -> float:
 def layer_position(index: int, num_layers: int) -> float:
     """Position of layer `index` in a slice of `num_layers` layers: i / (L - 1), 1 when L = 1."""
     return index / (num_layers - 1) if num_layers > 1 else 1.0
+
+
+def outside_position(tensor_name: str, legacy_final_layers: bool = False) -> float:
+    """Position of a tensor outside the layers: 0 (mergekit >= v0.1.2, PR #534, plans every
+    module's pre and post weights with t=0); with `legacy_final_layers`, the tensors after the layers
+    (final norm, lm_head: anything but the embeddings) sit at 1, as mergekit <= v0.1.1 planned its
+    post_weights with ConfigReader(t=1) (mergekit/plan.py, MergePlanner._plan)."""
+    if legacy_final_layers and "embed" not in tensor_name:
+        return 1.0
+    return 0.0
 
 
 def _is_number(value: Any) -> bool:
