@@ -38,6 +38,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "prompts_dir": "DIR:prompts",
     },
     "cpt": {"model": "MODEL:base", "data": [{"path": "FILE:text.jsonl"}]},
+    "export": {"model": "MODEL:base"},
     "sft": {"model": "MODEL:base", "data": [{"path": "FILE:chat.jsonl"}]},
     "dpo": {
         "model": "MODEL:policy",

@@ -6,8 +6,7 @@ absolute path of the machine that built it; the config is rewritten the same way
 
 The model card (README.md) is the one the Hugging Face Hub reads: YAML front matter with
 `base_model` (the Hub models the lineage starts from; a list for merges), `base_model_relation`
-(finetune, merge or quantized), `license` and `datasets` where the lineage knows them,
-`library_name`, `tags`, `pipeline_tag` and, once an eval stage has measured the model,
+(finetune, merge or quantized), `license` where the lineage knows it, `library_name`, `tags`, `pipeline_tag` and, once an eval stage has measured the model,
 `model-index`; the body keeps the lineage summary and, for merges, the merge configuration.
 Keys: https://huggingface.co/docs/hub/model-cards (tests/unit/test_model_card.py).
 """
@@ -113,6 +112,7 @@ STAGE_PLACEHOLDER = re.compile(r"\$\{stages\.([A-Za-z0-9_\-]+)\.output\}")
 # Model sources that are copies of a Hub model: what base_model names for them.
 HUB_ID_OF_SOURCE = {"embedded:smollm2-135m-instruct": "HuggingFaceTB/SmolLM2-135M-Instruct"}
 LICENSE_OF_SOURCE = {"embedded:smollm2-135m-instruct": "apache-2.0"}
+UNKNOWN_LICENSE = "?"
 RELATION_OF_KIND = {
     "cpt": "finetune",
     "sft": "finetune",
@@ -225,11 +225,10 @@ def _model_parents(manifest: dict[str, Any]) -> list[dict[str, Any]]:
 
 def lineage_roots(
     manifest: dict[str, Any], folder: Path | None, _depth: int = 0
-) -> tuple[list[str], list[str], list[str]]:
-    """(Hub model ids, licenses, Hub dataset ids) that the artifact's lineage starts from."""
+) -> tuple[list[str], list[str]]:
+    """(Hub model ids, licenses) of the models the artifact's lineage starts from."""
     models: list[str] = []
     licenses: list[str] = []
-    datasets: list[str] = []
 
     def add(target: list[str], items: list[str]) -> None:
         target.extend(item for item in items if item not in target)
@@ -241,19 +240,14 @@ def lineage_roots(
             more = lineage_roots(parent_manifest, parent_folder, _depth + 1)
             add(models, more[0])
             add(licenses, more[1])
-            add(datasets, more[2])
             continue
         source = str(parent.get("source") or "")
         if source in HUB_ID_OF_SOURCE:
             add(models, [HUB_ID_OF_SOURCE[source]])
         elif HUB_ID.match(source) and not Path(source).exists():
             add(models, [source])
-        if source in LICENSE_OF_SOURCE:
-            add(licenses, [LICENSE_OF_SOURCE[source]])
-    for key in manifest.get("data_hashes") or {}:
-        if key.startswith("hf:"):
-            add(datasets, [key[3:]])
-    return models, licenses, datasets
+        add(licenses, [LICENSE_OF_SOURCE.get(source, UNKNOWN_LICENSE)])
+    return models, licenses
 
 
 def card_metadata(
@@ -263,24 +257,16 @@ def card_metadata(
 ) -> dict[str, Any]:
     """The card's YAML front matter (Hub keys only)."""
     kind = manifest["kind"]
-    if kind == "merge":
-        # a merge names what was merged: each parent's own Hub root (one entry per root)
-        base: list[str] = []
-        for parent in _model_parents(manifest):
-            roots = lineage_roots({"parents": [parent]}, folder)[0]
-            base.extend(r for r in roots if r not in base)
-        licenses, datasets = lineage_roots(manifest, folder)[1:]
-    else:
-        base, licenses, datasets = lineage_roots(manifest, folder)
+    # `datasets` is left out: it must name Hub datasets, and the data alloylm trains on are
+    # local files (the packaged OpenStax data is not on the Hub under one id).
+    base, licenses = lineage_roots(manifest, folder)
     meta: dict[str, Any] = {}
     if base:
         meta["base_model"] = base if kind == "merge" or len(base) > 1 else base[0]
         if kind in RELATION_OF_KIND:
             meta["base_model_relation"] = RELATION_OF_KIND[kind]
-    if len(licenses) == 1:
+    if len(licenses) == 1 and licenses[0] != UNKNOWN_LICENSE:  # every root's, and one
         meta["license"] = licenses[0]
-    if datasets:
-        meta["datasets"] = datasets
     meta["library_name"] = "gguf" if kind == "export" else "transformers"
     tags = ["alloylm", kind]
     if kind == "merge":
@@ -312,13 +298,20 @@ def model_index(manifest: dict[str, Any], evaluations: list[dict[str, Any]]) -> 
                     "name": f"{metric} ({record.get('protocol')} protocol)",
                 }
             ],
-            "source": {"name": f"alloylm eval stage {record.get('eval_stage', 'eval')}"},
         }
         if record.get("n") is not None:
             entry["dataset"]["args"] = {"n": int(record["n"])}
         results.append(entry)
     name = f"{manifest.get('run') or 'alloylm'}-{manifest.get('stage')}".replace("/", "-")
     return [{"name": name, "results": results}]
+
+
+def _without_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_none(v) for v in value]
+    return value
 
 
 def _front_matter(meta: dict[str, Any]) -> str:
@@ -377,7 +370,7 @@ def model_card(
             "## Merge configuration",
             "",
             "```yaml",
-            yaml.safe_dump(manifest["config"], sort_keys=False).rstrip(),
+            yaml.safe_dump(_without_none(manifest["config"]), sort_keys=False).rstrip(),
             "```",
         ]
     lines += [
