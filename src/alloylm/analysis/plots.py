@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,8 @@ def to_svg(fig: Any, salt: str) -> str:
     with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "none"}):
         fig.savefig(buffer, format="svg", metadata={"Date": None, "Creator": "alloylm"})
     text = buffer.getvalue()
+    # the RDF metadata block names vocabularies by URL (no request, but noise for a reader)
+    text = re.sub(r"<metadata>.*?</metadata>\s*", "", text, flags=re.DOTALL)
     return text[text.index("<svg") :]
 
 
@@ -398,7 +401,7 @@ def curve_figures(study: dict[str, Any]) -> list[Figure]:
             linewidth=0.8,
             label="better end",
         )
-        ax.set_xlabel("t (0: first model, 1: second)")
+        ax.set_xlabel("t (the merge's interpolation weight)")
         ax.set_ylabel("accuracy (%)")
         ax.legend(fontsize=8, frameon=False)
         _style(ax)
@@ -554,6 +557,7 @@ def lineage_figure(study: dict[str, Any]) -> Figure:
                 "arrowstyle": "-|>",
                 "color": "#777777",
                 "shrinkA": 14,
+                "connectionstyle": "arc3,rad=0.06",
                 "shrinkB": 14,
                 "linewidth": 0.8,
             },
