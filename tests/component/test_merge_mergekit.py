@@ -1,4 +1,6 @@
-"""Against mergekit itself, when it is installed (its own venv; see docs/merge.md). Never required."""
+"""Against mergekit itself, run from its own venv: $MERGEKIT_YAML, else `mergekit-yaml` on PATH, else
+.ci-venvs/mergekit (made by .ci/side-venvs.sh). Skipped without it, except where
+ALLOY_REQUIRE_EQUIVALENCE=1 (CI sets it): there a missing mergekit fails the test."""
 
 from __future__ import annotations
 
@@ -9,15 +11,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from alloylm.cli import merge as merge_cli
 
+REPO = Path(__file__).resolve().parents[2]
 MERGEKIT_YAML = (
     os.environ.get("MERGEKIT_YAML")
     or shutil.which("mergekit-yaml")
-    or "/work/mergekit-venv/bin/mergekit-yaml"
+    or str(REPO / ".ci-venvs" / "mergekit" / "bin" / "mergekit-yaml")
 )
+REQUIRED = os.environ.get("ALLOY_REQUIRE_EQUIVALENCE") == "1"
 
 CONFIG = """\
 models:
@@ -36,21 +40,21 @@ dtype: bfloat16
 """
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(
-    not Path(MERGEKIT_YAML).exists(), reason="mergekit-yaml not installed (set MERGEKIT_YAML)"
-)
-def test_same_tensors_as_mergekit_up_to_one_bf16_ulp(tiny_llama, tiny_llama_other, tmp_path):
-    config = tmp_path / "slerp.yml"
-    config.write_text(CONFIG.format(base=tiny_llama, other=tiny_llama_other))
-    subprocess.run(
-        [MERGEKIT_YAML, str(config), str(tmp_path / "mergekit")], check=True, capture_output=True
-    )
-    assert merge_cli.main([str(config), str(tmp_path / "ours"), "--quiet"]) == 0
-    ours = load_file(tmp_path / "ours" / "model.safetensors")
-    theirs = load_file(tmp_path / "mergekit" / "model.safetensors")
+@pytest.fixture(scope="module")
+def mergekit_yaml() -> str:
+    if not Path(MERGEKIT_YAML).exists():
+        message = f"mergekit-yaml not found at {MERGEKIT_YAML} (run .ci/side-venvs.sh, or set MERGEKIT_YAML)"
+        if REQUIRED:
+            pytest.fail(message)
+        pytest.skip(message)
+    return MERGEKIT_YAML
+
+
+def assert_within_one_bf16_ulp(ours_dir: Path, theirs_dir: Path, parent_dirs: list[Path]) -> None:
+    ours = load_file(ours_dir / "model.safetensors")
+    theirs = load_file(theirs_dir / "model.safetensors")
     assert set(theirs) <= set(ours)
-    parents = [load_file(Path(m) / "model.safetensors") for m in (tiny_llama, tiny_llama_other)]
+    parents = [load_file(Path(m) / "model.safetensors") for m in parent_dirs]
     for name, reference in theirs.items():
         a, b = ours[name].float(), reference.float()
         # ulp at the inputs' magnitude: s0*x + s1*y is only that precise where it cancels to ~0
@@ -59,3 +63,47 @@ def test_same_tensors_as_mergekit_up_to_one_bf16_ulp(tiny_llama, tiny_llama_othe
             scale = torch.maximum(scale, parent[name].to(torch.bfloat16).float().abs())
         ulp = torch.exp2(torch.floor(torch.log2(scale.clamp_min(2.0**-126))) - 7)
         assert float(((a - b).abs() / ulp).max()) <= 1.0, name
+
+
+def merge_both(mergekit_yaml: str, config_text: str, tmp_path: Path) -> tuple[Path, Path]:
+    config = tmp_path / "merge.yml"
+    config.write_text(config_text)
+    subprocess.run(
+        [mergekit_yaml, str(config), str(tmp_path / "mergekit")], check=True, capture_output=True
+    )
+    assert merge_cli.main([str(config), str(tmp_path / "ours"), "--quiet"]) == 0
+    return tmp_path / "ours", tmp_path / "mergekit"
+
+
+@pytest.mark.slow
+def test_same_tensors_as_mergekit_up_to_one_bf16_ulp(
+    mergekit_yaml, tiny_llama, tiny_llama_other, tmp_path
+):
+    ours, theirs = merge_both(
+        mergekit_yaml, CONFIG.format(base=tiny_llama, other=tiny_llama_other), tmp_path
+    )
+    assert_within_one_bf16_ulp(ours, theirs, [tiny_llama, tiny_llama_other])
+
+
+@pytest.mark.slow
+def test_final_norm_takes_the_value_mergekit_gives_it(
+    mergekit_yaml, tiny_llama, tiny_llama_other, tmp_path
+):
+    """A gradient reaching the final norm: mergekit >= v0.1.2 reads it at position 0, as we do."""
+    other = tmp_path / "other"
+    shutil.copytree(tiny_llama_other, other)
+    tensors = load_file(other / "model.safetensors")
+    # the tiny models' norms are all ones (colinear): give the other one a distinct final norm
+    tensors["model.norm.weight"] = torch.linspace(0.5, 1.5, tensors["model.norm.weight"].numel())
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    config = CONFIG.format(base=tiny_llama, other=other).replace(
+        "- value: 0.4", "- value: [0.25, 0.75]"
+    )
+    ours, theirs = merge_both(mergekit_yaml, config, tmp_path)
+    assert_within_one_bf16_ulp(ours, theirs, [tiny_llama, other])
+    norm = load_file(theirs / "model.safetensors")["model.norm.weight"].float()
+    base_norm = load_file(tiny_llama / "model.safetensors")["model.norm.weight"].float()
+    # t = 0.25 (position 0), not 0.75 (position 1, mergekit <= v0.1.1): nearer the base's ones
+    assert float((norm - base_norm).abs().max()) < float(
+        (norm - tensors["model.norm.weight"]).abs().max()
+    )
