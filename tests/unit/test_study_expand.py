@@ -313,13 +313,15 @@ def test_study_cpu_recipe_validates():
     assert names[0] == "data"
     assert [n for n in names if pipeline.stages[n].kind == "cpt"] == ["instruct_cpt"]
     kinds = sorted(pipeline.stages[n].kind for n in names)
-    assert kinds.count("merge") == 4 and kinds.count("eval") == 1
+    assert kinds.count("merge") == 4 + 3 and kinds.count("eval") == 1
     evaluation = pipeline.stages["eval"].config
     assert evaluation.protocols == ["cloze"]
     assert [t.type for t in evaluation.tasks] == ["mcq", "perplexity"]
     assert evaluation.tasks[0].limit is None  # all 336 review questions
     assert evaluation.tasks[1].path.endswith("instruct_cpt.output}/heldout.jsonl")
-    assert len(evaluation.models) == 9  # the start model is the partner
+    assert len(evaluation.models) == 9 + 3  # the start model is the partner; 3 curve points
+    (curve,) = pipeline.study.curves
+    assert curve["merge"] == "instruct_cpt_sft_dpo_slerp" and len(curve["points"]) == 5
 
 
 @pytest.mark.parametrize(
@@ -344,3 +346,46 @@ def test_paper_study_recipes_validate(recipe):
         instruct = pipeline.stages["instruct_cpt_sft_orpo"].config
         assert base.model.endswith("base_cpt_sft.output}")
         assert base != instruct
+
+
+def test_a_curve_adds_merges_at_inner_t_with_the_ends_from_the_grid():
+    expansion = _expand(
+        _section(merge={"curve": {"strategies": ["CPT-SFT-DPO"], "t": [0.5, 0.25]}})
+    )
+    (curve,) = expansion.curves
+    assert curve["merge"] == "instruct_cpt_sft_dpo_slerp"
+    points = [(p["t"], p["model"]) for p in curve["points"]]
+    assert points == [
+        (0.0, "partner"),  # slerp's t = 0 is the partner
+        (0.25, "instruct_cpt_sft_dpo_slerp-t025"),
+        (0.5, "instruct_cpt_sft_dpo_slerp-t050"),
+        (1.0, "instruct_cpt_sft_dpo"),  # t = 1 is the strategy's model
+    ]
+    stage = expansion.stages["instruct_cpt_sft_dpo_slerp-t025"]
+    assert stage["parameters"] == {"t": 0.25} and "schedule" not in stage
+    assert stage["models"] == [stage_ref("instruct_cpt_sft_dpo")]
+    entry = next(m for m in expansion.models if m["id"] == "instruct_cpt_sft_dpo_slerp-t025")
+    assert entry["role"] == "curve" and not entry["merged"]  # not one of the study's merges
+    assert stage_ref("instruct_cpt_sft_dpo_slerp-t025") in expansion.stages["eval"]["models"]
+
+
+def test_a_curve_can_scale_a_schedule():
+    from alloylm.pipeline.study import scale_setting
+
+    schedule = [{"filter": "self_attn", "value": [0, 0.3, 0.5, 0.7, 1]}, {"value": 0.5}]
+    assert scale_setting(schedule, 0.5) == [
+        {"filter": "self_attn", "value": [0, 0.15, 0.25, 0.35, 0.5]},
+        {"value": 0.25},
+    ]
+    expansion = _expand(
+        _section(merge={"curve": {"strategies": ["CPT"], "t": [0.5], "schedule": "G"}})
+    )
+    (curve,) = expansion.curves
+    assert [p["model"] for p in curve["points"]] == [
+        "partner", "instruct_cpt_slerp-G-t050", "instruct_cpt_slerp"]  # fmt: skip
+    t = expansion.stages["instruct_cpt_slerp-G-t050"]["parameters"]["t"]
+    assert t[0] == {"filter": "self_attn", "value": [0, 0.15, 0.25, 0.35, 0.5]}
+    with pytest.raises(ConfigError, match="did you mean 'CPT-SFT'"):
+        _expand(_section(merge={"curve": {"strategies": ["CPT-STF"]}}))
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+        _expand(_section(merge={"curve": {"strategies": ["CPT"], "t": [0, 0.5]}}))

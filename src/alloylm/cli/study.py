@@ -123,6 +123,10 @@ def plan(args: argparse.Namespace) -> int:
         strategy = entry.get("strategy", "")
         if entry.get("merged"):
             strategy += f" + merge ({entry.get('schedule')})"
+        elif entry.get("role") == "curve":
+            strategy += f" + merge at t={entry['t']:g}" + (
+                f" x {entry['schedule']}" if entry.get("schedule") else ""
+            )
         variant = ", ".join(f"{k}={v}" for k, v in (entry.get("variant") or {}).items())
         parents = ", ".join([*spec.depends_on, *_sources(spec)])
         if name == document["eval_stage"]:
@@ -135,12 +139,13 @@ def plan(args: argparse.Namespace) -> int:
     }
     roles = {
         r: sum(m["role"] == r for m in document["models"])
-        for r in ("start", "partner", "stage", "merge")
+        for r in ("start", "partner", "stage", "merge", "curve")
     }
     console.print(
         f"{len(status)} stages: {counts['built']} built, {counts['stale']} stale (rebuilt on run), "
         f"{counts['missing']} to build. Models evaluated: {roles['start']} start, "
-        f"{roles['partner']} partner, {roles['stage']} stage, {roles['merge']} merges "
+        f"{roles['partner']} partner, {roles['stage']} stage, {roles['merge']} merges, "
+        f"{roles['curve']} curve points "
         f"(baseline {document['baseline']})."
     )
     return 0

@@ -67,6 +67,28 @@ class Lineage(StrictModel):
     )
 
 
+class CurveSection(StrictModel):
+    """Weight-interpolation curves: merges of a strategy's model at several global t."""
+
+    strategies: list[str] = Field(min_length=1, description="strategies whose merge gets a curve")
+    t: list[float] = Field(
+        default_factory=lambda: [0.25, 0.5, 0.75],
+        description="inner points; t = 0 (the partner) and t = 1 are models the study has anyway",
+    )
+    schedule: str | None = Field(
+        None, description="None: the same t everywhere; a name of merge.schedules: it, times t"
+    )
+
+    @field_validator("t")
+    @classmethod
+    def _inner(cls, value: list[float]) -> list[float]:
+        if any(not 0 < t < 1 for t in value) or len(set(value)) != len(value):
+            raise ValueError(
+                f"curve points are distinct values strictly between 0 and 1, got {value}"
+            )
+        return sorted(value)
+
+
 class MergeSection(StrictModel):
     partner: str = Field(description="the general model every stage model is merged with")
     method: str = "slerp"
@@ -80,6 +102,7 @@ class MergeSection(StrictModel):
     settings: dict[str, Any] = Field(
         default_factory=dict, description="other merge-stage keys (dtype, out_dtype, ...)"
     )
+    curve: CurveSection | None = None
 
     @field_validator("schedules")
     @classmethod
@@ -155,6 +178,7 @@ class StudyExpansion:
     eval_stage: str
     baseline: str
     lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
+    curves: list[dict[str, Any]] = field(default_factory=list)  # the plan's `curves`
 
     def stage_names(self) -> list[str]:
         return list(self.stages)
@@ -445,6 +469,10 @@ def expand_study(
                     }
                 )
 
+    curves: list[dict[str, Any]] = []
+    if merge is not None and merge.curve is not None:
+        curves = _expand_curves(merge, endpoints, models, register, add_source, error)
+
     baseline = _baseline(study, error)
     baseline_source = next(m["source"] for m in models if m["id"] == baseline)
     for key in ("models", "baseline", "kind"):
@@ -468,10 +496,116 @@ def expand_study(
         origins=origins,
         eval_stage=study.eval_stage,
         baseline=baseline,
+        curves=curves,
     )
     if lines is not None:
         expansion.lines = generated_lines(expansion, lines)
     return expansion
+
+
+def scale_setting(setting: Any, factor: float) -> Any:
+    """A merge parameter setting (number, gradient list, [{filter, value}]) with every value x factor."""
+    if isinstance(setting, (bool, str)):
+        return setting
+    if isinstance(setting, (int, float)):
+        return setting * factor
+    if isinstance(setting, list):
+        return [scale_setting(item, factor) for item in setting]
+    if isinstance(setting, dict):
+        return {k: scale_setting(v, factor) if k == "value" else v for k, v in setting.items()}
+    return setting
+
+
+def _expand_curves(
+    merge: MergeSection,
+    endpoints: list[dict[str, Any]],
+    models: list[dict[str, Any]],
+    register: Callable[[str, dict[str, Any], tuple], str],
+    add_source: Callable[[str], int],
+    error: ErrorFactory,
+) -> list[dict[str, Any]]:
+    """Merges at each inner t of the curve; the ends are the partner and the strategy's model
+    (uniform t) or the partner and the schedule's merge (a schedule scaled by t)."""
+    from alloylm.merge.plan import schedule_preset
+
+    curve = merge.curve
+    assert curve is not None
+    where = ("study", "merge", "curve")
+    if merge.method != "slerp":
+        raise error((*where,), "curves interpolate with slerp's t", "use merge.method: slerp")
+    if curve.schedule is not None and curve.schedule not in merge.schedules:
+        raise error(
+            (*where, "schedule"),
+            f"no schedule {curve.schedule!r}{did_you_mean(curve.schedule, merge.schedules)}",
+            f"schedules: {', '.join(merge.schedules)}",
+        )
+    for strategy in curve.strategies:
+        if not any(e["strategy"] == strategy for e in endpoints):
+            raise error(
+                (*where, "strategies"),
+                f"{strategy!r} is not one of the study's strategies"
+                f"{did_you_mean(strategy, [e['strategy'] for e in endpoints])}",
+            )
+    by_id = {m["id"]: m for m in models}
+    curves = []
+    for entry in endpoints:
+        if entry["strategy"] not in curve.strategies:
+            continue
+        merges = [m for m in models if m["role"] == "merge" and m["parents"][0] == entry["id"]]
+        schedule_name = curve.schedule or next(iter(merge.schedules))
+        anchor = next((m for m in merges if m["schedule"] == schedule_name), None)
+        if anchor is None:
+            raise error(
+                (*where, "strategies"),
+                f"strategy {entry['strategy']!r} is not merged (merge.strategies), so it has no curve",
+            )
+        if curve.schedule is None:
+            setting: Any = None
+            end, label = entry["id"], "t"
+        else:
+            chosen = merge.schedules[curve.schedule]
+            setting = schedule_preset(chosen) if isinstance(chosen, str) else chosen.get("t")
+            if setting is None:
+                raise error((*where, "schedule"), f"schedule {curve.schedule!r} sets no t")
+            end, label = anchor["id"], f"{curve.schedule}-t"
+        points = [{"t": 0.0, "model": PARTNER_ID}]
+        for t in curve.t:
+            t_value = t if setting is None else scale_setting(setting, t)
+            config = {
+                "kind": "merge",
+                **copy.deepcopy(merge.settings),
+                "method": merge.method,
+                "base_model": merge.partner,
+                "models": [entry["source"]],
+                "parameters": {**merge.settings.get("parameters", {}), "t": t_value},
+            }
+            stage = register(
+                f"{entry['stage']}_{merge.method}-{label}{round(t * 100):03d}", config, where
+            )
+            if stage not in by_id:
+                model = {
+                    "id": stage,
+                    "role": "curve",
+                    "stage": stage,
+                    "kind": "merge",
+                    "source": stage_ref(stage),
+                    "lineage": entry["lineage"],
+                    "strategy": entry["strategy"],
+                    "merged": False,  # a point of a curve, not one of the study's merges
+                    "parents": [entry["id"], PARTNER_ID],
+                    "schedule": curve.schedule,
+                    "t": t,
+                    "curve_of": anchor["id"],
+                    "steps": entry["steps"],
+                    "variant": entry["variant"],
+                    "eval_index": add_source(stage_ref(stage)),
+                }
+                models.append(model)
+                by_id[stage] = model
+            points.append({"t": t, "model": stage})
+        points.append({"t": 1.0, "model": end})
+        curves.append({"merge": anchor["id"], "schedule": curve.schedule, "points": points})
+    return curves
 
 
 def _baseline(study: StudySection, error: ErrorFactory) -> str:
@@ -685,7 +819,7 @@ def plan_document(pipeline: Pipeline) -> dict[str, Any]:
         "eval_stage": expansion.eval_stage,
         "baseline": expansion.baseline,
         "models": models,
-        "curves": [],
+        "curves": copy.deepcopy(expansion.curves),
     }
 
 
