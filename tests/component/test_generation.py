@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,20 @@ def test_streamed_logprobs_go_with_their_text(loaded) -> None:
     streamed = [entry.token for _, _, entries in deltas for entry in entries]
     assert "".join(streamed) == events[-1][1].text == "make"
     assert [entry.token for entry in events[-1][1].logprobs] == streamed
+
+
+def test_a_request_joining_a_running_batch_gets_the_answer_it_gets_alone(generator) -> None:
+    varied = SamplingParams(max_new_tokens=40, repetition_penalty=5.0)
+    other = [{"role": "user", "content": "Leaves and collagen: how are they alike?"}]
+    alone_long = generator.complete(QUESTION, varied).token_ids
+    alone_short = generator.complete(other, replace(varied, max_new_tokens=12)).token_ids
+    long = generator.submit(generator.encode_chat(QUESTION), varied)
+    seen = 0
+    for event in long.events():  # join after a few steps, with a shorter prompt
+        seen += event[0] == "delta"
+        if seen == 5:
+            break
+    short = generator.submit(generator.encode_chat(other), replace(varied, max_new_tokens=12))
+    assert short.wait().token_ids == alone_short
+    assert long.wait().token_ids == alone_long
+    assert generator._batch._plain_cache() or not generator._batch.rows  # the merge path ran

@@ -14,8 +14,10 @@ answer are made the same way:
   deltas always concatenate to the final text;
 - batching is step-level (continuous batching): a finished sequence leaves the batch at once and a
   waiting request joins at the next step, so a 1-token request never waits for a 150-token one.
-  A join re-runs the prompt of every sequence in the batch (left-padded, one forward call) to
-  rebuild the KV cache: simple and exact, at the cost of one batched prefill per join.
+  A joining request's prompt runs alone (batched with the others joining) and its KV cache is
+  appended to the batch's, both left-padded to one width; positions are explicit, so only the
+  attention mask sees the padding. (A model whose cache is not transformers' plain DynamicLayer,
+  e.g. sliding-window layers, re-runs every prompt of the batch at a join instead.)
 """
 
 from __future__ import annotations
@@ -426,9 +428,16 @@ class DecodeBatch:
     def step(self, joining: Sequence[_Sequence] = ()) -> None:
         """One token for every row (joining rows first run their prompts); finished rows leave."""
         torch = self.torch
-        if joining:
+        if joining and self.rows and self._plain_cache():
+            # Old rows take their step, the joining rows run their prompts, the caches merge.
+            old_logits = self._decode()
+            new_logits, cache, mask = self._prefill(joining)
+            self._merge(cache, mask)
             self.rows.extend(joining)
-            logits = self._prefill()
+            logits = torch.cat([old_logits, new_logits], 0)
+        elif joining:  # an empty batch, or a cache we cannot merge: every prompt runs again
+            self.rows.extend(joining)
+            logits, self.cache, self.mask = self._prefill(self.rows)
         elif self.rows:
             logits = self._decode()
         else:
@@ -453,10 +462,51 @@ class DecodeBatch:
                 chosen = torch.tensor(keep, dtype=torch.long, device=self.device)
                 self.cache.batch_select_indices(chosen)
                 self.mask = self.mask[chosen]
+                self._trim_padding()
 
-    def _prefill(self) -> Any:
+    def _plain_cache(self) -> bool:
+        """True when every cache layer is a plain DynamicLayer (keys, values: B x H x T x D)."""
+        from transformers.cache_utils import DynamicLayer
+
+        layers = getattr(self.cache, "layers", None)
+        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+    def _merge(self, cache: Any, mask: Any) -> None:
+        """Append another batch's cache, both left-padded to the same width. Keys are cached
+        after the rotary embedding and positions are explicit, so only the mask sees the shift."""
         torch = self.torch
-        sequences = [row.all_ids() for row in self.rows]
+        width = max(self.mask.shape[1], mask.shape[1])
+
+        def left_pad(tensor: Any, dim: int) -> Any:
+            missing = width - tensor.shape[dim]
+            if missing == 0:
+                return tensor
+            shape = list(tensor.shape)
+            shape[dim] = missing
+            return torch.cat([tensor.new_zeros(shape), tensor], dim)
+
+        for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
+            mine.keys = torch.cat([left_pad(mine.keys, -2), left_pad(theirs.keys, -2)], 0)
+            mine.values = torch.cat([left_pad(mine.values, -2), left_pad(theirs.values, -2)], 0)
+        self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)], 0)
+
+    def _trim_padding(self) -> None:
+        """Drop the leading columns no remaining row attends to (left by a long row that left)."""
+        if not self._plain_cache():
+            return
+        used = self.mask.any(0).nonzero()
+        start = int(used[0]) if len(used) else 0
+        if start == 0:
+            return
+        for layer in self.cache.layers:
+            layer.keys = layer.keys[:, :, start:]
+            layer.values = layer.values[:, :, start:]
+        self.mask = self.mask[:, start:]
+
+    def _prefill(self, rows: Sequence[_Sequence]) -> tuple[Any, Any, Any]:
+        """Logits after each row's tokens, the KV cache and the mask (left padding)."""
+        torch = self.torch
+        sequences = [row.all_ids() for row in rows]
         width = max(len(ids) for ids in sequences)
         ids = torch.full((len(sequences), width), self.pad_id, dtype=torch.long)
         mask = torch.zeros((len(sequences), width), dtype=torch.long)
@@ -473,9 +523,8 @@ class DecodeBatch:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
-        self.mask = mask
-        return out.logits[:, -1, :]
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return out.logits[:, -1, :], cache, mask
 
     def _decode(self) -> Any:
         torch = self.torch
