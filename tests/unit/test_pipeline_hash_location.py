@@ -84,3 +84,18 @@ def test_a_copied_local_model_folder_has_the_same_identity(tmp_path):
     assert model_identity(str(model)) == model_identity(str(tmp_path / "copy"))
     (tmp_path / "copy" / "model.safetensors").write_bytes(b"other weights")
     assert model_identity(str(model)) != model_identity(str(tmp_path / "copy"))
+
+
+def test_a_gguf_model_counts_by_its_bytes(tmp_path):
+    from alloylm.pipeline.runner import model_identity
+
+    folder = tmp_path / "gguf-folder"
+    folder.mkdir()
+    (folder / "model.gguf").write_bytes(b"GGUF one")
+    single = tmp_path / "model.gguf"
+    single.write_bytes(b"GGUF one")
+    before = model_identity(str(folder)), model_identity(str(single))
+    (folder / "model.gguf").write_bytes(b"GGUF two")
+    single.write_bytes(b"GGUF two")
+    assert model_identity(str(folder)) != before[0]
+    assert model_identity(str(single)) != before[1]

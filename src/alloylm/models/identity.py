@@ -15,12 +15,18 @@ from pathlib import Path
 from alloylm.atomic import atomic_write_json
 from alloylm.hashing import hash_json, sha256_file
 
-MODEL_FILE_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt", ".tiktoken")
+# weights (safetensors, a GGUF, pickled .bin), config, tokenizer files, chat template
+MODEL_FILE_SUFFIXES = (
+    ".safetensors", ".gguf", ".bin", ".json", ".jinja", ".model", ".txt", ".tiktoken",
+)  # fmt: skip
 NOT_MODEL_FILES = ("alloy.json",)  # the pipeline's manifest: lineage, timings; not the model
 
 
 def model_files(folder: str | Path) -> list[Path]:
-    """The files that make up the model in `folder` (top level only: HF folders are flat)."""
+    """The files that make up the model in `folder` (top level only: HF folders are flat); a
+    model given as one file (a .gguf) is that file."""
+    if Path(folder).is_file():
+        return [Path(folder)]
     return sorted(
         path
         for path in Path(folder).iterdir()

@@ -74,11 +74,11 @@ def model_identity(source: str) -> str:
         manifest = read_manifest(path) if path.is_dir() else None
         if manifest:
             return f"artifact@{manifest['content_hash']}"
-        if path.is_dir():
-            from alloylm.models.identity import model_files_hash
+        if not path.exists():
+            return f"missing@{source}"
+        from alloylm.models.identity import model_files_hash
 
-            return f"folder@{model_files_hash(path)}"
-        return f"file@{sha256_path(path)}" if path.is_file() else f"missing@{source}"
+        return f"{'folder' if path.is_dir() else 'file'}@{model_files_hash(path)}"
     return source  # hub ids and tiny models are named by their source string
 
 
