@@ -47,6 +47,9 @@ MCQ = Item(
         ("Both A and B", None),  # two letters: no single option
         ("A or B", None),
         ("C, D", None),
+        ("(A) and (B)", None),
+        ("The answer is A and B", None),
+        ("A and B are wrong; the answer is C", 2),  # an explicit answer outweighs a list
         ("Not true", None),
     ],
 )

@@ -107,16 +107,20 @@ def extract_choice(response: str, n_options: int, choices: tuple[str, ...] = ())
     text = response.strip()
     if not text:
         return None
-    listed = {letter for match in _LETTER_LIST.finditer(text) for letter in match.groups()}
-    if len(listed) > 1:
-        return None
     letter = None
     for pattern in (_LETTER_ONLY, _LETTER_LEAD, _ANSWER_IS, _PARENTHESISED):
         match = pattern.search(text)
         if match:
-            letter = next(group for group in match.groups() if group).upper()
+            found = next(
+                index for index in (1, 2) if index <= pattern.groups and match.group(index)
+            )
+            if _names_several(text, match.start(found)):  # "The answer is A and B"
+                return None
+            letter = match.group(found).upper()
             break
     if letter is None:
+        if any(_names_several(text, m.start(1)) for m in _LETTER_LIST.finditer(text)):
+            return None  # "Both A and B"
         named = _options_named(text, choices)
         if len(named) == 1:
             return named[0]
@@ -126,6 +130,12 @@ def extract_choice(response: str, n_options: int, choices: tuple[str, ...] = ())
         return None
     index = LETTERS.index(letter)
     return index if index < n_options else None
+
+
+def _names_several(text: str, position: int) -> bool:
+    """True when a list of two different letters ("A and B", "C, D") starts at `position`."""
+    match = _LETTER_LIST.match(text, position)
+    return bool(match) and match.group(1) != match.group(2)
 
 
 def _options_named(text: str, choices: tuple[str, ...]) -> list[int]:
