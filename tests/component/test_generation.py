@@ -264,3 +264,12 @@ def test_a_request_joining_a_running_batch_gets_the_answer_it_gets_alone(generat
     assert short.wait().token_ids == alone_short
     assert long.wait().token_ids == alone_long
     assert generator._batch._plain_cache() or not generator._batch.rows  # the merge path ran
+
+
+def test_a_closed_generator_refuses_new_work(loaded) -> None:
+    model, tokenizer = loaded
+    closing = ModelGenerator(model=model, tokenizer=tokenizer)
+    assert closing.complete(QUESTION, SamplingParams(max_new_tokens=2)).completion_tokens == 2
+    closing.close()
+    with pytest.raises(RuntimeError, match="closed"):
+        closing.complete(QUESTION, SamplingParams(max_new_tokens=2))

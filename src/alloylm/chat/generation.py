@@ -746,6 +746,8 @@ class ModelGenerator:
             for p, handle in zip(params, handles, strict=True)
         ]
         with self._lock:
+            if self._closed:
+                raise RuntimeError("this ModelGenerator is closed")
             if len(self._waiting) + len(sequences) > self.max_queue + self._free_slots():
                 raise QueueFull(f"{len(self._waiting)} requests are already waiting")
             for handle, sequence in zip(handles, sequences, strict=True):
