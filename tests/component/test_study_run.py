@@ -55,7 +55,11 @@ def _study_file(tmp_path: Path, strategies: list[str]) -> Path:
             "sft": {"data": [{"path": "chat.jsonl"}], "train": TRAIN},
             "dpo": {"data": [{"path": "pref.jsonl"}], "max_prompt_length": 48, "train": TRAIN},
         },  # fmt: skip
-        "merge": {"partner": "tiny:llama:1", "schedules": {"G": "variant_g"}},
+        "merge": {
+            "partner": "tiny:llama:1",
+            "schedules": {"G": "variant_g"},
+            "curve": {"strategies": ["CPT-SFT-DPO"], "t": [0.5]},
+        },
         "eval": {
             "protocols": ["cloze"],
             "resamples": 50,
@@ -93,7 +97,8 @@ def test_tiny_study_runs_end_to_end_and_reruns_nothing(tmp_path, capsys, monkeyp
         assert printed.count(f"build {stage} (") == 1
     built = sorted(p.name for p in out.iterdir() if (p / "alloy.json").exists())
     assert built == sorted(["instruct_cpt", "instruct_cpt_sft", "instruct_cpt_sft_dpo",
-                            "instruct_cpt_sft_slerp", "instruct_cpt_sft_dpo_slerp", "eval"])  # fmt: skip
+                            "instruct_cpt_sft_slerp", "instruct_cpt_sft_dpo_slerp",
+                            "instruct_cpt_sft_dpo_slerp-t050", "eval"])  # fmt: skip
     sft = json.loads((out / "instruct_cpt_sft" / "alloy.json").read_text())
     assert sft["parents"][0]["stage"] == "instruct_cpt"
 
@@ -102,7 +107,11 @@ def test_tiny_study_runs_end_to_end_and_reruns_nothing(tmp_path, capsys, monkeyp
     assert plan["output"] == str(out) and plan["baseline"] == "partner"
     by_id = {m["id"]: m for m in plan["models"]}
     assert set(by_id) == {"instruct", "partner", "instruct_cpt_sft", "instruct_cpt_sft_dpo",
-                          "instruct_cpt_sft_slerp", "instruct_cpt_sft_dpo_slerp"}  # fmt: skip
+                          "instruct_cpt_sft_slerp", "instruct_cpt_sft_dpo_slerp",
+                          "instruct_cpt_sft_dpo_slerp-t050"}  # fmt: skip
+    (curve,) = plan["curves"]
+    assert [p["model"] for p in curve["points"]] == [
+        "partner", "instruct_cpt_sft_dpo_slerp-t050", "instruct_cpt_sft_dpo"]  # fmt: skip
     assert by_id["instruct_cpt_sft_dpo_slerp"]["parents"] == ["instruct_cpt_sft_dpo", "partner"]
     assert by_id["instruct_cpt_sft_dpo"]["steps"] == ["cpt", "sft", "dpo"]
     # every model of the plan was scored by the eval stage, under the plan's eval_model string
@@ -119,14 +128,22 @@ def test_tiny_study_runs_end_to_end_and_reruns_nothing(tmp_path, capsys, monkeyp
     except ImportError:
         assert "no report" in printed
     else:
-        assert (out / "report" / "report.html").exists()
+        html = (out / "report" / "report.html").read_text()
+        report = json.loads((out / "report" / "study.json").read_text())
+        figures = {f["id"]: f for f in report["figures"]}
+        for figure in figures.values():
+            assert figure["id"] in html
+        # every figure that the data of this tiny study allows is drawn
+        drawable = {"fig-accuracy", "fig-perplexity", "fig-expected", "fig-deviation",
+                    "fig-curve", "fig-loss", "fig-schedule", "fig-lineage"}  # fmt: skip
+        assert drawable <= {i for i, f in figures.items() if f["drawn"]}, figures
 
     # a rerun builds nothing
     assert main(["study", "run", str(path), "--no-report"]) == 0
     again = _printed(capsys)
-    assert "build " not in again and again.count("skip ") == 6
+    assert "build " not in again and again.count("skip ") == 7
     assert main(["study", "plan", str(path)]) == 0
-    assert "6 stages: 6 built, 0 stale (rebuilt on run), 0 to build" in _printed(capsys)
+    assert "7 stages: 7 built, 0 stale (rebuilt on run), 0 to build" in _printed(capsys)
 
 
 @pytest.mark.timeout(600)
