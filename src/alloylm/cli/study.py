@@ -14,7 +14,7 @@ examples:
   alloy study plan recipes/study_cpu.yaml                    the grid, and what is built
   alloy study run recipes/study_cpu.yaml                     build it, evaluate, write the report
   alloy study run recipes/study_cpu.yaml --parallel 2        independent branches side by side
-  alloy study plan recipes/paper/study_llama31_8b.yaml --no-data-check
+  alloy study plan recipes/paper/study/llama31_8b.yaml --no-data-check
 """
 
 
