@@ -8,6 +8,7 @@ are removed by `clean_stale_temporaries` on the next run.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -65,6 +66,8 @@ def atomic_directory(target: str | os.PathLike[str], *, replace: bool = True) ->
     On an exception the temporary folder is removed and `target` is left as it was.
     """
     target = Path(target)
+    if target.exists() and not target.is_dir():  # never swap a user's file for a folder
+        raise FileExistsError(errno.EEXIST, "a file is where the output folder goes", str(target))
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = temporary_sibling(target)
     tmp.mkdir()

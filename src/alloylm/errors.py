@@ -102,6 +102,22 @@ def storage_error(error: BaseException) -> StorageError | None:
     return StorageError(f"cannot write: {what} ({error.strerror})", file=error.filename, hint=todo)
 
 
+# What reading a damaged file raises (truncated gzip, corrupt Parquet, bad UTF-8, broken CSV):
+# turned into a DataError naming the file by `unreadable_file`.
+READ_ERRORS: tuple[type[BaseException], ...] = (OSError, EOFError, ValueError)
+
+
+def unreadable_file(file: object, error: BaseException) -> DataError:
+    """A DataError for a file that cannot be read at all (not one bad record: the whole file)."""
+    reason = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    return DataError(
+        f"cannot read the file ({type(error).__name__}: {reason})",
+        file=str(file),
+        hint="the file is damaged, truncated or not in the format its name says; "
+        "re-export it, or set `format:` when the extension is misleading",
+    )
+
+
 def did_you_mean(name: str, known: Iterable[str]) -> str:
     """Return ' (did you mean X?)' for the closest known name, or '' when nothing is close."""
     matches = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)

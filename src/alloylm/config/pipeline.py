@@ -218,17 +218,34 @@ def _validation_error(
         message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), parent_fields)}"
         hint = f"allowed here: {', '.join(parent_fields)}" if parent_fields else None
     elif first["type"] == "missing":
-        message, hint = f"missing required key {loc[-1]!r}", None
+        message, hint = f"missing required key {loc[-1]!r}", _field_hint(config_cls, loc)
     else:
-        message, hint = f"{first['msg']} (got {first.get('input')!r})", None
+        message = f"{first['msg']} (got {_short(first.get('input'))})"
+        hint = _field_hint(config_cls, loc)
     more = len(error.errors()) - 1
     if more:
         message += f" (and {more} more problem{'s' if more > 1 else ''} in this stage)"
     return ctx.error(where, message, hint)
 
 
-def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
-    """Field names of the pydantic model found by following `loc` from `model` (best effort)."""
+def _short(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _field_hint(model: type[Any], loc: tuple[Any, ...]) -> str:
+    """What the key holds (its description), and how to check the fix."""
+    names = [part for part in loc if isinstance(part, str)]
+    description = None
+    if names:
+        parent = _model_at(model, tuple(loc[:-1]))
+        field = getattr(parent, "model_fields", {}).get(names[-1]) if parent else None
+        description = getattr(field, "description", None)
+    check = "fix the value, then check with `alloy validate FILE`"
+    return f"{names[-1]}: {description}; {check}" if description else check
+
+
+def _model_at(model: type[Any], loc: tuple[Any, ...]) -> Any:
     import typing
 
     current: Any = model
@@ -237,7 +254,7 @@ def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
             continue
         fields = getattr(current, "model_fields", None)
         if not fields or part not in fields:
-            return []
+            return None
         annotation = fields[part].annotation
         candidates = [annotation, *typing.get_args(annotation)]
         for arg in list(candidates):
@@ -246,8 +263,14 @@ def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
             (c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None
         )
         if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+            return None
+    return current
+
+
+def _fields_at(model: type[Any], loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the pydantic model found by following `loc` from `model` (best effort)."""
+    current = _model_at(model, loc)
+    return list(getattr(current, "model_fields", {})) if current is not None else []
 
 
 def load_pipeline(
@@ -258,7 +281,11 @@ def load_pipeline(
     data, lines = load_yaml_with_lines(file)
     ctx = _Ctx(str(file), lines)
     if not isinstance(data, dict):
-        raise ctx.error((), "a pipeline file is a mapping with run: and stages:")
+        raise ctx.error(
+            (),
+            "a pipeline file is a mapping with run: and stages:",
+            "start from `alloy init` or recipes/quickstart.yaml",
+        )
     data = apply_overrides(data, overrides or [], str(file))
     study = None
     if "study" in data:  # a study expands into ordinary stages (see docs/study.md)
@@ -281,14 +308,21 @@ def load_pipeline(
     try:
         run = RunSection.model_validate(data["run"])
     except ValidationError as error:
-        first = error.errors()[0]
+        # an unknown key first: a misspelt key also shows up as a missing one
+        errors = sorted(error.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        first = errors[0]
         raise ctx.error(
             ("run", *first["loc"]),
             f"{first['msg']}{did_you_mean(str(first['loc'][-1]), RunSection.model_fields) if first['type'] == 'extra_forbidden' else ''}",
+            f"run: keys: {', '.join(RunSection.model_fields)}",
         ) from None
     stages_raw = data.get("stages")
     if not isinstance(stages_raw, dict) or not stages_raw:
-        raise ctx.error(("stages",), "stages: must be a non-empty mapping of name -> {kind, ...}")
+        raise ctx.error(
+            ("stages",),
+            "stages: must be a non-empty mapping of name -> {kind, ...}",
+            "e.g. stages: {cpt: {kind: cpt, model: tiny:llama, data: [{path: text.jsonl}]}}",
+        )
     stages: dict[str, StageSpec] = {}
     for name, raw in stages_raw.items():
         stages[name] = _load_stage(ctx, name, raw, variables, data_dir, file.parent)

@@ -159,16 +159,25 @@ def iter_json_records(
         raise DataError(
             f"preference file {path} does not exist", file=str(path), hint="check the data path"
         )
+    from alloylm.errors import READ_ERRORS, unreadable_file
+
     opener = gzip.open if path.name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                yield number, json.loads(text)
-            except json.JSONDecodeError as error:
-                report.read += 1
-                report.skip(str(path), number, f"invalid JSON: {error.msg} at column {error.colno}")
+    try:
+        with opener(path, "rt", encoding="utf-8") as handle:
+            for number, text in enumerate(handle, start=1):
+                if not text.strip():
+                    continue
+                try:
+                    record = json.loads(text)
+                except json.JSONDecodeError as error:
+                    report.read += 1
+                    report.skip(
+                        str(path), number, f"invalid JSON: {error.msg} at column {error.colno}"
+                    )
+                    continue
+                yield number, record
+    except READ_ERRORS as error:
+        raise unreadable_file(path, error) from None
 
 
 def _iter_file_records(path: Path, report: PreferenceReport) -> Iterator[tuple[int, Any]]:

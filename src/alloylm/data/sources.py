@@ -167,16 +167,26 @@ def iter_raw_records(
 
     Lines that cannot be parsed are added to `report` (when given) and skipped.
     """
+    from alloylm.errors import READ_ERRORS, AlloyError, unreadable_file
+
     report = report if report is not None else LoadReport()
     for file in source_files(path, fmt):
         kind = fmt if fmt != "auto" else file_format(file)
         report.files.append(str(file))
-        if kind == "jsonl":
-            yield from _read_jsonl(file, report)
-        elif kind == "csv":
-            yield from _read_csv(file)
-        elif kind == "parquet":
-            yield from _read_parquet(file)
+        readers = {
+            "jsonl": lambda f: _read_jsonl(f, report),
+            "csv": _read_csv,
+            "parquet": _read_parquet,
+        }
+        if kind in readers:
+            try:
+                yield from readers[kind](file)
+            except AlloyError:
+                raise
+            except READ_ERRORS as error:  # csv.Error is not one of them: below
+                raise unreadable_file(file, error) from None
+            except csv.Error as error:
+                raise unreadable_file(file, error) from None
         elif kind in ("txt", "md"):
             yield (
                 str(file),

@@ -31,7 +31,17 @@ def load_tokenizer(folder: str | Path, *, trust_remote_code: bool | None = None)
 
     if trust_remote_code is None:
         trust_remote_code = trusted("trust_remote_code", folder)
-    return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    try:
+        return AutoTokenizer.from_pretrained(str(folder), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, TypeError) as error:  # transformers' ways to say "no tokenizer"
+        from alloylm.errors import ModelSourceError
+
+        raise ModelSourceError(
+            f"cannot load a tokenizer ({str(error).splitlines()[0][:160]})",
+            file=str(folder),
+            hint="a model folder needs its tokenizer files (tokenizer.json and "
+            "tokenizer_config.json): copy them from the model it was trained from",
+        ) from None
 
 
 def load_causal_lm(

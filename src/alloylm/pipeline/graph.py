@@ -134,7 +134,11 @@ def _check_data_kind(pipeline: Pipeline, where: tuple, path: Path, expected: str
     if found is None or found == expected or expected == "text":
         # CPT reads one text field from any record; a missing field is reported when loading.
         return
-    hint = None
+    hint = f"give a file of {expected} records, or check the path"
+    if expected == "preference":
+        hint = (
+            "DPO/ORPO need preference records: prompt, chosen and rejected (or HH-RLHF transcripts)"
+        )
     if expected == "chat":
         hint = "SFT needs chat records (messages, prompt/completion or question/answer), or a `template:` that turns each record into a chat"
     raise _error(
