@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The reference tools of the equivalence tests (issue 11), installed after `make setup`:
+# The reference tools of the equivalence tests (issue 11) and the transformers 4.x venv of the
+# portability test (issue 12), installed after `make setup`:
 # - mergekit, in a virtualenv of its own (.ci-venvs/mergekit; its pins must not move ours), CPU
 #   torch first as always; tests/component/test_merge_mergekit.py runs its `mergekit-yaml`
 #   (MERGEKIT_YAML, default .ci-venvs/mergekit/bin/mergekit-yaml);
@@ -25,6 +26,19 @@ if [ ! -x "$mergekit/bin/mergekit-yaml" ]; then
 fi
 "$mergekit/bin/mergekit-yaml" --help >/dev/null
 echo "side-venvs: mergekit $("$mergekit/bin/pip" show mergekit | sed -n 's/^Version: //p') in $mergekit ($((SECONDS - started)) s)"
+
+# transformers 4.x (issue 12): tests/component/test_artifacts_portable.py loads our model folders
+# there (ALLOY_TF4_PYTHON, default .ci-venvs/tf4/bin/python); vLLM, TGI and llama.cpp's converter
+# still pin 4.x. CPU torch first, as above.
+started=$SECONDS
+tf4="$SIDE/tf4"
+if [ ! -x "$tf4/bin/python" ] || ! "$tf4/bin/python" -c "import torch, transformers" 2>/dev/null; then
+  rm -rf "$tf4"
+  "$PYTHON" -m venv "$tf4"
+  "$tf4/bin/pip" install --quiet "$TORCH_SPEC"
+  "$tf4/bin/pip" install --quiet "${TF4_SPEC:-transformers<5}" tokenizers jinja2
+fi
+echo "side-venvs: transformers $("$tf4/bin/python" -c 'import transformers; print(transformers.__version__)') in $tf4 ($((SECONDS - started)) s)"
 
 started=$SECONDS
 ours() { "$VENV/bin/pip" list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|trl|peft|accelerate|datasets)=='; }

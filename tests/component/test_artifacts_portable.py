@@ -158,31 +158,83 @@ def test_cards_front_matter_per_kind(lineage: Path) -> None:
     )
 
 
-def test_tokenizer_loads_in_transformers_4(lineage: Path) -> None:
+def test_merged_model_loads_in_transformers_4(lineage: Path, tmp_path: Path) -> None:
+    """Tokenizer, chat template and weights of the merged model in transformers 4.x give the
+    same ids, rendering and logits as in 5.x. The copy gets SmolLM2's RoPE base (100000), which
+    4.x reads only from the legacy `rope_theta` that finalize_model_files adds."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from alloylm.models.saving import finalize_model_files
+
     python = tf4_python()
     if python is None:
-        pytest.skip("no transformers 4.x side venv (.ci-venvs/tf4 or $ALLOY_TF4_PYTHON)")
-    from transformers import AutoTokenizer
+        missing = "no transformers 4.x side venv (.ci-venvs/tf4 or $ALLOY_TF4_PYTHON)"
+        if os.environ.get("ALLOY_REQUIRE_EQUIVALENCE") == "1":  # CI: run .ci/side-venvs.sh
+            pytest.fail(missing + "; ALLOY_REQUIRE_EQUIVALENCE=1 requires it")
+        pytest.skip(missing)
+    folder = tmp_path / "merged"
+    shutil.copytree(lineage / "out" / "merged", folder)
+    config = json.loads((folder / "config.json").read_text())
+    config.pop("rope_theta", None)
+    config["rope_parameters"] = {"rope_theta": 100000.0, "rope_type": "default"}
+    (folder / "config.json").write_text(json.dumps(config))  # as transformers 5 writes it
+    finalize_model_files(folder)
 
-    folder = lineage / "out" / "merged"
     text = "The heart pumps 12 litres, café 🦙"
     messages = [{"role": "user", "content": "What is an osteon?"}]
-    ours = AutoTokenizer.from_pretrained(str(folder))
     script = textwrap.dedent(
         f"""\
-        import json, transformers
-        from transformers import AutoTokenizer
+        import json, torch, transformers
+        from transformers import AutoModelForCausalLM, AutoTokenizer
         assert transformers.__version__.startswith("4."), transformers.__version__
         t = AutoTokenizer.from_pretrained({str(folder)!r})
-        print(json.dumps({{"ids": t({text!r})["input_ids"], "pad": t.pad_token,
+        m = AutoModelForCausalLM.from_pretrained({str(folder)!r}, torch_dtype=torch.float32)
+        ids = t({text!r})["input_ids"]
+        with torch.no_grad():
+            logits = m(torch.tensor([ids])).logits[0].tolist()
+        print(json.dumps({{"ids": ids, "pad": t.pad_token, "logits": logits,
             "chat": t.apply_chat_template({messages!r}, tokenize=False, add_generation_prompt=True)}}))
         """
     )
-    run = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=120)
+    run = subprocess.run([python, "-c", script], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-3000:]
     seen = json.loads(run.stdout.strip().splitlines()[-1])
+    ours = AutoTokenizer.from_pretrained(str(folder))
     assert seen["ids"] == ours(text)["input_ids"]
     assert seen["pad"] == ours.pad_token
     assert seen["chat"] == ours.apply_chat_template(
         messages, tokenize=False, add_generation_prompt=True
     )
+    model = AutoModelForCausalLM.from_pretrained(str(folder), dtype=torch.float32)
+    with torch.no_grad():
+        expected = model(torch.tensor([seen["ids"]])).logits[0]
+    assert torch.allclose(torch.tensor(seen["logits"]), expected, atol=1e-4)
+
+
+def test_finalize_model_files_on_a_transformers_5_save(tiny_llama: Path, tmp_path: Path) -> None:
+    """What transformers 5 writes for SmolLM2 (TokenizersBackend, pad = EOS, template only in
+    the .jinja file) becomes loadable by 4.x, with a pad token distinct from EOS."""
+    import shutil
+
+    from alloylm.models.saving import finalize_model_files
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_llama, folder)
+    config_path = folder / "tokenizer_config.json"
+    tokenizer_config = json.loads(config_path.read_text())
+    tokenizer_config.update(tokenizer_class="TokenizersBackend", pad_token="<|im_end|>")
+    tokenizer_config.pop("chat_template", None)
+    config_path.write_text(json.dumps(tokenizer_config))
+    decided = finalize_model_files(folder)
+    written = json.loads(config_path.read_text())
+    assert written["tokenizer_class"] == "PreTrainedTokenizerFast"
+    assert written["pad_token"] == decided["pad_token"] == "<|endoftext|>"
+    assert written["chat_template"] == (folder / "chat_template.jinja").read_text()
+    for name in ("config.json", "generation_config.json"):
+        assert json.loads((folder / name).read_text())["pad_token_id"] == decided["pad_token_id"]
+    from transformers import AutoTokenizer
+
+    assert AutoTokenizer.from_pretrained(str(folder)).pad_token_id == decided["pad_token_id"]

@@ -9,6 +9,9 @@ conversion) and makes three things hold:
   `PreTrainedTokenizerFast` reads the same tokenizer.json in both (5.x maps it to its backend).
 - **The chat template is in `tokenizer_config.json` too**, not only in `chat_template.jinja`
   (older loaders read only the former). Both hold the same text.
+- **transformers 4.x reads the same RoPE.** transformers 5 writes `rope_parameters` only; 4.x
+  (and llama.cpp's converter) read the top-level `rope_theta` / `rope_scaling` and silently use
+  a default base of 10000 without them (SmolLM2 uses 100000). Both forms are written.
 - **One pad token across a lineage.** Training stages pick a pad token distinct from EOS
   (`alloylm.data.chat_template.pick_pad_token`) so that EOS stays in the loss; a merge copied
   its base model's tokenizer and so went back to the base's pad (often EOS). The rule now
@@ -45,6 +48,19 @@ def portable_tokenizer_config(config: dict[str, Any], chat_template: str | None)
     return config
 
 
+def legacy_rope_fields(config: dict[str, Any]) -> dict[str, Any]:
+    """`config` (config.json) with the 4.x `rope_theta` / `rope_scaling` beside v5's
+    `rope_parameters`, when it has those and lacks these."""
+    rope = config.get("rope_parameters")
+    if not isinstance(rope, dict) or "rope_theta" not in rope:
+        return config
+    config = dict(config)
+    config.setdefault("rope_theta", rope["rope_theta"])
+    if rope.get("rope_type", "default") != "default" and not config.get("rope_scaling"):
+        config["rope_scaling"] = {k: v for k, v in rope.items() if k != "rope_theta"}
+    return config
+
+
 def finalize_model_files(folder: str | Path) -> dict[str, Any]:
     """Apply the rules above to a saved model folder; returns what it decided (for manifests)."""
     from transformers import AutoTokenizer
@@ -76,7 +92,11 @@ def finalize_model_files(folder: str | Path) -> dict[str, Any]:
         _write(config_path, updated)
     for name in ("config.json", "generation_config.json"):
         data = _read(folder / name)
-        if data is not None and pad_id is not None and data.get("pad_token_id") != pad_id:
-            data["pad_token_id"] = pad_id
-            _write(folder / name, data)
+        if data is None:
+            continue
+        changed = legacy_rope_fields(data) if name == "config.json" else dict(data)
+        if pad_id is not None:
+            changed["pad_token_id"] = pad_id
+        if changed != data:
+            _write(folder / name, changed)
     return {"pad_token": pad_token, "pad_token_id": pad_id}
