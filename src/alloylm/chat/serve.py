@@ -358,6 +358,7 @@ def _seeds(params: SamplingParams, n: int) -> list[SamplingParams]:
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    timeout = 600  # seconds a connection may sit idle or blocked (keep-alive, a stalled reader)
     server: AlloyServer
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet; never logs headers or keys
