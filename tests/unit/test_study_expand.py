@@ -389,3 +389,16 @@ def test_a_curve_can_scale_a_schedule():
         _expand(_section(merge={"curve": {"strategies": ["CPT-STF"]}}))
     with pytest.raises(ConfigError, match="strictly between 0 and 1"):
         _expand(_section(merge={"curve": {"strategies": ["CPT"], "t": [0, 0.5]}}))
+
+
+def test_a_misspelt_key_is_named_rather_than_the_missing_one():
+    section = _section()
+    section["lineages"] = {"instruct": {"modle": "tiny:llama"}}
+    with pytest.raises(ConfigError) as error:
+        _expand(section)
+    assert error.value.key == "study.lineages.instruct.modle"
+    assert "did you mean 'model'" in error.value.message
+    with pytest.raises(ConfigError) as error:
+        _expand(_section(ablations={"cpt_epochs": {"epochs": [0, 1]}}))
+    assert error.value.key == "study.ablations.cpt_epochs.epochs"
+    assert error.value.message.count("got") == 1

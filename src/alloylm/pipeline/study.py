@@ -655,8 +655,12 @@ def _check_axis_strategies(study: StudySection, error: ErrorFactory) -> None:
 
 
 def _section_error(exc: ValidationError, error: ErrorFactory) -> ConfigError:
-    """The first pydantic problem of the study section, at its key, with 'did you mean'."""
-    first = exc.errors()[0]
+    """The first pydantic problem of the study section, at its key, with 'did you mean'.
+
+    An unknown key comes first: a misspelt key also shows up as the missing key it was meant to be.
+    """
+    errors = exc.errors()
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = tuple(part for part in first["loc"] if not str(part).startswith(("function-", "Lineage")))
     loc = tuple(
         p for p in loc if p not in ("str", "dict[str,any]", "list[str]", "literal['all','none']")
@@ -672,7 +676,9 @@ def _section_error(exc: ValidationError, error: ErrorFactory) -> ConfigError:
     if first["type"] == "missing":
         return error(where, f"missing required key {loc[-1]!r}")
     message = first["msg"].removeprefix("Value error, ")
-    return error(where, f"{message} (got {first.get('input')!r})")
+    if "got " not in message:
+        message += f" (got {first.get('input')!r})"
+    return error(where, message)
 
 
 def _fields_at(model: type[Any], loc: tuple) -> list[str]:
