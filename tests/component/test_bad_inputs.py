@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from tests import faults
 
 from alloylm.cli.main import main
-from tests import faults
 
 TINY = "tiny:llama"
 
