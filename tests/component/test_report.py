@@ -81,7 +81,7 @@ FIGURES = (
     "fig-deviation",
     "fig-correlation",
     "fig-clusters",
-    "fig-curve-0",
+    "fig-curve",
     "fig-loss",
     "fig-schedule",
     "fig-lineage",

@@ -78,8 +78,10 @@ def _style(ax: Any) -> None:
 
 
 def _model_order(study: dict[str, Any]) -> list[dict[str, Any]]:
-    """Evaluated models grouped by lineage, then strategy, the unmerged one before its merges."""
-    models = [m for m in study["models"] if m["evaluated"]]
+    """Evaluated models grouped by lineage, then strategy, the unmerged one before its merges.
+
+    The points of an interpolation curve (role "curve") have a figure of their own."""
+    models = [m for m in study["models"] if m["evaluated"] and m.get("role") != "curve"]
     lineages = list(dict.fromkeys(str(m.get("lineage") or "other") for m in models))
     strategies = list(dict.fromkeys(str(m.get("strategy") or "none") for m in models))
     return sorted(
@@ -213,7 +215,7 @@ def expected_figure(study: dict[str, Any]) -> Figure:
     highs = [r["E"] + r["vs_expected"]["ci95"][1] for _, r in merges]
     span_low, span_high = min(values + lows) * 100, max(values + highs) * 100
     pad = max((span_high - span_low) * 0.15, 1.0)
-    line = [span_low - pad, span_high + pad]
+    line = [max(span_low - pad, 0.0), min(span_high + pad, 100.0)]  # accuracies live in [0, 100]
     ax.plot(line, line, color="#888888", linestyle="--", linewidth=1, label="A = E")
     for i, (_, result) in enumerate(merges):
         e, a = result["E"] * 100, result["P_merged"] * 100
@@ -372,7 +374,7 @@ def curve_figures(study: dict[str, Any]) -> list[Figure]:
         ]
     for i, curve in enumerate(curves):
         figure = Figure(
-            f"fig-curve-{i}",
+            "fig-curve" if i == 0 else f"fig-curve-{i}",
             f"Weight-interpolation curve of {curve.get('merge')}",
             f"Accuracy on {curve.get('benchmark')} with its 95% interval at each t. {curve.get('verdict', '')}",
         )
@@ -436,6 +438,7 @@ def loss_figure(study: dict[str, Any]) -> Figure:
             )
         ax.set_title(kind, fontsize=9)
         ax.set_xlabel("step")
+        ax.set_xlim(left=0)  # a run of one logged step still gets an axis of whole steps
         _integer_axis(ax.xaxis)
         ax.set_ylabel("loss")
         ax.legend(fontsize=7, frameon=False)

@@ -80,8 +80,11 @@ def _metric_of(study: dict[str, Any], key: str) -> str:
     return next((b["metric"] for b in study["benchmarks"] if b["key"] == key), "accuracy")
 
 
-def summary_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """The terminal/HTML headline table: one row per model, headline accuracy and perplexity."""
+def summary_rows(
+    study: dict[str, Any], *, curve_points: bool = True
+) -> tuple[list[str], list[list[str]]]:
+    """The terminal/HTML headline table: one row per model, headline accuracy and perplexity
+    (without the points of interpolation curves when `curve_points` is False)."""
     headline = study.get("headline")
     perplexity = [b["key"] for b in study["benchmarks"] if b["metric"] == "perplexity"]
     header = ["model", "lineage", "strategy", "merged"]
@@ -90,6 +93,8 @@ def summary_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     header += [f"{key} [95% CI]" for key in perplexity]
     rows = []
     for model in study["models"]:
+        if not curve_points and model.get("role") == "curve":
+            continue
         row = [
             model["id"],
             str(model.get("lineage") or ""),

@@ -592,7 +592,7 @@ def lineage_graph(inputs: StudyInputs) -> dict[str, Any]:
                 edges.add((by_source(str(parent["source"])), child))
 
     for model in models:
-        if model.get("merged"):
+        if model.get("parents"):  # merges and the points of a curve name their parents
             for parent in model.get("parents") or []:
                 edges.add((parent, model["id"]))
         elif model.get("stage"):

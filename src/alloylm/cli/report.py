@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 DESCRIPTION = """\
 Analyse a study run and write its report: report.html (one file that opens offline: tables and
@@ -46,38 +47,47 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     import time
 
-    from rich.table import Table
-    from rich.text import Text
-
-    from alloylm.analysis.report import merge_rows, summary_rows, write_report
-    from alloylm.cli.display import console
+    from alloylm.analysis.report import write_report
 
     started = time.perf_counter()
     path = write_report(args.run_dir, out_dir=args.output)
     elapsed = time.perf_counter() - started
     if not args.quiet:
-        study = json.loads((path.parent / "study.json").read_text(encoding="utf-8"))
-        merge_header, merges = merge_rows(study)
-        keep = [merge_header.index(c) for c in TERMINAL_MERGE_COLUMNS]
-        for title, (header, rows) in (
-            (f"study {study.get('study') or ''}: models", summary_rows(study)),
-            (
-                f"merges on {study.get('headline')}",
-                ([merge_header[i] for i in keep], [[row[i] for i in keep] for row in merges]),
-            ),
-        ):
-            if not rows:
-                continue
-            table = Table(title=title, title_justify="left")
-            for column in header:
-                table.add_column(column, overflow="fold")
-            for row in rows:
-                table.add_row(*(Text(cell) for cell in row))
-            console.print(table, markup=False, emoji=False, highlight=False)
-        for note in study.get("notes") or []:
-            console.print(f"note: {note}", markup=False, emoji=False, highlight=False)
+        print_summary(path)
     print(f"report: {path}  ({elapsed:.1f} s)")
     return 0
+
+
+def print_summary(report_path: Path) -> None:
+    """The models and merges tables of a written report (from the study.json beside it), on stderr
+    like every table of alloy; `alloy study run` can call this after write_report too."""
+    import json
+
+    from rich.table import Table
+    from rich.text import Text
+
+    from alloylm.analysis.report import merge_rows, summary_rows
+    from alloylm.cli.display import console
+
+    study = json.loads((report_path.parent / "study.json").read_text(encoding="utf-8"))
+    merge_header, merges = merge_rows(study)
+    keep = [merge_header.index(c) for c in TERMINAL_MERGE_COLUMNS]
+    for title, (header, rows) in (
+        (f"study {study.get('study') or ''}: models", summary_rows(study, curve_points=False)),
+        (
+            f"merges on {study.get('headline')}",
+            ([merge_header[i] for i in keep], [[row[i] for i in keep] for row in merges]),
+        ),
+    ):
+        if not rows:
+            continue
+        table = Table(title=title, title_justify="left")
+        for column in header:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*(Text(cell) for cell in row))
+        console.print(table)
+    for note in study.get("notes") or []:
+        console.print(Text(f"note: {note}"))
