@@ -193,7 +193,7 @@ def test_a_short_request_does_not_wait_behind_a_long_one(client: openai.OpenAI) 
     started, finished = threading.Event(), threading.Event()
 
     def long_stream() -> None:
-        for chunk in _ask(client, model="tiny", max_tokens=1500, stream=True):
+        for chunk in _ask(client, model="tiny", max_tokens=600, stream=True):
             if chunk.choices and chunk.choices[0].delta.content:
                 started.set()
         finished.set()
