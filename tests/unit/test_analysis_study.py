@@ -213,3 +213,39 @@ def test_load_study_says_what_to_run(tmp_path):
     (tmp_path / "study_plan.json").write_text("{")
     with pytest.raises(AlloyError, match="not valid JSON"):
         load_study(tmp_path)
+
+
+def test_no_merges_and_no_accuracy_task_draw_notes_not_errors(tmp_path):
+    from alloylm.analysis.plots import all_figures
+    from alloylm.analysis.report import render_html
+
+    no_merges = analyse_study(
+        StudyInputs(
+            tmp_path,
+            plan(MODELS[:3]),
+            [
+                record(m, t, a)
+                for m, tasks in TABLE.items()
+                if m != "merge"
+                for t, a in tasks.items()
+            ],
+            {},
+        )
+    )
+    assert no_merges["merges"] == [] and no_merges["across"]["merge_ids"] == []
+    assert no_merges["across"]["correlation"]["note"].endswith("needs 3, the study has 0")
+    only_perplexity = analyse_study(
+        StudyInputs(tmp_path, plan(MODELS), [ppl("base", 2.0), ppl("merge", 1.5)], {})
+    )
+    assert only_perplexity["headline"] is None
+    assert only_perplexity["across"]["notes"] == [
+        "no accuracy benchmark: nothing to analyse across merges"
+    ]
+    for study in (no_merges, only_perplexity):
+        figures = {f.id: f for f in all_figures(study)}
+        assert figures["fig-expected"].svg is None and figures["fig-expected"].note
+        assert figures["fig-correlation"].svg is None and figures["fig-correlation"].note
+        assert figures["fig-lineage"].svg is not None
+        html = render_html(study, list(figures.values()))
+        assert "Not drawn: " in html and "<svg" in html
+    assert all_figures(only_perplexity)[0].note == "no accuracy benchmark was evaluated"
