@@ -5,8 +5,13 @@ the expected score of its parents, the mean (P_A + P_B) / 2, and with the best p
 "shows synergy" when P_M exceeds the best parent, i.e. it has capabilities that neither parent has
 alone. Whether the gain is real on a finite benchmark is a paired question: the same questions are
 answered by both models, so the interval comes from a paired bootstrap over questions.
-Parent diversity (how often exactly one parent is right) is one of the study's explanations of
-when synergy appears.
+Parent diversity is one of the study's explanations of when synergy appears: the study's
+diversity is |P_A - P_B| (`score_diversity`); the per-question disagreement (how often exactly one
+parent is right, `disagreement_rate`) says how different the parents' answers are.
+
+`analyse_merge` is what the study report uses: its interval against the best parent re-chooses the
+best parent in every resample (`gap_to_best_of_two`), where the older `synergy_report` pairs the
+merge with the parent that is best on the full set.
 """
 
 from __future__ import annotations
