@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from safetensors.torch import load_file, save_file
 
 from alloylm.cli import merge as merge_cli
@@ -107,3 +108,40 @@ def test_final_norm_takes_the_value_mergekit_gives_it(
     assert float((norm - base_norm).abs().max()) < float(
         (norm - tensors["model.norm.weight"]).abs().max()
     )
+
+
+MERGEKIT_LEGACY_YAML = os.environ.get("MERGEKIT_LEGACY_YAML", "")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not Path(MERGEKIT_LEGACY_YAML).is_file(),
+    reason="mergekit <= 0.1.1 is not on PyPI: build it from its v0.1.1 tag (transformers<4.50) "
+    "and set MERGEKIT_LEGACY_YAML to its mergekit-yaml",
+)
+def test_legacy_final_layers_give_the_tensors_of_mergekit_0_1_1(
+    tiny_llama, tiny_llama_other, tmp_path
+):
+    other = tmp_path / "other"
+    shutil.copytree(tiny_llama_other, other)
+    tensors = load_file(other / "model.safetensors")
+    tensors["model.norm.weight"] = torch.linspace(0.5, 1.5, tensors["model.norm.weight"].numel())
+    save_file(tensors, other / "model.safetensors", metadata={"format": "pt"})
+    config = CONFIG.format(base=tiny_llama, other=other).replace(
+        "- value: 0.4", "- value: [0.25, 0.75]"
+    )
+    (tmp_path / "merge.yml").write_text(config)
+    subprocess.run(
+        [MERGEKIT_LEGACY_YAML, str(tmp_path / "merge.yml"), str(tmp_path / "mergekit")],
+        check=True,
+        capture_output=True,
+    )
+    from alloylm.merge.engine import MergeOutput, run_merge
+    from alloylm.merge.mergekit_compat import settings_from_mergekit
+
+    settings = settings_from_mergekit(yaml.safe_load(config)).model_copy(
+        update={"legacy_final_layers": True}
+    )
+    ((_, parameters),) = settings.variants()
+    run_merge(settings, [MergeOutput(None, parameters, tmp_path / "ours")])
+    assert_within_one_bf16_ulp(tmp_path / "ours", tmp_path / "mergekit", [tiny_llama, other])
