@@ -69,6 +69,12 @@ SAMPLES: dict[str, dict[str, Any]] = {
             {"name": "lm_eval:my_task", "include_path": "DIR:lm_eval_tasks"},
         ],
     },
+    "judge": {
+        "paths": ["DIR:transcripts"],
+        "judge": {"type": "local", "model": "MODEL:judge"},
+        "prompts_dir": "DIR:judge_prompts",
+        "votes_file": "FILE:votes.jsonl",
+    },
 }
 MODEL_KEYS = ("model", "models", "tokenizer")
 
@@ -258,3 +264,18 @@ def test_merge_chat_template_file_is_relative_to_the_yaml(tmp_path, monkeypatch)
     assert all(
         i.key != "chat_template" for i in stages["inline"].module.inputs(stages["inline"].config)
     )
+
+
+def test_an_unknown_eval_task_name_is_reported_at_its_line(tmp_path, monkeypatch):
+    from alloylm.errors import ConfigError
+
+    monkeypatch.setenv("ALLOY_DATA", str(tmp_path))
+    pipeline_file = tmp_path / "p.yaml"
+    pipeline_file.write_text(
+        "run: {name: t}\nstages:\n  stage:\n    kind: eval\n    models: [tiny:llama]\n"
+        "    tasks: [{name: no_such_benchmark}]\n"
+    )
+    with pytest.raises(ConfigError) as raised:
+        load_pipeline(pipeline_file)
+    assert raised.value.line == 6 and "no data file named no_such_benchmark" in raised.value.message
+    assert "data root" in raised.value.hint

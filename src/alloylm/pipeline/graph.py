@@ -110,12 +110,16 @@ def check_inputs(pipeline: Pipeline, spec: StageSpec, *, check_data: bool = True
             continue
         path = Path(item.value)
         if not path.exists():
-            raise _error(
-                pipeline,
-                where,
-                f"{'data file' if item.kind == 'data' else 'file'} not found: {path}",
-                "check the path (relative paths are relative to the YAML file)",
-            )
+            if item.key.endswith(".name"):  # an eval task given by name, not by path
+                message = f"no data file named {path}"
+                hint = (
+                    "a task name is a file under the data root ($ALLOY_DATA, else the data "
+                    "alloylm ships), e.g. openstax_mcq/anatomy_physiology_2e_mcq; or give `path:`"
+                )
+            else:
+                message = f"{'data file' if item.kind == 'data' else 'file'} not found: {path}"
+                hint = "check the path (relative paths are relative to the YAML file)"
+            raise _error(pipeline, where, message, hint)
         if item.kind == "data":
             _check_data_kind(pipeline, where, path, item.data_kind)
 
