@@ -75,6 +75,13 @@ STAGE_KINDS = Registry(
         ),
         "eval": Entry("alloylm.stages.evaluate", "evaluate models on benchmarks with one protocol"),
         "export": Entry("alloylm.stages.export", "write a model as one GGUF file (f16, q8_0, ...)"),
+        "converse": Entry(
+            "alloylm.stages.converse", "a conversation script answered by every model (transcripts)"
+        ),
+        "judge": Entry(
+            "alloylm.stages.judge",
+            "an LLM judge grades or compares transcripts (Table 3, Bradley-Terry)",
+        ),
     },
 )
 

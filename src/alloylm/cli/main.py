@@ -29,6 +29,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("alloylm.cli.eval", "evaluate models on benchmark files with one protocol"),
     "distill": ("alloylm.cli.distill", "turn raw domain text into training data with a teacher"),
     "serve": ("alloylm.cli.serve", "serve a model over an OpenAI-compatible HTTP API"),
+    "converse": (
+        "alloylm.cli.converse",
+        "run a conversation script against models: one transcript each",
+    ),
+    "judge": ("alloylm.cli.judge", "grade or compare transcripts with an LLM judge"),
     "export": ("alloylm.cli.export", "export a model to GGUF (llama.cpp, Ollama) with lineage"),
 }
 
