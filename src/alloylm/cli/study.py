@@ -177,6 +177,16 @@ def run_study(args: argparse.Namespace) -> int:
             f"{pipeline.output_dir / pipeline.study.eval_stage}/results.json."
         )
         return 0
+    import time
+
+    started = time.perf_counter()
     path = write_report(pipeline.output_dir)
-    console.print(f"report: {path}")
+    elapsed = time.perf_counter() - started
+    try:
+        from alloylm.cli.report import print_summary
+    except ImportError:
+        pass
+    else:
+        print_summary(path)  # the headline tables in the terminal
+    console.print(f"report: {path}  ({elapsed:.1f} s)")
     return 0
