@@ -29,6 +29,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("alloylm.cli.eval", "evaluate models on benchmark files with one protocol"),
     "distill": ("alloylm.cli.distill", "turn raw domain text into training data with a teacher"),
     "serve": ("alloylm.cli.serve", "serve a model over an OpenAI-compatible HTTP API"),
+    "chat": ("alloylm.cli.chat", "chat with one or more models in the terminal, side by side"),
     "converse": (
         "alloylm.cli.converse",
         "run a conversation script against models: one transcript each",
