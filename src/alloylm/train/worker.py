@@ -74,7 +74,13 @@ def main(argv: list[str] | None = None) -> int:
     module = load_stage(spec)
     config = module.Config.model_validate(spec["config"])
     ctx = build_context(spec, rank, world_size)
-    result = module.run(ctx, config) or StageResult()
+    from alloylm.models.sources import model_trust
+
+    with model_trust(  # the stage's opt-ins hold on every rank, as in-process
+        allow_pickle=getattr(config, "allow_pickle", False),
+        trust_remote_code=getattr(config, "trust_remote_code", False),
+    ):
+        result = module.run(ctx, config) or StageResult()
     marker = {
         "rank": rank,
         "world_size": world_size,
