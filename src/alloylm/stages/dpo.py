@@ -12,9 +12,11 @@ Defaults are the study's (Lu, Luu & Buehler 2024): sigmoid loss, beta 0.05, lr 5
 warmup ratio 0.1, one epoch. Pairs are rendered with the model's chat template by the same
 function as SFT; prompts over `max_prompt_length` tokens are dropped or cut from the left
 (`long_prompts`); every skipped record is reported with file and line and counted in the summary.
-`precompute_ref_log_probs` computes the reference log-probs once and caches them in the stage's
-state folder (keyed by reference model, rendered data and length limit): a rerun with another
-beta or learning rate reuses them. See docs/preference.md.
+`precompute_ref_log_probs` computes the reference log-probs of the pairs training will draw
+(all of them, unless `max_steps` stops earlier) and caches them in the stage's state folder (keyed
+by reference model, rendered data, length limit and reference precision): a rerun with another
+beta or learning rate reuses them, a longer run scores only the pairs it adds. See
+docs/preference.md.
 """
 
 from __future__ import annotations
@@ -85,16 +87,33 @@ def inputs(cfg: Config) -> list[InputSpec]:
     return specs
 
 
-def ref_cache_key(ref_dir: str, rows: list[dict[str, str]], max_length: int) -> str:
+def ref_cache_key(
+    ref_dir: str, rows: list[dict[str, str]], max_length: int, precision: str = "float32"
+) -> str:
     """Reference log-probs depend on the reference weights and tokenizer (its model files), the
-    rendered texts (data and chat template) and the length limit; nothing else: not alloy.json,
-    nor a model card or results written beside the model."""
+    rendered texts (data and chat template), the length limit and the precision the reference
+    runs at (autocast dtype; a quantized base under QLoRA); nothing else: not alloy.json, nor a
+    model card or results written beside the model. Which rows are scored is not part of the
+    key: the file keeps each row once scored, whatever run drew it."""
     from alloylm.hashing import hash_json
     from alloylm.models.identity import model_files_hash
 
-    return hash_json(
-        {"ref": model_files_hash(ref_dir), "rows": hash_json(rows), "max_length": max_length}
-    )[:24]
+    key = {"ref": model_files_hash(ref_dir), "rows": hash_json(rows), "max_length": max_length}
+    if precision != "float32":  # keys of fp32 caches written before precision was keyed stay valid
+        key["precision"] = precision
+    return hash_json(key)[:24]
+
+
+def reference_precision(cfg: Config) -> str:
+    """The numerics of the reference forward: the training autocast dtype, and the quantized
+    base when the reference is the QLoRA policy with its adapter off."""
+    from alloylm.train._trl import resolve_dtype
+
+    precision = resolve_dtype(cfg.train.dtype)
+    lora = cfg.train.lora
+    if cfg.ref_model is None and lora is not None and lora.quantize:
+        precision += f"+{lora.quantize}"
+    return precision
 
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
@@ -119,11 +138,8 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     )
     cache_file = None
     if cfg.precompute_ref_log_probs:
-        cache_file = (
-            ctx.state_dir
-            / REF_CACHE_DIR
-            / f"{ref_cache_key(str(ref_dir), rows, cfg.train.max_seq_length)}.safetensors"
-        )
+        key = ref_cache_key(str(ref_dir), rows, cfg.train.max_seq_length, reference_precision(cfg))
+        cache_file = ctx.state_dir / REF_CACHE_DIR / f"{key}.safetensors"
     args = _trl.build_training_args(
         cfg.train, ctx.state_dir / "checkpoints", seed=seed, args_class=_trl.DPOConfig,
         beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
@@ -141,6 +157,9 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         if cfg.precompute_ref_log_probs
         else "online"
     )
+    if cfg.precompute_ref_log_probs:  # pairs the reference scored this run / read from the cache
+        metrics["ref_rows_scored"] = trainer.ref_rows_scored
+        metrics["ref_rows_reused"] = trainer.ref_rows_reused
     return StageResult(
         metrics=metrics,
         data_hashes=file_hashes(files),

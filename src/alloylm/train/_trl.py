@@ -301,30 +301,100 @@ def dpo_loss_types() -> tuple[str, ...]:
 
 
 class CachedRefDPOTrainer(DPOTrainer):
-    """DPOTrainer whose precomputed reference log-probs of the training set live in a file we
-    name (keyed by the caller on reference model, data and template), so that a rerun with
-    another beta or learning rate skips the reference pass."""
+    """DPOTrainer that scores with the reference only the pairs training will draw, and keeps
+    their log-probs in a file we name (keyed by the caller on reference model, data and template).
+
+    TRL scores the whole training set before the first step; with `max_steps` that reaches only
+    part of it, most of that pass is wasted. Here the rows are those the trainer's own sampler
+    draws in `max_steps` x batch x gradient accumulation x processes, in its order; the file holds
+    every row scored so far (NaN for the others), so a rerun with another beta or learning rate
+    scores nothing and a longer run scores only the rows it adds. A batch that reaches a row
+    without reference log-probs stops training instead of training on NaN.
+    """
 
     def __init__(self, *args: Any, ref_cache_file: str | Path | None = None, **kwargs: Any) -> None:
         self.ref_cache_file = Path(ref_cache_file) if ref_cache_file else None
-        self.ref_cache_hit = False
+        self.ref_cache_hit = False  # every row training uses came from the file
+        self.ref_rows_scored = 0  # reference forward passes this run, in pairs
+        self.ref_rows_reused = 0
         super().__init__(*args, **kwargs)
 
     def _precompute_ref_logps(self, dataset: Any, name: str, batch_size: int) -> Any:
-        if name != "train" or self.ref_cache_file is None:
+        if name != "train":
             return super()._precompute_ref_logps(dataset, name, batch_size)
-        cached = _read_ref_cache(self.ref_cache_file, len(dataset))
-        if cached is not None:
-            self.ref_cache_hit = True
-            return dataset.add_column("ref_chosen_logps", cached[0]).add_column(
-                "ref_rejected_logps", cached[1]
-            )
-        dataset = super()._precompute_ref_logps(dataset, name, batch_size)
-        if self.accelerator.is_main_process:
-            chosen, rejected = dataset["ref_chosen_logps"], dataset["ref_rejected_logps"]
-            _write_ref_cache(self.ref_cache_file, chosen, rejected)
-        self.accelerator.wait_for_everyone()
-        return dataset
+        import math
+
+        rows = len(dataset)
+        cached = _read_ref_cache(self.ref_cache_file, rows) if self.ref_cache_file else None
+        chosen, rejected = cached or ([math.nan] * rows, [math.nan] * rows)
+        used = self._rows_training_uses(dataset)
+        missing = [i for i in used if math.isnan(chosen[i]) or math.isnan(rejected[i])]
+        if missing:
+            scored = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
+            for i, c, r in zip(
+                missing, scored["ref_chosen_logps"], scored["ref_rejected_logps"], strict=True
+            ):
+                chosen[i], rejected[i] = float(c), float(r)
+            if self.ref_cache_file is not None and self.accelerator.is_main_process:
+                _write_ref_cache(self.ref_cache_file, chosen, rejected)
+            self.accelerator.wait_for_everyone()
+        self.ref_rows_scored = len(missing)
+        self.ref_rows_reused = len(used) - len(missing)
+        self.ref_cache_hit = not missing
+        return dataset.add_column("ref_chosen_logps", chosen).add_column(
+            "ref_rejected_logps", rejected
+        )
+
+    def _rows_training_uses(self, dataset: Any) -> list[int]:
+        """Indices of the rows `train()` will draw, in its order (first epoch); all rows when it
+        goes through the whole set, or samples in an order that is not fixed in advance."""
+        args = self.args
+        rows = len(dataset)
+        everything = list(range(rows))
+        if args.max_steps is None or args.max_steps <= 0:
+            return everything
+        draws = (
+            args.max_steps
+            * args.per_device_train_batch_size
+            * args.gradient_accumulation_steps
+            * max(1, args.world_size)
+        )
+        if draws >= rows:
+            return everything
+        if args.train_sampling_strategy == "sequential":
+            return everything[:draws]
+        if args.train_sampling_strategy != "random":  # length-grouped orders: not predicted
+            return everything
+        if self.train_dataset is None or len(self.train_dataset) != rows:
+            return everything
+        return _first_epoch_order(self.get_train_dataloader())[:draws]
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
+        if self.precompute_ref_logps and "ref_chosen_logps" in inputs:
+            import torch
+
+            ref = torch.cat([inputs["ref_chosen_logps"], inputs["ref_rejected_logps"]])
+            if torch.isnan(ref).any():
+                from alloylm.errors import AlloyError
+
+                raise AlloyError(
+                    "DPO drew a pair whose reference log-probs were not computed "
+                    "(the trainer sampled other rows than alloylm predicted)",
+                    hint="set precompute_ref_log_probs: false, and report this with your "
+                    "train: settings",
+                )
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def _first_epoch_order(loader: Any) -> list[int]:
+    """Every index a prepared training DataLoader yields in its first epoch, over all processes.
+
+    Walks the batch sampler itself (seeded by the trainer's data seed and the epoch), never the
+    DataLoader: nothing is collated and no global random state is drawn. With several processes,
+    accelerate's BatchSamplerShard deals out the batches of the global sampler it wraps."""
+    batch_sampler = loader.batch_sampler
+    global_sampler = getattr(batch_sampler, "batch_sampler", batch_sampler)
+    return [index for batch in global_sampler for index in batch]
 
 
 def make_dpo_trainer(
@@ -383,7 +453,8 @@ def check_leading_bos(tokenizer: Any, prompt_ids: list[int], trainer_name: str) 
 
 
 def _read_ref_cache(path: str | Path, rows: int) -> tuple[list[float], list[float]] | None:
-    """(chosen, rejected) reference log-probs from `path`, or None when absent or for other data."""
+    """(chosen, rejected) reference log-probs from `path` (NaN for rows not scored yet), or None
+    when absent or for other data."""
     path = Path(path)
     if not path.exists():
         return None
