@@ -308,6 +308,7 @@ def _choice_logprobs(result: Generation) -> dict[str, Any] | None:
 
 class AlloyServer(ThreadingHTTPServer):
     daemon_threads = True
+    ui: Any = None  # the side-by-side page (chat/webui.py, `alloy serve --ui`) when attached
 
     def __init__(
         self,
@@ -396,6 +397,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     # -- GET
     def do_GET(self) -> None:
+        if self.server.ui is not None and self.server.ui.handle(self, "GET"):
+            return None
         route = self._route()
         if route == "/health":
             return self._send(200, {"status": "ok"})
@@ -434,6 +437,8 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
 
     def do_POST(self) -> None:
+        if self.server.ui is not None and self.server.ui.handle(self, "POST"):
+            return None
         try:
             body = self._read_body()
         except ApiError as error:
