@@ -70,6 +70,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         "json_turns": json_turns,
         "generate_s": round(sum(row["generate_s"] for row in rows), 2),
     }
+    metrics["summary"] = f"{len(rows)} transcripts, JSON valid {metrics['json_valid']}/{json_turns}"
     return StageResult(
         metrics=metrics,
         data_hashes={loaded.path.as_posix(): loaded.sha256},

@@ -127,5 +127,9 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     for rows in (results.get("single") or {}).get("table3", {}).values():
         for row in rows:
             metrics[f"intelligence_score/{row['model']}"] = row["intelligence_score"]
+    best = [rows[0] for rows in (results.get("single") or {}).get("table3", {}).values() if rows]
+    scored = len(best) == 1 and best[0]["intelligence_score"] is not None
+    lead = f"best {best[0]['model']} {best[0]['intelligence_score']}; " if scored else ""
+    metrics["summary"] = f"{lead}{metrics['judge_calls']} calls, {metrics['judge_cached']} cached"
     kept = ("judge", "mode", "settings", "templates", "calls")  # the rest is in judge.json
     return StageResult(metrics=metrics, details={"judge": {k: results[k] for k in kept}})
