@@ -13,6 +13,7 @@ import argparse
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +24,9 @@ from alloylm.distill.engine import run_distill
 from alloylm.models.sources import resolve_model
 from alloylm.resources import data_root
 from alloylm.stages.distill import Config
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,7 +61,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=1, help="server torch threads (1: robust on a busy CPU)"
     )
+    add_force_argument(parser)
     args = parser.parse_args()
+    run = begin("distill_throughput", force=args.force)
     server, _ = start_server(
         resolve_model(args.model), model_name=args.model, max_batch=8, threads=args.threads
     )
@@ -128,8 +134,9 @@ def main() -> None:
         },
         "rows": rows,
         "rerun_under_5_percent": all(r["rerun_fraction"] < 0.05 for r in rows),
+        "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
     }
-    atomic_write_json(ROOT / "benchmarks" / "results" / "distill_throughput.json", result)
+    atomic_write_json(results_dir() / "distill_throughput.json", result)
 
 
 if __name__ == "__main__":

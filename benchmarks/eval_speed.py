@@ -28,7 +28,11 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
+MODEL = os.environ.get("ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct")  # tiny: smoke run
 DEFAULT_TASK = "mmlu_stem/college_biology_test.csv"
 LM_EVAL_TASK = "alloy_bench_mmlu_college_biology"
 # lm-eval 0.4.13 lm_eval/tasks/mmlu/default/_default_template_yaml + mmlu_college_biology.yaml,
@@ -204,11 +208,13 @@ def main() -> None:
         default=1,
         help="run each contender N times, interleaved; times are the medians (all runs are kept)",
     )
+    add_force_argument(parser)
     args = parser.parse_args()
+    run = begin("eval_speed", force=args.force)
 
     from alloylm.models.sources import resolve_model
 
-    model = resolve_model("embedded:smollm2-135m-instruct")
+    model = resolve_model(MODEL)
     from alloylm.resources import data_root
 
     csv_path = data_root() / args.task
@@ -237,7 +243,7 @@ def main() -> None:
                 run_alloylm(model, csv_path, work, "paper", args.batch_size, env)
             ]
         rows = {name: median_row(found) for name, found in runs.items()}
-    report(rows, n_questions, args)
+    report(rows, n_questions, args, run)
 
 
 def median_row(runs: list[dict]) -> dict:
@@ -251,7 +257,7 @@ def median_row(runs: list[dict]) -> dict:
     return row
 
 
-def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
+def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None:  # noqa: ANN001
     ours, peer = rows["alloylm loglik"], rows.get("lm-eval loglik")
     summary = {}
     for name, row in rows.items():
@@ -287,14 +293,15 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace) -> None:
         "repeats": args.repeats,
         "command": f"python benchmarks/eval_speed.py --repeats {args.repeats}"
         + (" --skip-paper" if args.skip_paper else ""),
-        "model": "embedded:smollm2-135m-instruct (fp32, CPU)",
+        "model": f"{MODEL} (fp32, CPU)",
         "prompt": "lm-eval mmlu default, 0-shot, plain (no chat template)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": summary,
         "comparison": comparison,
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
     }
-    out = REPO / "benchmarks" / "results" / "eval_speed.json"
+    out = results_dir() / "eval_speed.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(

@@ -27,8 +27,12 @@ import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "merge_speed.json"
+RESULTS = results_dir() / "merge_speed.json"
+MODEL = os.environ.get("ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct")  # tiny: smoke run
 STUDY_T = [
     {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
     {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
@@ -190,17 +194,19 @@ def parse_args() -> argparse.Namespace:
         "--work-dir", default=os.environ.get("ALLOY_BENCH_DIR", "/tmp/alloylm-merge-bench")
     )
     parser.add_argument("--repeats", type=int, default=3)
+    add_force_argument(parser)
     return parser.parse_args()
 
 
 def main() -> int:
     args = parse_args()
+    run = begin("merge_speed", force=args.force)
 
     from alloylm.models.sources import resolve_model
 
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
-    base = resolve_model("embedded:smollm2-135m-instruct")
+    base = resolve_model(MODEL)
     other = perturbed_copy(base, work / "perturbed-5pct")
     mergekit_yaml, sweep_yaml = write_configs(work, base, other)
     for path in (base / "model.safetensors", other / "model.safetensors"):
@@ -240,6 +246,7 @@ def main() -> int:
         )
 
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["run"] = run_record(run)  # date, load at start and end, CPU (benchmarks/_common.py)
     print_table(results)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(

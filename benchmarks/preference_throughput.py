@@ -43,8 +43,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "preference_throughput.json"
+RESULTS = results_dir() / "preference_throughput.json"
 MODEL = os.environ.get(
     "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
 )  # tiny:llama: smoke run
@@ -223,6 +226,7 @@ def main() -> int:
     )
     parser.add_argument("--one", choices=CONTENDERS, help=argparse.SUPPRESS)
     parser.add_argument("--workdir", help=argparse.SUPPRESS)
+    add_force_argument(parser)
     args = parser.parse_args()
     if args.one:  # child process: one contender, JSON on the last stdout line
         import torch
@@ -231,6 +235,7 @@ def main() -> int:
         workdir = Path(args.workdir)
         print(json.dumps(run_one(args.one, workdir, workdir / "pairs.jsonl")))
         return 0
+    run = begin("preference_throughput", force=args.force)
     # --workdir: reuse an earlier run's folder (its pairs and its reference cache, for a partial rerun)
     workdir = Path(args.workdir) if args.workdir else Path(tempfile.mkdtemp(prefix="pref-bench-"))
     if not (workdir / "pairs.jsonl").exists():
@@ -254,7 +259,7 @@ def main() -> int:
                 runs.setdefault(name, []).append(row)
                 print(f"{name:<30} {row}", flush=True)
     results.update({name: median_row(rows) for name, rows in runs.items()})
-    report(results, args.pairs, args.threads, args.repeats)
+    report(results, args.pairs, args.threads, args.repeats, run)
     return 0
 
 
@@ -287,6 +292,7 @@ def median_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
     row = dict(rows[0])
     for key in ("train_s", "train_cpu_s", "wall_s", "pairs_per_s", "pairs_per_cpu_s"):
         row[key] = statistics.median(r[key] for r in rows)
+        row[f"{key}_runs"] = [r[key] for r in rows]  # the spread over repeats
     row["runs"] = len(rows)
     return row
 
@@ -298,7 +304,7 @@ def ratio(results: dict[str, Any], a: str, b: str, key: str = "pairs_per_cpu_s")
     return None
 
 
-def report(results: dict[str, Any], pairs: int, threads: int, repeats: int) -> None:
+def report(results: dict[str, Any], pairs: int, threads: int, repeats: int, run: Any) -> None:
     print(
         f"\n{'contender':<30} {'pairs/cpu-s':>11} {'pairs/s':>8} {'epoch s':>8} {'wall s':>8} {'peak MB':>8}  ref"
     )
@@ -334,6 +340,7 @@ def report(results: dict[str, Any], pairs: int, threads: int, repeats: int) -> N
         "ratios": ratios,
         "targets": {"alloy_vs_trl": ">= 1.0 (no slower)", "cached_precompute_vs_online_epoch": ">= 1.3"},
         "note": "pairs_per_cpu_s = pairs / process-CPU seconds (all threads) of trainer.train(); the two contenders of a round ran side by side, one core each",
+        "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
     }  # fmt: skip
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"\nwritten {RESULTS.relative_to(REPO)}")

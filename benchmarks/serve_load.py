@@ -38,6 +38,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 PAD_WORDS = 61  # prompt lengths cycle through 61 values ...
 MAX_TOKENS_CYCLE = 7  # ... and max_tokens through 7 (coprime): 427 distinct (length, max) pairs
@@ -399,7 +402,9 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="8 clients for 3 s: the script works; no file"
     )
+    add_force_argument(parser)
     args = parser.parse_args()
+    run = begin("serve_load", force=args.force or args.check)  # --check measures nothing
     if args.check:
         args.clients, args.seconds, args.warmup = 8, 3.0, 1.0
         args.max_batch, args.max_queue = 2, 2  # so that the 503 path runs too
@@ -435,7 +440,7 @@ def main() -> None:
     from alloylm.atomic import atomic_write_json
 
     atomic_write_json(
-        ROOT / "benchmarks" / "results" / "serve_load.json",
+        results_dir() / "serve_load.json",
         {
             "benchmark": "serve_load",
             **config,
@@ -447,6 +452,7 @@ def main() -> None:
             },
             "summary": summary,
             "rss_samples": [[round(t, 2), b] for t, b in samples],
+            "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
         },
     )
 

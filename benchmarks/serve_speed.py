@@ -16,6 +16,7 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import threading
 import time
 from pathlib import Path
@@ -26,6 +27,9 @@ import openai
 from alloylm.atomic import atomic_write_json
 from alloylm.chat.serve import start_server
 from alloylm.models.sources import resolve_model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUESTIONS = [
@@ -133,9 +137,11 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="tiny:llama, 4 tokens: the script works; no file"
     )
+    add_force_argument(parser)
     args = parser.parse_args()
     if args.check:
         args.model, args.max_tokens, args.long_tokens = "tiny:llama", 4, 8
+    run = begin("serve_speed", force=args.force or args.check)  # --check measures nothing
     server, _ = start_server(
         resolve_model(args.model), model_name="m", max_batch=8, threads=args.threads
     )
@@ -180,7 +186,7 @@ def main() -> None:
     for row in rows:
         row.pop("texts")
     atomic_write_json(
-        ROOT / "benchmarks" / "results" / "serve_speed.json",
+        results_dir() / "serve_speed.json",
         {
             "benchmark": "serve_speed",
             "model": args.model,
@@ -197,6 +203,7 @@ def main() -> None:
             "concurrent_speedup": round(sequential_s / eight["wall_s"], 2),
             "same_answers": same,
             "head_of_line": blocking,
+            "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
         },
     )
 

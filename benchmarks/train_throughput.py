@@ -31,8 +31,11 @@ import tempfile
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = REPO / "benchmarks" / "results" / "train_throughput.json"
+RESULTS = results_dir() / "train_throughput.json"
 MODEL = os.environ.get(
     "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
 )  # tiny:llama for a smoke run
@@ -266,10 +269,12 @@ def main() -> None:
         "--add", choices=sorted(ABLATIONS), help="run one TRL variant, add it to the JSON"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    add_force_argument(parser)
     args = parser.parse_args()
     if args.child:
         child(args.child, args.steps)
         return
+    run = begin("train_throughput", force=args.force)
 
     plan = [("plain_pytorch", "plain", args.steps), ("alloylm_cpt", "stage", args.steps)]
     if args.ablation:
@@ -281,14 +286,14 @@ def main() -> None:
     for name, part, steps in plan:
         results[name] = measure(part, steps)
         write_report(
-            results, results["plain_pytorch"]["steps"]
+            results, results["plain_pytorch"]["steps"], run
         )  # partial results survive an interrupted run
         print(f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s", flush=True)
     print_table(results)
     print(f"written to {RESULTS.relative_to(REPO)}")
 
 
-def write_report(results: dict[str, dict], steps: int) -> None:
+def write_report(results: dict[str, dict], steps: int, run) -> None:  # noqa: ANN001
     plain = results["plain_pytorch"]
     for entry in results.values():
         entry["ratio_vs_plain"] = entry["tokens_per_s"] / plain["tokens_per_s"]
@@ -304,6 +309,7 @@ def write_report(results: dict[str, dict], steps: int) -> None:
         "note": "shared 2-core machine (other engineers' jobs running): wall-clock numbers are noisy; "
         "tokens_per_cpu_s (process CPU time) is less sensitive to the load; steady state excludes step 1",
         "results": results,
+        "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(report, indent=2) + "\n")
