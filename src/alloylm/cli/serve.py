@@ -1,4 +1,7 @@
-"""`alloy serve MODEL [MODEL ...]`: an OpenAI-compatible endpoint (loopback by default)."""
+"""`alloy serve MODEL [MODEL ...]`: an OpenAI-compatible endpoint (loopback by default).
+
+`--ui` adds the side-by-side chat page (chat/webui.py) at /ui/, `--blind` hides the names.
+"""
 
 from __future__ import annotations
 
@@ -51,6 +54,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="torch CPU threads (1 is often fastest on a busy CPU)",
     )
+    parser.add_argument(
+        "--ui",
+        action="store_true",
+        help="also serve the side-by-side chat page at /ui/ (2 to 4 models; votes saved)",
+    )
+    parser.add_argument(
+        "--blind", action="store_true", help="with --ui: label the models A, B ... until a vote"
+    )
+    parser.add_argument(
+        "--votes",
+        default=None,
+        help="with --ui: JSONL file the votes are appended to (default: ./alloy-votes.jsonl)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,6 +90,18 @@ def run(args: argparse.Namespace) -> int:
             key="--host",
             hint=f"pass --api-key KEY or set {API_KEY_VARIABLE}, or bind 127.0.0.1",
         )
+    if (args.blind or args.votes) and not args.ui:
+        raise ConfigError("--blind and --votes belong to the page", key="--ui", hint="add --ui")
+    page = None
+    if args.ui:  # checked before any model loads
+        from alloylm.chat.webui import DEFAULT_VOTES_FILE, SideBySidePage
+
+        page = SideBySidePage(
+            names,
+            blind=args.blind,
+            votes_file=args.votes or DEFAULT_VOTES_FILE,
+            max_tokens=args.max_tokens,
+        )
     folders = {name: resolve_model(source) for name, source in zip(names, args.models, strict=True)}
     server, thread = start_server(
         folders,
@@ -85,8 +113,13 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         api_key=api_key,
     )
+    server.ui = page
     host, port = server.server_address[:2]
     print(f"serving {', '.join(names)} at http://{host}:{port}/v1", flush=True)
+    if page is not None:
+        key_note = " (the page asks for the API key)" if api_key else ""
+        print(f"side-by-side page: http://{host}:{port}/ui/{key_note}", flush=True)
+        print(f"votes are appended to {page.votes_file}", flush=True)
     print(
         f"API key: {'required' if api_key else 'none (loopback only)'}; Ctrl-C to stop", flush=True
     )
