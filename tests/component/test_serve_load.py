@@ -203,6 +203,43 @@ def run_load(
     return outcomes, samples, distill
 
 
+def test_many_clients_connecting_at_once_are_all_accepted() -> None:
+    """128 connections at once: every one is answered (a listen backlog of 5 stalled or reset
+    dozens of them: their handshakes were dropped while the accept queue was full)."""
+    from alloylm.chat.serve import AlloyServer
+
+    server = AlloyServer(("127.0.0.1", 0), {}, api_key=None, default_max_tokens=8)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    clients = 128
+    barrier = threading.Barrier(clients)
+    failures: list[str] = []
+
+    def health() -> None:
+        barrier.wait()
+        try:
+            connection = http.client.HTTPConnection(*server.server_address[:2], timeout=10)
+            connection.request("GET", "/health")
+            response = connection.getresponse()
+            response.read()
+            if response.status != 200:
+                failures.append(f"status {response.status}")
+            connection.close()
+        except OSError as error:
+            failures.append(repr(error))
+
+    threads = [threading.Thread(target=health) for _ in range(clients)]
+    try:
+        for client in threads:
+            client.start()
+        for client in threads:
+            client.join(timeout=60)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not failures, f"{len(failures)} of {clients} connections failed: {failures[:3]}"
+
+
 def test_eight_clients_a_few_seconds(tmp_path: Path, data_root: Path, tiny_llama: Path) -> None:
     outcomes, samples, _ = run_load(
         tmp_path,

@@ -308,6 +308,10 @@ def _choice_logprobs(result: Generation) -> dict[str, Any] | None:
 
 class AlloyServer(ThreadingHTTPServer):
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): with more clients connecting at once,
+    # the kernel drops their handshakes, so they stall for seconds or are reset. The kernel caps
+    # it at net.core.somaxconn. Overload is answered by the 503 queue, not by the backlog.
+    request_queue_size = 1024
     ui: Any = None  # the side-by-side page (chat/webui.py, `alloy serve --ui`) when attached
 
     def __init__(
