@@ -143,6 +143,10 @@ EVAL_TASK_TYPES = Registry(
         "true_false": Entry("alloylm.evals.tasks:TrueFalseTask", "true / false statements"),
         "numeric": Entry("alloylm.evals.tasks:NumericTask", "numeric answer with accepted ranges"),
         "perplexity": Entry("alloylm.evals.tasks:PerplexityTask", "perplexity on held-out text"),
+        "extract": Entry(
+            "alloylm.evals.extract:ExtractTask",
+            "JSON extraction (materials, properties, methods): valid-JSON share, field P/R/F1",
+        ),
     },
 )
 

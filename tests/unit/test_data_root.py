@@ -23,6 +23,7 @@ SHIPPED = (
     "openstax_mcq/anatomy_physiology_2e_mcq.jsonl",
     "mmlu_stem/college_biology_test.csv",
     "mmlu_stem/anatomy_test.csv",
+    "openstax_extract/anatomy_physiology_2e_extract.jsonl",
 )
 SHA_LINE = re.compile(r"^`?([0-9a-f]{64})  (\S+?)`?$")
 

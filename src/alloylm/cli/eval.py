@@ -39,8 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--type",
         default=None,
-        choices=("mcq", "true_false", "numeric", "perplexity"),
-        help="keep only items of this type (perplexity: the tasks are held-out text)",
+        choices=("mcq", "true_false", "numeric", "perplexity", "extract"),
+        help="keep only items of this type (perplexity: the tasks are held-out text; extract: "
+        "passages answered as JSON, docs/evaluation.md)",
     )
     parser.add_argument(
         "--template",

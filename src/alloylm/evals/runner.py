@@ -73,6 +73,16 @@ class EvalSettings:
             "resamples": self.resamples,
             "seed": self.seed,
         }
+        if protocol == "extract":  # greedy JSON answers, evals/extract.py
+            from alloylm.evals.extract import EXTRACT_MAX_NEW_TOKENS
+
+            settings = {
+                "template": "chat",
+                "max_new_tokens": EXTRACT_MAX_NEW_TOKENS,
+                "decoding": "greedy",
+                "resamples": self.resamples,
+                "seed": self.seed,
+            }
         if protocol == "paper":
             settings = {
                 "template": "chat",
@@ -93,6 +103,7 @@ class PreparedTask:
     skipped: list[str] = field(default_factory=list)
     subject: str | None = None
     content_hash: str = ""
+    extract: Any = None  # extract tasks: evals/extract.ExtractTaskData
 
 
 def evals_cache_dir() -> Path:
@@ -135,6 +146,11 @@ def prepare_task(spec: TaskSpec) -> PreparedTask:
     )
     if spec.type == "perplexity":
         prepared.documents = load_documents(spec.path, text_field=spec.text_field, limit=spec.limit)
+        return prepared
+    if spec.type == "extract":
+        from alloylm.evals.extract import load_extract
+
+        prepared.extract = load_extract(spec.path, limit=spec.limit)
         return prepared
     report = load_items(spec.path, spec.mapping)
     if spec.strict and report.skipped:
@@ -269,8 +285,8 @@ def evaluate(
 
 
 def _protocols_for(task: PreparedTask, settings: EvalSettings) -> tuple[str, ...]:
-    if task.spec.type == "perplexity":
-        return ("perplexity",)
+    if task.spec.type in ("perplexity", "extract"):
+        return (task.spec.type,)
     if task.spec.name.startswith("lm_eval:"):
         return ("lm_eval",)
     return task.spec.protocols or settings.protocols
@@ -303,6 +319,18 @@ def _run_one(
         )
         record = results_lib.perplexity_record(
             per_document, resamples=settings.resamples, seed=settings.seed
+        )
+        progress.finish()
+    elif protocol == "extract":
+        from alloylm.evals.extract import run_extract
+
+        progress.start(len(task.extract.items), f"{task.spec.name}: extract")
+        record = run_extract(
+            scorer.get(),
+            task.extract,
+            resamples=settings.resamples,
+            seed=settings.seed,
+            progress=_counter(progress),
         )
         progress.finish()
     else:

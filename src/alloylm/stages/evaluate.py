@@ -32,7 +32,7 @@ class TaskConfig(StrictModel):
     name: str | None = Field(
         None, description="display name, or the task to find when no path is given"
     )
-    type: Literal["mcq", "true_false", "numeric", "perplexity"] | None = None
+    type: Literal["mcq", "true_false", "numeric", "perplexity", "extract"] | None = None
     protocols: list[Protocol] | None = None
     mapping: dict[str, str | list[str]] | None = None
     limit: int | None = Field(None, ge=1)
