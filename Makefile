@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 # multi-GB CUDA build.
 TORCH_SPEC ?= torch==2.13.0
 
-.PHONY: setup quickstart test test-fast test-slow lint bench clean
+.PHONY: setup quickstart test test-fast test-slow lint bench bench-check clean
 
 $(BIN)/alloy: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test-fast: setup
 
 test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
+
+# Every benchmark (benchmarks/run_all.py: sizes and budget, <= 30 min on 2 idle cores), then the
+# summary table benchmarks/results/SUMMARY.md. A benchmark refuses to measure on a loaded machine.
+bench: setup
+	$(BIN)/python benchmarks/run_all.py
+
+# The same scripts at tiny sizes into a scratch folder: checks the plumbing, measures nothing.
+bench-check: setup
+	$(BIN)/python benchmarks/run_all.py --check
 
 lint: setup
 	$(BIN)/ruff check src tests benchmarks
