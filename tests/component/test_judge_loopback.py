@@ -248,3 +248,32 @@ def test_cli_judge_against_the_endpoint(fake_judge, transcripts, tmp_path, capsy
         main(["judge", str(transcripts), "--judge", url, "-o", str(out)]) == 2
     )  # no --judge-model
     assert "--judge-model" in capsys.readouterr().err
+
+
+def test_a_saved_chat_gives_one_transcript_per_model_compared_with_each_other(fake_judge, tmp_path):
+    url, server = fake_judge
+    user = {"role": "user", "content": "How do collagen and leaves relate?"}
+
+    def entry(name: str, answer: str) -> dict:
+        return {
+            "model": {"name": name, "source": name, "lineage": None, "model_hash": "f" * 64},
+            "messages": [user, {"role": "assistant", "content": answer}],
+        }
+
+    chat = tmp_path / "chat.json"
+    chat.write_text(
+        json.dumps({"alloylm_chat": 1, "models": [entry("good", "GOOD"), entry("fair", "meh")]})
+    )
+    refs = load_transcripts([chat])
+    assert [(r.label, r.script) for r in refs] == [("good", "chat:chat"), ("fair", "chat:chat")]
+    cache = CallCache(tmp_path / "cache.sqlite")
+    results = run_judge(
+        refs, _judge(url, cache, mode="pairwise", samples=1, resamples=20), tmp_path / "out"
+    )
+    assert server.calls == 2 and results["pairwise"]["ratings"]["judge"][0]["model"] == "good"
+    cache.close()
+    (tmp_path / "empty.json").write_text(json.dumps({"messages": [user]}))
+    from alloylm.errors import DataError
+
+    with pytest.raises(DataError, match="no conversation"):
+        load_transcripts([tmp_path / "empty.json"])

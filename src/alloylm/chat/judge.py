@@ -159,30 +159,39 @@ def load_transcripts(paths: Sequence[str | Path]) -> list[TranscriptRef]:
             data = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError) as error:
             raise DataError(f"not a readable JSON transcript: {error}", file=str(path)) from None
-        messages = data.get("messages") if isinstance(data, dict) else None
-        if not isinstance(messages, list) or not any(
-            isinstance(m, dict) and m.get("role") == "assistant" for m in messages
-        ):
-            raise DataError(
-                "no conversation in this file (expected a 'messages' list with assistant turns)",
-                file=str(path),
-                hint="give transcripts written by `alloy converse` or `alloy chat`",
+        if isinstance(data, dict) and isinstance(data.get("models"), list):
+            # `alloy chat` /save: one conversation answered by several models side by side;
+            # its models are compared with each other
+            entries = [(m, f"chat:{path.stem}") for m in data["models"] if isinstance(m, dict)]
+        else:
+            script = data.get("script") if isinstance(data, dict) else None
+            group = (
+                f"{script.get('name', '')}@{str(script.get('sha256', ''))[:12]}"
+                if isinstance(script, dict)
+                else str(script)
             )
-        model = data.get("model")
-        name = (model.get("name") or model.get("source")) if isinstance(model, dict) else model
-        name = str(name or path.stem)
-        script = data.get("script") or {}
-        group = (
-            f"{script.get('name', '')}@{str(script.get('sha256', ''))[:12]}"
-            if isinstance(script, dict)
-            else str(script)
-        )
-        seen[(group, name)] += 1
-        label = name if seen[(group, name)] == 1 else f"{name}-{seen[(group, name)]}"
-        lineage = (
-            (model.get("lineage") or model.get("model_hash")) if isinstance(model, dict) else None
-        )
-        refs.append(TranscriptRef(label, group, messages, str(path), lineage))
+            entries = [(data, group)]
+        for entry, group in entries:
+            messages = entry.get("messages") if isinstance(entry, dict) else None
+            if not isinstance(messages, list) or not any(
+                isinstance(m, dict) and m.get("role") == "assistant" for m in messages
+            ):
+                raise DataError(
+                    "no conversation in this file (expected a 'messages' list with assistant turns)",
+                    file=str(path),
+                    hint="give transcripts written by `alloy converse` or `alloy chat` (/save)",
+                )
+            model = entry.get("model")
+            name = (model.get("name") or model.get("source")) if isinstance(model, dict) else model
+            name = str(name or path.stem)
+            seen[(group, name)] += 1
+            label = name if seen[(group, name)] == 1 else f"{name}-{seen[(group, name)]}"
+            lineage = (
+                (model.get("lineage") or model.get("model_hash"))
+                if isinstance(model, dict)
+                else None
+            )
+            refs.append(TranscriptRef(label, group, messages, str(path), lineage))
     if not refs:
         raise DataError("no transcripts found", file=", ".join(str(p) for p in paths))
     return refs
