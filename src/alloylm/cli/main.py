@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "judge": ("alloylm.cli.judge", "grade or compare transcripts with an LLM judge"),
     "export": ("alloylm.cli.export", "export a model to GGUF (llama.cpp, Ollama) with lineage"),
+    "render": ("alloylm.cli.render", "render an image prompt with FLUX + LoRA (diffusers, CUDA)"),
 }
 
 EPILOG = """\
