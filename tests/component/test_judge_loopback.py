@@ -277,3 +277,24 @@ def test_a_saved_chat_gives_one_transcript_per_model_compared_with_each_other(fa
 
     with pytest.raises(DataError, match="no conversation"):
         load_transcripts([tmp_path / "empty.json"])
+
+
+def test_an_edited_template_is_a_new_call(fake_judge, transcripts, tmp_path):
+    from alloylm.chat.judge import BUILTIN_PROMPTS
+
+    url, server = fake_judge
+    refs = load_transcripts([transcripts / "good.json"])
+    cache = CallCache(tmp_path / "cache.sqlite")
+    teacher = make_teacher(judge_teacher_config(url, model="fake", max_retries=0))
+    settings = JudgeSettings(samples=1)
+    first = run_judge(refs, Judge(teacher, cache, settings), tmp_path / "a")
+    assert server.calls == 1
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    source = (BUILTIN_PROMPTS / "judge_single.j2").read_text()
+    (prompts / "judge_single.j2").write_text(source.replace("impartial expert", "strict"))
+    edited = run_judge(refs, Judge(teacher, cache, settings, prompts_dir=prompts), tmp_path / "b")
+    assert server.calls == 2 and edited["calls"]["made"] == 1
+    assert edited["templates"]["judge_single"] != first["templates"]["judge_single"]
+    assert edited["templates"]["rubric"] == first["templates"]["rubric"]  # the built-in
+    cache.close()
