@@ -190,6 +190,20 @@ def test_shipped_scripts_load():
         )  # fmt: skip
 
 
+def test_two_models_with_one_name_get_their_own_files(tiny_llama, script_file, tmp_path):
+    from alloylm.chat.conversations import converse
+
+    loaded = load_script(script_file)
+    settings = GenerationSettings(max_new_tokens=2)
+    result = converse(loaded, [("tiny:llama", tiny_llama)] * 2, tmp_path, settings=settings,
+                      threads=1, log=lambda m: None)  # fmt: skip
+    assert [row["files"]["json"] for row in result.summary["models"]] == [
+        "tiny_llama.json",
+        "tiny_llama-2.json",
+    ]
+    assert [r.label for r in load_transcripts([tmp_path])] == ["tiny_llama", "tiny_llama-2"]
+
+
 def test_cli_converse(tiny_llama, tmp_path, script_file, capsys):
     out = tmp_path / "out"
     argv = ["converse", str(script_file), "tiny:llama", "-o", str(out), "--name", "mini",

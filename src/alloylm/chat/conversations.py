@@ -326,7 +326,7 @@ def _params_dict(params: SamplingParams) -> dict[str, Any]:
 @dataclass
 class ConverseResult:
     transcripts: list[Transcript]
-    files: dict[str, dict[str, str]]  # model name -> {"json": file, "markdown": file}
+    files: list[dict[str, str]]  # per transcript, in order: {"json": file, "markdown": file}
     summary: dict[str, Any]
 
 
@@ -356,7 +356,7 @@ def converse(
     ]
     stems = unique_names([info.name for info in infos])
     transcripts: list[Transcript] = []
-    files: dict[str, dict[str, str]] = {}
+    files: list[dict[str, str]] = []
     for info, stem in zip(infos, stems, strict=True):
         started = time.perf_counter()
         generator = ModelGenerator(info.folder, dtype=dtype, threads=threads, max_batch=1)
@@ -383,14 +383,14 @@ def converse(
         atomic_write_json(out_dir / f"{stem}.json", transcript.as_dict())
         atomic_write_text(out_dir / f"{stem}.md", transcript_markdown(transcript.as_dict()))
         transcripts.append(transcript)
-        files[info.name] = {"json": f"{stem}.json", "markdown": f"{stem}.md"}
+        files.append({"json": f"{stem}.json", "markdown": f"{stem}.md"})
     summary = summarise(loaded, transcripts, files)
     atomic_write_json(out_dir / "summary.json", summary)
     return ConverseResult(transcripts, files, summary)
 
 
 def summarise(
-    loaded: LoadedScript, transcripts: Sequence[Transcript], files: dict[str, dict[str, str]]
+    loaded: LoadedScript, transcripts: Sequence[Transcript], files: Sequence[dict[str, str]]
 ) -> dict[str, Any]:
     """Per model: JSON turns valid or not (and why), tokens, seconds; schema keywords not checked."""
     unchecked = sorted(
@@ -402,7 +402,7 @@ def summarise(
         }
     )
     models = []
-    for transcript in transcripts:
+    for index, transcript in enumerate(transcripts):
         data = transcript.as_dict()
         json_turns = data["json_turns"]
         models.append(
@@ -410,7 +410,7 @@ def summarise(
                 "model": transcript.model.name,
                 "source": transcript.model.source,
                 "lineage": transcript.model.lineage or transcript.model.model_hash,
-                "files": files.get(transcript.model.name, {}),
+                "files": files[index] if index < len(files) else {},
                 "json_valid": sum(1 for t in json_turns if t["valid"]),
                 "json_turns": len(json_turns),
                 "json_problems": [
