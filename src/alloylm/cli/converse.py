@@ -57,8 +57,12 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = loaded.script.generation.merged(overrides)
         settings.params()
-    except (ValidationError, ValueError) as error:
-        raise ConfigError(f"bad sampling option: {error}", key="--" + "sampling") from None
+    except ValidationError as error:
+        first = error.errors()[0]
+        option = "--" + str(first["loc"][0]).replace("_", "-")
+        raise ConfigError(f"{first['msg']} (got {first.get('input')!r})", key=option) from None
+    except ValueError as error:  # an unknown preset
+        raise ConfigError(str(error), key="--preset") from None
     models = [(source, resolve_model(source)) for source in args.models]
     out = Path(args.out)
     result = converse(
