@@ -154,6 +154,12 @@ def test_narrow_terminal_stacks_the_same_answers_and_ctrl_c_leaves(tmp_path: Pat
     # Stacked: one model's answer after the other, each under its own label line.
     assert re.search(r"\[tiny:llama\]\n[\s\S]*?\n\(8 tokens[^\n]*\n+\[tiny:llama:1\]\n", shown)
     term.line("/save narrow")
+    # Ctrl-C while a long answer streams stops it and drops the turn; the chat goes on.
+    term.line("/set max_new_tokens=4000")
+    os.write(term.fd, b"tell me everything\r")
+    term.read_until(rb"\[tiny:llama\]\n[\s\S]{3}")  # the answer has begun
+    assert "interrupted" in term.key(b"\x03", PROMPT)
+    term.line("/save after-ctrl-c")
     assert "bye" in term.key(b"\x03", rb"bye")  # Ctrl-C at the prompt
     assert term.exit_code() == 0
     _, data = _saved(tmp_path / "narrow")
@@ -161,6 +167,8 @@ def test_narrow_terminal_stacks_the_same_answers_and_ctrl_c_leaves(tmp_path: Pat
     answers = data["turns"][0]["answers"]
     for name, text in answers.items():
         assert f"[{name}]\n{text}\n" in shown
+    _, after = _saved(tmp_path / "after-ctrl-c")
+    assert len(after["turns"]) == 1 and after["turns"][0]["answers"] == answers
 
 
 # ---------------------------------------------------------------- the engine, in process
@@ -237,7 +245,10 @@ def test_settings_commands_and_lineage_in_the_saved_files(
 
 
 def test_layout_follows_the_terminal_width() -> None:
-    from alloylm.chat.repl import choose_layout
+    from alloylm.chat.repl import choose_layout, tail_lines
+
+    assert tail_lines("one two three four\nfive", 9, 2) == "four\nfive"
+    assert tail_lines("abcdefghij", 4, 5) == "abcd\nefgh\nij"
 
     assert choose_layout(2, 160) == "columns"
     assert choose_layout(2, 60) == "stacked"

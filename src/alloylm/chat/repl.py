@@ -496,39 +496,51 @@ class TerminalChat:
         self.say()
 
     def _columns(self, text: str, width: int) -> None:
+        """All models at once, one column each. While they stream, a live view shows the tail
+        of every answer that fits the screen (a redraw taller than the screen would leave
+        copies behind); when all are done it is replaced by the whole answers, printed once."""
         from rich.console import Console
         from rich.live import Live
 
         console = Console(file=self.out, width=width, emoji=False, highlight=False)
-        texts = [""] * len(self.session.models)
-        footers = [""] * len(self.session.models)
+        count = len(self.session.models)
+        texts = [""] * count
+        footers = [""] * count
+        height = shutil.get_terminal_size((width, 24)).lines
+        visible_lines = max(3, height - 6)  # names, statistics, the prompt
+        column_width = max(8, (width - 2 * count) // count)
 
-        def render() -> Any:
-            return _columns_table(self.session.names, texts, footers)
+        def preview() -> Any:
+            tails = [tail_lines(t, column_width, visible_lines) for t in texts]
+            return _columns_table(self.session.names, tails, footers)
 
-        with Live(
-            render(),
-            console=console,
-            auto_refresh=False,
-            vertical_overflow="visible",
-            transient=False,
-        ) as live:
+        with Live(preview(), console=console, auto_refresh=False, transient=True) as live:
             last = [0.0]
 
             def delta(index: int, piece: str) -> None:
                 texts[index] += piece
                 now = time.monotonic()
                 if now - last[0] > 0.05:  # at most 20 redraws a second
-                    live.update(render(), refresh=True)
+                    live.update(preview(), refresh=True)
                     last[0] = now
 
             def done(index: int, answer: Answer) -> None:
                 texts[index] = answer.text
                 footers[index] = _stats(answer)
-                live.update(render(), refresh=True)
+                live.update(preview(), refresh=True)
 
             self.session.ask(text, concurrent=True, on_delta=delta, on_done=done)
-            live.update(render(), refresh=True)
+        console.print(_columns_table(self.session.names, texts, footers))
+
+
+def tail_lines(text: str, width: int, lines: int) -> str:
+    """The last `lines` lines of `text` wrapped at `width` (long words broken)."""
+    import textwrap
+
+    wrapped: list[str] = []
+    for paragraph in text.split("\n"):
+        wrapped += textwrap.wrap(paragraph, width, replace_whitespace=False) or [""]
+    return "\n".join(wrapped[-lines:])
 
 
 def _columns_table(names: Sequence[str], texts: Sequence[str], footers: Sequence[str]) -> Any:
