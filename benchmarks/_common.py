@@ -7,8 +7,9 @@ figures measured at a load of 7-12 were 2x off). So every benchmark:
   averages (`os.getloadavg()`), and when the 1-minute load is above `LOADED_FRACTION` x the CPU
   count it refuses to run (exit status 3, nothing written) unless `--force` is given;
 - writes `run_record(...)` under the key "run" of its JSON: the date, the load at start and at
-  end, the threshold, `loaded` (true when forced on a loaded machine), the CPU model and core
-  count, the command line.
+  end, the threshold, `loaded` (true when forced on a loaded machine, or when the load at the end
+  is above the cores plus the threshold: more than the benchmark alone makes), the CPU model and
+  core count, the command line.
 
 benchmarks/summary.py publishes only figures whose "run" says `loaded: false`; a file without a
 "run" record (written before this module) is listed as unverified, its numbers not published.
@@ -89,7 +90,7 @@ class Run:
         return self.load_at_start[0] > self.threshold
 
 
-def begin(benchmark: str, *, force: bool = False, out=sys.stderr) -> Run:  # noqa: ANN001
+def begin(benchmark: str, *, force: bool = False) -> Run:
     """Read the load before measuring; refuse (SystemExit(REFUSED_EXIT)) when the machine is
     loaded and `force` is false. Call it in the parent process only, before anything is timed."""
     run = Run(
@@ -107,10 +108,10 @@ def begin(benchmark: str, *, force: bool = False, out=sys.stderr) -> Run:  # noq
         )
         if not force:
             print(f"{message}; not measuring (wait for an idle machine, or --force to "
-                  "measure anyway, marked loaded: true)", file=out)  # fmt: skip
+                  "measure anyway, marked loaded: true)", file=sys.stderr)  # fmt: skip
             raise SystemExit(REFUSED_EXIT)
         print(f"{message}; measuring anyway (--force): the results are marked loaded: true "
-              "and will not be published", file=out)  # fmt: skip
+              "and will not be published", file=sys.stderr)  # fmt: skip
     return run
 
 

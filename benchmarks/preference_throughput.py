@@ -343,7 +343,7 @@ def report(results: dict[str, Any], pairs: int, threads: int, repeats: int, run:
         "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
     }  # fmt: skip
     RESULTS.write_text(json.dumps(payload, indent=2) + "\n")
-    print(f"\nwritten {RESULTS.relative_to(REPO)}")
+    print(f"\nwritten {RESULTS}")
 
 
 if __name__ == "__main__":

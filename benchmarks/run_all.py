@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             log.append({"benchmark": plan.name, "outcome": f"skipped: {left:.0f} s of the budget "
                         f"left, it needs up to {plan.estimate_s} s"})  # fmt: skip
             continue
-        waited, load = wait_until_idle(min(args.settle, max(0.0, left - plan.estimate_s)))
+        settle = 0.0 if args.check else min(args.settle, max(0.0, left - plan.estimate_s))
+        waited, load = wait_until_idle(settle)  # --check measures nothing: no need to wait
         print(f"== {plan.name} (load {load}, waited {waited} s)", flush=True)
         entry = run_one(plan, args, env, min(plan.timeout_s, deadline - time.monotonic()))
         entry.update(waited_for_idle_s=waited, load_before=load, estimate_s=plan.estimate_s,

@@ -290,7 +290,7 @@ def main() -> None:
         )  # partial results survive an interrupted run
         print(f"{name}: {results[name]['tokens_per_s']:.1f} tokens/s", flush=True)
     print_table(results)
-    print(f"written to {RESULTS.relative_to(REPO)}")
+    print(f"written to {RESULTS}")
 
 
 def write_report(results: dict[str, dict], steps: int, run) -> None:  # noqa: ANN001
