@@ -242,8 +242,11 @@ def test_page_with_an_api_key_asks_for_it_and_three_columns(generators, tmp_path
         assert post(b"[1]", good) == 400
         unknown = json.dumps({"models": ["tiny-a", "nope"], "winner": "A", "prompt": "x"})
         assert post(unknown.encode(), good) == 400
+        assert post(vote, {**good, "Origin": "http://127.0.0.1.evil.example"}) == 403
         assert post(vote, good) == 200
-        assert len((tmp_path / "votes.jsonl").read_text().splitlines()) == 3
+        own_origin = base.replace("http://", "https://")  # the page behind a TLS proxy
+        assert post(vote, {**good, "Origin": own_origin}) == 200
+        assert len((tmp_path / "votes.jsonl").read_text().splitlines()) == 4
         config = json.loads(urllib.request.urlopen(base + "/ui/config").read())
         assert config == {"authorized": False, "key_required": True}  # no names without the key
     finally:

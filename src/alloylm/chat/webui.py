@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from alloylm.chat.ratings import OUTCOMES
 from alloylm.chat.serve import ApiError, check_api_key
@@ -192,7 +193,9 @@ class SideBySidePage:
     def _vote(self, handler: Any) -> None:
         origin = handler.headers.get("Origin")
         host = handler.headers.get("Host")
-        if origin is not None and origin != f"http://{host}":
+        # The page's own origin is http(s)://<Host> (https behind a TLS proxy); any other
+        # origin is another web site posting through the user's browser.
+        if origin is not None and urlsplit(origin).netloc != host:
             handler.close_connection = True
             return _json(handler, 403, _error(403, "votes come from this server's own page"))
         length = handler.headers.get("Content-Length")
