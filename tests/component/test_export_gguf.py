@@ -179,6 +179,22 @@ def test_llama_cli_runs_the_export(tiny_llama: Path, tmp_path: Path) -> None:
     assert run.returncode == 0, run.stderr[-2000:]
 
 
+@pytest.mark.skipif(shutil.which("llama-perplexity") is None, reason="llama-perplexity not on PATH")
+def test_llama_perplexity_reads_the_export(tiny_llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "tiny.gguf"
+    export_gguf(tiny_llama, out, dtype="q8_0")
+    text = tmp_path / "text.txt"
+    text.write_text(" ".join(PROMPTS) * 20)
+    run = subprocess.run(
+        ["llama-perplexity", "-m", str(out), "-f", str(text), "-c", "64"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "PPL" in run.stdout + run.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1500)
 @pytest.mark.parametrize("dtype", ["f16", "q8_0"])
