@@ -59,7 +59,7 @@ def test_kill_inside_stage(tmp_path, data, teacher, baselines, kind, seed):
 REBUILDS = {
     "cpt": {"train": faults._train(4, learning_rate=5e-4)},
     "merge": {"parameters": {"t": 0.7}},
-    "distill": {"max_chunks": 5},
+    "distill": {"qa_pairs_per_chunk": 2},  # new prompts: no call is in the cache
 }
 
 
