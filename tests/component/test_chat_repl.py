@@ -244,6 +244,17 @@ def test_settings_commands_and_lineage_in_the_saved_files(
     assert saved["turns"][0]["params"]["temperature"] == 0.0
 
 
+def test_a_conversation_longer_than_the_context_is_refused(generators, tiny_llama) -> None:
+    from alloylm.chat.repl import ChatError
+
+    session = _session(generators[:1], [tiny_llama])
+    limit = generators[0].context_length
+    assert limit is not None
+    with pytest.raises(ChatError, match=f"context is {limit}"):
+        session.ask("word " * limit, concurrent=False)
+    assert session.turns == []  # nothing kept; the chat can go on
+
+
 def test_layout_follows_the_terminal_width() -> None:
     from alloylm.chat.repl import choose_layout, tail_lines
 

@@ -48,6 +48,11 @@ Ctrl-C while the models answer stops the answers; that turn is dropped."""
 
 
 # ---------------------------------------------------------------- the conversation state
+class ChatError(Exception):
+    """A turn that cannot be answered (the conversation outgrew a model's context, a model
+    failed); the chat says so and goes on without that turn."""
+
+
 @dataclass
 class Answer:
     """One model's answer to one turn."""
@@ -132,6 +137,13 @@ class ChatSession:
             model.generator.encode_chat([*self.history(index), {"role": "user", "content": text}])
             for index, model in enumerate(self.models)
         ]
+        for model, prompt in zip(self.models, prompts, strict=True):
+            limit = getattr(model.generator, "context_length", None)
+            if limit is not None and len(prompt) >= limit:
+                raise ChatError(
+                    f"the conversation is {len(prompt)} tokens, {model.info.name}'s context is "
+                    f"{limit}: /save it if you like, then /reset"
+                )
         answers: list[Answer | None] = [None] * len(self.models)
         order = (
             [list(range(len(self.models)))]
@@ -180,7 +192,8 @@ class ChatSession:
                     continue
                 result = event[1]
                 if result.error is not None:
-                    raise result.error
+                    name = self.models[index].info.name
+                    raise ChatError(f"{name} failed: {result.error!r}") from result.error
                 open_rows.discard(index)
                 answer = Answer(
                     text=result.text,
@@ -474,6 +487,9 @@ class TerminalChat:
         except KeyboardInterrupt:
             self.say()
             self.say("(interrupted: this turn is dropped)")
+        except ChatError as error:
+            self.say()
+            self.say(f"not answered: {error}")
 
     def _stacked(self, text: str) -> None:
         names = self.session.names
