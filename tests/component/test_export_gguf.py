@@ -155,6 +155,17 @@ def test_cli_export_writes_gguf_and_sidecar(tmp_path: Path, capsys) -> None:
     assert fields["alloylm.source.name"].startswith("tiny-llama")
 
 
+def test_hub_lineage_goes_into_general_metadata(tiny_llama: Path, tmp_path: Path) -> None:
+    out = tmp_path / "x.gguf"
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    export_gguf(tiny_llama, out, dtype="f16", base_models=[hub_id], license="apache-2.0")
+    fields, _ = _fields(out)
+    assert fields["general.license"] == "apache-2.0"
+    assert fields["general.base_model.count"] == 1
+    assert fields["general.base_model.0.organization"] == "HuggingFaceTB"
+    assert fields["general.base_model.0.repo_url"] == f"https://huggingface.co/{hub_id}"
+
+
 def test_export_refuses_non_llama(tiny_llama: Path, tmp_path: Path) -> None:
     folder = tmp_path / "gpt2ish"
     shutil.copytree(tiny_llama, folder)

@@ -146,6 +146,18 @@ def test_model_index_parses_with_huggingface_hub() -> None:
     assert "| ap_mcq | paper | accuracy | 0.4125 | 80 |" in card
 
 
+def test_hub_lineage_of_sources_and_artifacts(tmp_path: Path) -> None:
+    from alloylm.pipeline.lineage import hub_lineage
+
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub_lineage("embedded:smollm2-135m-instruct", plain) == ([hub_id], "apache-2.0")
+    assert hub_lineage("tiny:llama", plain) == ([], None)
+    sft = build(tmp_path / "out" / "sft", "sft", [EMBEDDED])
+    assert hub_lineage(str(sft), sft) == ([hub_id], "apache-2.0")
+
+
 def test_tiny_models_have_no_base_model_to_name() -> None:
     meta = card_metadata(manifest("sft", "sft", [{"role": "model", "source": "tiny:llama"}]))
     assert "base_model" not in meta and "base_model_relation" not in meta

@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
     from alloylm.atomic import atomic_write_json
     from alloylm.models.export_gguf import export_gguf, source_provenance
     from alloylm.models.sources import resolve_model
-    from alloylm.pipeline.lineage import library_versions
+    from alloylm.pipeline.lineage import hub_lineage, library_versions
 
     out = Path(args.output)
     if out.suffix != ".gguf":
@@ -44,7 +44,16 @@ def run(args: argparse.Namespace) -> int:
     started = time.time()
     folder = resolve_model(args.model)
     provenance = source_provenance(folder)
-    result = export_gguf(folder, out, dtype=args.dtype, name=out.stem, provenance=provenance)
+    base_models, license = hub_lineage(args.model, folder)
+    result = export_gguf(
+        folder,
+        out,
+        dtype=args.dtype,
+        name=out.stem,
+        provenance=provenance,
+        base_models=base_models,
+        license=license,
+    )
     atomic_write_json(
         out.with_name(out.name + SIDECAR_SUFFIX),
         {
@@ -52,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
             "format": "gguf",
             "source": args.model if ":" in args.model else Path(args.model).name,
             "source_lineage": provenance,
+            "base_models": base_models,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "wall_time_s": round(time.time() - started, 2),
             **result.summary(),

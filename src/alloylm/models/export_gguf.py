@@ -235,11 +235,15 @@ def export_gguf(
     dtype: str = "f16",
     name: str | None = None,
     provenance: dict[str, str] | None = None,
+    base_models: list[str] | None = None,
+    license: str | None = None,
 ) -> GGUFExport:
     """Write `folder` (a Hugging Face Llama folder) to `out_file` as GGUF, atomically.
 
     `provenance` becomes `alloylm.*` string metadata (e.g. source stage and content hash), so
     the file names what it was built from even when it travels without its alloy.json.
+    `base_models` (Hub ids) and `license` become `general.base_model.*` and `general.license`,
+    the keys the Hub and llama.cpp read.
     """
     import gguf
     import torch
@@ -309,6 +313,14 @@ def export_gguf(
         template = _chat_template(folder, tokenizer_config)
         if template:
             writer.add_chat_template(template)
+        if license:
+            writer.add_license(license)
+        if base_models:
+            writer.add_base_model_count(len(base_models))
+            for index, hub_id in enumerate(base_models):
+                writer.add_base_model_name(index, hub_id.split("/")[-1])
+                writer.add_base_model_organization(index, hub_id.split("/")[0])
+                writer.add_base_model_repo_url(index, f"https://huggingface.co/{hub_id}")
         writer.add_string("alloylm.version", __version__)
         for key, value in (provenance or {}).items():
             writer.add_string(f"alloylm.{key}", str(value))

@@ -250,6 +250,18 @@ def lineage_roots(
     return models, licenses
 
 
+def hub_lineage(source: str, folder: str | Path) -> tuple[list[str], str | None]:
+    """(Hub base models, license or None) of the model source `source`, resolved to `folder`."""
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is not None:
+        models, licenses = lineage_roots(manifest, folder)
+    else:
+        models, licenses = lineage_roots({"parents": [{"role": "model", "source": source}]}, None)
+    known = len(licenses) == 1 and licenses[0] != UNKNOWN_LICENSE
+    return models, licenses[0] if known else None
+
+
 def card_metadata(
     manifest: dict[str, Any],
     folder: Path | None = None,

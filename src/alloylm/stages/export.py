@@ -36,12 +36,20 @@ def inputs(cfg: Config) -> list[InputSpec]:
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.models.export_gguf import export_gguf, source_provenance
+    from alloylm.pipeline.lineage import hub_lineage
 
     model_dir = ctx.model_path(cfg.model)
+    base_models, license = hub_lineage(cfg.model, model_dir)
     out = ctx.work_dir / f"model-{cfg.dtype}.gguf"
     name = f"{ctx.run_name}-{ctx.stage_name}" if ctx.run_name else ctx.stage_name
     result = export_gguf(
-        model_dir, out, dtype=cfg.dtype, name=name, provenance=source_provenance(model_dir)
+        model_dir,
+        out,
+        dtype=cfg.dtype,
+        name=name,
+        provenance=source_provenance(model_dir),
+        base_models=base_models,
+        license=license,
     )
     ctx.log(f"wrote {out.name} ({result.size_bytes / 2**20:,.1f} MiB, {result.pre_tokenizer})")
     summary = result.summary()
