@@ -81,6 +81,9 @@ def test_the_argument_is_a_prompt_a_text_file_or_a_transcript(tmp_path: Path) ->
     text = tmp_path / "prompt.txt"
     text.write_text("  veins in resin \n")
     assert prompt_from_argument(str(text)) == ("veins in resin", str(text))
+    spaced = tmp_path / "my prompt.txt"  # an existing file is read, blanks in its name or not
+    spaced.write_text("resin")
+    assert prompt_from_argument(str(spaced)) == ("resin", str(spaced))
     transcript = tmp_path / "tiny.json"
     transcript.write_text(json.dumps(image_prompt_transcript('{"prompt": "vein lattice"}')))
     prompt, where = prompt_from_argument(str(transcript))

@@ -154,11 +154,9 @@ def final_prompt(transcript: Mapping[str, Any], *, source: str = "transcript") -
 def prompt_from_argument(argument: str) -> tuple[str, str]:
     """(prompt, where it came from): a transcript .json, a .txt file, or the prompt itself."""
     path = Path(argument)
-    looks_like_file = path.suffix.lower() in (".json", ".txt") and not any(
-        c.isspace() for c in argument
-    )
-    if not looks_like_file:
-        return argument, "the command line"
+    named_file = path.suffix.lower() in (".json", ".txt")
+    if not named_file or (any(c.isspace() for c in argument) and not path.is_file()):
+        return argument, "the command line"  # a prompt may end in ".txt"; a file name has no blanks
     if not path.is_file():
         raise DataError(
             "no such file",
