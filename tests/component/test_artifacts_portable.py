@@ -238,3 +238,32 @@ def test_finalize_model_files_on_a_transformers_5_save(tiny_llama: Path, tmp_pat
     from transformers import AutoTokenizer
 
     assert AutoTokenizer.from_pretrained(str(folder)).pad_token_id == decided["pad_token_id"]
+
+
+def test_sweep_variants_name_their_parents_portably(tmp_path: Path) -> None:
+    """Each sweep variant's alloy.json (written by the merge stage itself) names an artifact
+    parent by stage and hash, with a path relative to the variant folder."""
+    pipeline = tmp_path / "p.yaml"
+    pipeline.write_text(
+        textwrap.dedent(
+            """\
+            run: {name: s, output: out}
+            stages:
+              a: {kind: merge, method: linear, parameters: {weight: 0.5}, models: ["tiny:llama", "tiny:llama:1"]}
+              b: {kind: merge, method: slerp, base_model: "${stages.a.output}", models: ["tiny:llama:1"], sweep: {grid: [0.3, 0.7]}}
+            """
+        )
+    )  # fmt: skip
+    outcomes = PipelineRunner(load_pipeline(pipeline)).run()
+    assert [o.status for o in outcomes] == ["built", "built"], [o.error for o in outcomes]
+    a_hash = read_manifest(tmp_path / "out" / "a")["content_hash"]
+    variants = [p.parent for p in (tmp_path / "out" / "b").glob("*/alloy.json")]
+    assert len(variants) == 2
+    assert str(tmp_path) not in (tmp_path / "out" / "b" / "alloy.json").read_text()
+    for variant in variants:
+        text = (variant / "alloy.json").read_text() + (variant / "README.md").read_text()
+        assert str(tmp_path) not in text and "${stages." not in text
+        base = [p for p in read_manifest(variant)["parents"] if p["role"] == "base_model"][0]
+        assert (base["stage"], base["hash"]) == ("a", a_hash)
+        assert base["source"] == f"a@{a_hash[:12]}" and base["path"] == "../../a"
+        assert (variant / base["path"]).resolve() == (tmp_path / "out" / "a").resolve()
