@@ -263,12 +263,12 @@ def rows_for(folder: Path) -> list[list[str]]:
         for figure in figures:
             if status.published:
                 value = f"{_number(figure.value)} {figure.unit}"
-                peer = f"{figure.peer} {_number(figure.peer_value)}".strip() if figure.peer else "-"
-                ratio = (
-                    f"{figure.ratio:.2f} {figure.meaning}"
-                    if figure.ratio
-                    else figure.meaning or "-"
-                )
+                peer = figure.peer or "-"
+                if figure.peer and figure.peer_value is not None:
+                    peer = f"{figure.peer} {_number(figure.peer_value)}"
+                ratio = f"{figure.ratio:.2f} {figure.meaning}" if figure.ratio else "-"
+                if figure.ratio is None and not figure.peer and figure.meaning:
+                    ratio = figure.meaning  # a target, not a ratio
                 scatter = f"{100 * figure.spread:.0f}%" if figure.spread is not None else "-"
             else:
                 value, peer, ratio, scatter = "-", figure.peer or "-", "-", "-"
@@ -288,7 +288,7 @@ def markdown(rows: list[list[str]], folder: Path) -> str:
         "every benchmark, then this). A figure is shown only when its run's 1-minute load at the "
         f"start was at most half the cores (threshold {load_threshold():g} here) and at the end "
         "at most the cores plus that; otherwise its row says why it is not published. spread = "
-        "(max - min) / median over the repeats of our figure.",
+        "(max - min) / median over the repeats of our figure (or of its time).",
         "",
         "| " + " | ".join(HEADER) + " |",
         "|" + "---|" * len(HEADER),
