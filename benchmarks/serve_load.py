@@ -47,6 +47,10 @@ MAX_TOKENS_CYCLE = 7  # ... and max_tokens through 7 (coprime): 427 distinct (le
 
 
 # ---------------------------------------------------------------- the server process
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class ServeProcess:
     """`alloy serve MODEL --port 0 ...` as a child process; `url` once it listens."""
 
@@ -71,7 +75,14 @@ class ServeProcess:
         ]  # fmt: skip
         self.name = name
         self.process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            # a shell that starts this in the background ignores SIGINT, and the child would
+            # inherit that: stop() sends SIGINT (Ctrl-C) and expects a clean shutdown
+            preexec_fn=_default_sigint,
         )
         self.pid = self.process.pid
         self.url = self._wait_for_url(startup_timeout_s)

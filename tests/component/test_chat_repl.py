@@ -33,6 +33,9 @@ class Terminal:
         self.pid, self.fd = pty.fork()
         if self.pid == 0:  # the child: the chat itself
             os.chdir(tmp)
+            # a shell that starts the suite in the background ignores SIGINT, and an ignored
+            # SIGINT is inherited: Ctrl-C must reach the chat as it does in a terminal
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             os.execve(sys.executable, [sys.executable, "-m", "alloylm.cli.main", *args], env)
         fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
         self.raw = b""

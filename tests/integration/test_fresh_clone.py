@@ -13,6 +13,7 @@ The pipelines use `tiny:llama` (2 layers) for 2 CPT steps and 4 review questions
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -75,9 +76,12 @@ def check_tiny_run(folder: Path, alloy: list[str], env: dict[str, str], data_roo
     assert (eval_dir / "alloy.json").is_file()
     cpt_record = (folder / "runs" / "tiny" / "cpt" / "alloy.json").read_text()
     assert "shared/data" not in cpt_record
-    # the corpus the stage read is the one that ships in this copy of the package
-    assert str(data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl") in json.dumps(
-        json.loads(cpt_record)
+    # the corpus the stage read is the one that ships in this copy of the package: the manifest
+    # names it location-free (${data}/...) with the sha256 of this copy's file
+    corpus = data_root / "openstax_corpus" / "anatomy_physiology_2e.jsonl"
+    data_hashes = json.loads(cpt_record)["data_hashes"]
+    assert data_hashes["${data}/openstax_corpus/anatomy_physiology_2e.jsonl"] == (
+        hashlib.sha256(corpus.read_bytes()).hexdigest()
     )
 
 

@@ -31,8 +31,12 @@ def test_every_token_is_predicted_once_from_the_token_before_it(n_tokens, max_le
     assert targets == tokens
     for inputs, window_targets in windows:
         assert len(inputs) <= max_length
-        context = ([0, *tokens])[: tokens.index(window_targets[-1]) + 1]  # what precedes each target
-        assert inputs == context[-len(inputs) :]  # the window is the tokens right before its targets
+        context = ([0, *tokens])[
+            : tokens.index(window_targets[-1]) + 1
+        ]  # what precedes each target
+        assert (
+            inputs == context[-len(inputs) :]
+        )  # the window is the tokens right before its targets
 
 
 def test_empty_document_and_bad_length():

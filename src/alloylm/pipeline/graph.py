@@ -134,7 +134,9 @@ def _check_data_kind(pipeline: Pipeline, where: tuple, path: Path, expected: str
     try:
         found = detect_data_kind(path)
     except AlloyError as error:
-        raise _error(pipeline, where, error.message, error.hint) from None
+        # the YAML key says where the path was given; the message must also name the file
+        message = error.message if path.name in error.message else f"{path}: {error.message}"
+        raise _error(pipeline, where, message, error.hint) from None
     if found is None or found == expected or expected == "text":
         # CPT reads one text field from any record; a missing field is reported when loading.
         return
