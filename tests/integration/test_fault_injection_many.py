@@ -14,16 +14,7 @@ from __future__ import annotations
 import pytest
 from tests import faults
 
-# dpo trials: after a kill, the dpo rerun trains from step 0 instead of resuming from the
-# complete checkpoint the kill left (no "resuming from" line; reproduced on dpo-0 and dpo-3 on
-# 2026-12-02, after passing earlier the same day). A real defect, not yet found: xfail, not
-# strict, so a fix shows up as XPASS. See the session's closing note.
-_DPO_RESUME = pytest.mark.xfail(
-    strict=False, reason="known defect: a killed dpo stage reruns from step 0 instead of resuming"
-)
-KINDS = [
-    "cpt", "sft", pytest.param("dpo", marks=_DPO_RESUME), "orpo", "merge", "eval", "distill"
-]  # fmt: skip
+KINDS = ["cpt", "sft", "dpo", "orpo", "merge", "eval", "distill"]
 SEEDS = range(6)  # 7 kinds x 6 = 42 trials
 
 pytestmark = [pytest.mark.slow]

@@ -251,9 +251,12 @@ def _log(trainer: Any, message: str) -> None:
     """A line in the stage's log, through its ProgressCallback (none: nothing to say it to)."""
     if not is_main_process(trainer):
         return
+    # the stage's progress is held by ProgressCallback (cpt, sft, orpo) or, for dpo, by its
+    # PreferenceCallback: any callback that carries the stage's Progress says it
     for callback in trainer.callback_handler.callbacks:
-        if isinstance(callback, ProgressCallback):
-            callback.progress.log(message)
+        progress = getattr(callback, "progress", None)
+        if isinstance(callback, ProgressCallback) or hasattr(progress, "log"):
+            progress.log(message)
             return
 
 
