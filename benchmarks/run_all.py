@@ -5,8 +5,7 @@
     python benchmarks/run_all.py --check        # tiny sizes into a scratch folder: plumbing only
 
 Each benchmark runs in its own process with the size below, chosen to fit the budget; the
-estimates are upper bounds taken from each script's own recorded results (benchmarks/results,
-measured at a load of 2-12 on 2 cores, so an idle machine takes less). Before each one the
+estimates are upper bounds above each script's time in the first idle `make bench` (below). Before each one the
 runner waits (up to --settle seconds) for the 1-minute load to fall to half the cores: the
 previous benchmark's own load takes about a minute to decay. A benchmark that still finds the
 machine loaded refuses to measure (exit 3; see benchmarks/_common.py) and is listed as refused;
@@ -52,17 +51,20 @@ class Plan:
 
 TINY = (("ALLOY_BENCH_MODEL", "tiny:llama"),)
 # Most important first: a slow machine loses the serving benchmarks at the end, not training.
-# Sum of the estimates: 1,700 s, plus up to 60 s of waiting for an idle CPU before each.
+# Sum of the estimates: 1,545 s, plus up to 60 s of waiting for an idle CPU before each. The
+# first idle run (2026-12-02, 2 cores) took 20 min 22 s with its waits: train 214 s, eval 290 s,
+# merge 103 s, preference 309 s, distill 16 s, serve_speed 84 s, serve_load 28 s (chat_speed was
+# added after it: ~75 s alone).
 PLANS = (
-    Plan("train_throughput", ("--steps", "3"), 520, 900,
+    Plan("train_throughput", ("--steps", "3"), 300, 900,
          "recorded: first step 122-170 s, 102-111 s a step at load 6.7-7.6; at the recorded 38 "
          "tokens per CPU-second a 2048-token step needs <= 54 s of one idle core: "
          "2 contenders x (20 s load + 80 s first step + 2 x 54 s)",
          ("--steps", "2"), TINY),
-    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 335, 540,
+    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 360, 540,
          "recorded: 3 x (61.2 + 31.4) s + 56.5 s paper (medians; load not recorded)",
          ("--repeats", "2", "--skip-paper", "--lm-eval", "/nonexistent"), TINY),
-    Plan("merge_speed", ("--repeats", "2", "--mergekit-yaml", str(MERGEKIT)), 260, 480,
+    Plan("merge_speed", ("--repeats", "2", "--mergekit-yaml", str(MERGEKIT)), 180, 480,
          "recorded: 2 x (12.0 + 21.8 + 60.7 + 34.7) s medians (ours, sweep of 7, mergekit, "
          "mergekit on 1 thread) at load 6.7-12",
          ("--repeats", "2", "--mergekit-yaml", "/nonexistent"), TINY),
@@ -76,6 +78,9 @@ PLANS = (
     Plan("serve_speed", ("--max-tokens", "64"), 120, 240,
          "no recorded run: 18 requests of <= 150 tokens on the embedded model",
          ("--model", "tiny:llama", "--max-tokens", "4", "--long-tokens", "8")),
+    Plan("chat_speed", ("--turns", "4", "--max-new-tokens", "96"), 120, 300,
+         "no recorded run: 2 chats (1 and 2 models) of 4 turns of <= 96 tokens, plus model loading",
+         ("--check",)),
     Plan("serve_load", ("--seconds", "20"), 45, 120,
          "20 s of load + 10 s warm-up + server start (its default is 60 s)",
          ("--clients", "4", "--seconds", "3", "--warmup", "1")),

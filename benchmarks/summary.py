@@ -193,6 +193,13 @@ def serve_speed(data: dict) -> Iterator[Figure]:
         a, b = rows[8]["aggregate_tokens_per_s"], rows[1]["aggregate_tokens_per_s"]
         yield Figure("tokens/s, 8 streaming clients", a, "tokens/s", "1 client", b, _ratio(a, b),
                      "x one client's tokens/s")  # fmt: skip
+    for clients in (1, 8):
+        if clients in rows:
+            row = rows[clients]
+            yield Figure(f"time to first token, {clients} client{'s' if clients > 1 else ''} "
+                         "(median s)", row["ttft_median_s"], "s", "max", row["ttft_max_s"])  # fmt: skip
+            yield Figure(f"tokens/s per client, {clients} client{'s' if clients > 1 else ''}",
+                         row.get("per_client_tokens_per_s"), "tokens/s")  # fmt: skip
     hol = data.get("head_of_line")
     if hol:
         yield Figure("1-token request behind a long one (s)", hol["short_behind_long_s"], "s",
@@ -208,6 +215,17 @@ def serve_load(data: dict) -> Iterator[Figure]:
     yield Figure("RSS growth after warm-up", summary.get("rss_growth_after_warmup_mb"), "MB")
 
 
+def chat_speed(data: dict) -> Iterator[Figure]:
+    for row in data["rows"]:
+        side = "1 model" if row["models"] == 1 else f"{row['models']} models side by side"
+        terminal = row.get("terminal_first_byte_median_s")
+        yield Figure(f"alloy chat time to first token, {side} (median s)",
+                     row["first_token_median_s"], "s", "on the terminal" if terminal else "",
+                     terminal)  # fmt: skip
+        yield Figure(f"alloy chat tokens/s, {side} (median)", row["tokens_per_s_median"],
+                     "tokens/s")  # fmt: skip
+
+
 READERS: dict[str, Callable[[dict], Iterator[Figure]]] = {
     "train_throughput": train_throughput,
     "preference_throughput": preference_throughput,
@@ -216,6 +234,7 @@ READERS: dict[str, Callable[[dict], Iterator[Figure]]] = {
     "distill_throughput": distill_throughput,
     "serve_speed": serve_speed,
     "serve_load": serve_load,
+    "chat_speed": chat_speed,
 }
 
 
