@@ -81,7 +81,6 @@ def glossary_pairs_file(folder: Path, n: int) -> Path:
 def rendered_rows(model_dir: Path, pairs_file: Path) -> tuple[Any, list[dict[str, str]]]:
     """The exact strings the stages train on, in the stages' order (same loading, seeded mixing,
     chat template and pad token), so that TRL direct sees the same batches: equal losses show it."""
-    from types import SimpleNamespace
 
     from alloylm.data.chat_template import pick_pad_token
     from alloylm.data.preference import PreferenceSource
@@ -91,7 +90,7 @@ def rendered_rows(model_dir: Path, pairs_file: Path) -> tuple[Any, list[dict[str
     tokenizer = load_tokenizer(model_dir)
     pick_pad_token(tokenizer)
     rows, _, _ = prepare_pairs(
-        SimpleNamespace(log=lambda _: None), tokenizer, [PreferenceSource(path=str(pairs_file))],
+        lambda _: None, tokenizer, [PreferenceSource(path=str(pairs_file))],
         seed=SEED, max_prompt_length=MAX_LENGTH - 1, max_length=MAX_LENGTH, long_prompts="drop",
     )  # fmt: skip
     return tokenizer, rows
@@ -118,8 +117,8 @@ def run_alloy(
     kind: str, model_dir: Path, pairs_file: Path, state: Path, precompute: bool, beta: float
 ) -> dict[str, Any]:
     import alloylm.train._trl as glue
+    from alloylm.contract import StageContext
     from alloylm.stages import dpo, orpo
-    from alloylm.stages.base import StageContext
 
     timing: dict[str, float] = {}
     glue.train_resumable = timed_train(

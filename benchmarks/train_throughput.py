@@ -140,8 +140,8 @@ class _Clock:
 
 
 def run_stage(steps: int) -> dict:
+    from alloylm.contract import Progress, StageContext
     from alloylm.stages import cpt
-    from alloylm.stages.base import Progress, StageContext
 
     clock = _Clock()
 

@@ -26,6 +26,19 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
     return _file_cache[key]
 
 
+def file_hashes(files: list[str]) -> dict[str, str]:
+    """{path: sha256} of the files a stage read, for its manifest."""
+    return {file: sha256_file(file) for file in files}
+
+
+def file_fingerprint(path: Path) -> str:
+    """Cheap identity of a large file: path, size and mtime (not its content)."""
+    stat = path.stat()
+    return hashlib.sha256(
+        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
+    ).hexdigest()[:16]
+
+
 def sha256_path(path: str | os.PathLike[str]) -> str:
     """sha256 of a file, or of a folder's files (relative names and contents, sorted)."""
     path = Path(path)

@@ -107,30 +107,30 @@ MERGE_METHODS = Registry(
     "merge method",
     {
         "slerp": Entry(
-            "alloylm.merge.methods.slerp:slerp",
+            "alloylm.merge.methods.slerp:METHOD",
             "spherical interpolation of two models (Shoemake 1985; mergekit)",
         ),
         "linear": Entry(
-            "alloylm.merge.methods.linear:linear",
+            "alloylm.merge.methods.linear:METHOD",
             "weighted average (Wortsman et al. 2022, model soups)",
         ),
         "task_arithmetic": Entry(
-            "alloylm.merge.methods.task_arithmetic:task_arithmetic",
+            "alloylm.merge.methods.task_arithmetic:METHOD",
             "base + sum of weighted task vectors (Ilharco et al. 2023)",
         ),
         "ties": Entry(
-            "alloylm.merge.methods.ties:ties",
+            "alloylm.merge.methods.ties:METHOD",
             "trim, elect sign, disjoint merge (Yadav et al. 2023)",
         ),
         "dare_linear": Entry(
-            "alloylm.merge.methods.dare:dare_linear",
+            "alloylm.merge.methods.dare:LINEAR",
             "drop and rescale task vectors, then add (Yu et al. 2024)",
         ),
         "dare_ties": Entry(
-            "alloylm.merge.methods.dare:dare_ties", "DARE with TIES sign election (Yu et al. 2024)"
+            "alloylm.merge.methods.dare:TIES", "DARE with TIES sign election (Yu et al. 2024)"
         ),
         "model_stock": Entry(
-            "alloylm.merge.methods.model_stock:model_stock",
+            "alloylm.merge.methods.model_stock:METHOD",
             "move toward the models' average by an angle ratio (Jang et al. 2024)",
         ),
     },

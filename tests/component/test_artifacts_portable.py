@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alloylm.config.pipeline import load_pipeline
-from alloylm.pipeline.lineage import lineage_tree, read_manifest
+from alloylm.lineage import lineage_tree, read_manifest
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.runner import PipelineRunner
 
 TERMS = ["osteon", "tendon", "enzyme", "neuron", "collagen", "keratin", "chitin", "silk"]

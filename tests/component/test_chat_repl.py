@@ -177,7 +177,7 @@ def test_narrow_terminal_stacks_the_same_answers_and_ctrl_c_leaves(tmp_path: Pat
 # ---------------------------------------------------------------- the engine, in process
 @pytest.fixture(scope="module")
 def generators(tiny_llama: Path, tiny_llama_other: Path):
-    from alloylm.chat.generation import ModelGenerator
+    from alloylm.generation.batching import ModelGenerator
 
     made = [ModelGenerator(tiny_llama, threads=1), ModelGenerator(tiny_llama_other, threads=1)]
     yield made

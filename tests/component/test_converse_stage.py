@@ -14,13 +14,13 @@ from alloylm.chat.conversations import (
     load_script,
     run_script,
 )
-from alloylm.chat.generation import Generation
 from alloylm.chat.judge import load_transcripts
 from alloylm.cli.main import main
+from alloylm.contract import StageContext
 from alloylm.errors import ConfigError
+from alloylm.generation.batching import Generation
 from alloylm.stages import converse as converse_stage
 from alloylm.stages import judge as judge_stage
-from alloylm.stages.base import StageContext
 
 SCRIPT = """\
 name: two_turns

@@ -13,9 +13,9 @@ import torch
 
 from alloylm.chat.serve import start_server
 from alloylm.cli import distill as distill_cli
+from alloylm.contract import StageContext
 from alloylm.distill.config import TeacherConfig
 from alloylm.distill.engine import run_distill
-from alloylm.stages.base import StageContext
 from alloylm.stages.distill import Config, run
 
 

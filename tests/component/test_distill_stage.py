@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from alloylm.contract import StageContext
 from alloylm.distill.builders import glossary_preference
 from alloylm.stages import distill as stage
-from alloylm.stages.base import StageContext
 
 
 def _quickstart_config(data_root: Path) -> stage.Config:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.stages.base import StageContext
+from alloylm.contract import StageContext
 
 TERMS = [f"term{i} " + "word " * (i % 7) for i in range(40)]  # varied lengths: padding differs
 TRAIN = {"max_steps": 2, "learning_rate": 2.0e-3, "per_device_batch_size": 2, "max_seq_length": 48,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from alloylm.cli.main import main
-from alloylm.config.pipeline import load_pipeline
 from alloylm.models.sources import resolve_model
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.runner import PipelineRunner
 
 

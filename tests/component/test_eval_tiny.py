@@ -142,8 +142,8 @@ def test_second_call_is_served_from_the_cache(bench_file, monkeypatch):
 
 
 def test_eval_stage_runs_without_the_runner(bench_file, tmp_path):
+    from alloylm.contract import StageContext
     from alloylm.stages import evaluate as stage
-    from alloylm.stages.base import StageContext
 
     cfg = stage.Config(
         kind="eval",

@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import torch
 
-from alloylm.chat.generation import (
+from alloylm.generation.batching import (
     Generation,
     ModelGenerator,
     QueueFull,
-    SamplingParams,
     _Sequence,
     generate_batch,
 )
+from alloylm.generation.sampling import SamplingParams
 from alloylm.models.loading import load_causal_lm, load_tokenizer
 
 QUESTION = [{"role": "user", "content": "What is bone made of?"}]
@@ -194,7 +194,7 @@ def test_the_local_teacher_generates_through_the_one_loop(tiny_llama: Path) -> N
     from alloylm.distill.teachers import LocalTeacher
 
     teacher = LocalTeacher("tiny:llama", tiny_llama)
-    assert type(teacher._generator).__module__ == "alloylm.chat.generation"
+    assert type(teacher._generator).__module__ == "alloylm.generation.batching"
     completion = teacher.complete(QUESTION, max_tokens=5, temperature=1.0, seed=1)
     again = teacher.complete(QUESTION, max_tokens=5, temperature=1.0, seed=1)
     assert completion == again and completion.completion_tokens == 5
@@ -218,7 +218,7 @@ def test_threads_see_their_own_answers(generator) -> None:
 
 
 def test_the_study_preset_samples_reproducibly(generator) -> None:
-    from alloylm.chat.generation import preset
+    from alloylm.generation.sampling import preset
 
     params = preset("study", max_new_tokens=10, seed=3)
     first = generator.complete(QUESTION, params)
@@ -227,7 +227,7 @@ def test_the_study_preset_samples_reproducibly(generator) -> None:
 
 def test_streamed_logprobs_go_with_their_text(loaded) -> None:
     _, tokenizer = loaded
-    from alloylm.chat.generation import TokenLogprob
+    from alloylm.generation.batching import TokenLogprob
 
     events: list = []
     params = SamplingParams(max_new_tokens=50, stop=(" ATP now",), logprobs=True)

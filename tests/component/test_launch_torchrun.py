@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from alloylm.train.launch import rank_markers, run_stage_distributed
+from alloylm.pipeline.launch import rank_markers, run_stage_distributed
 
 
 def test_dpo_stage_on_two_processes(tiny_llama: Path, tmp_path: Path) -> None:

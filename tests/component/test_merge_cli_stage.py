@@ -9,9 +9,9 @@ import torch
 from safetensors.torch import load_file
 
 from alloylm.cli import merge as merge_cli
-from alloylm.pipeline.lineage import read_manifest
+from alloylm.contract import StageContext
+from alloylm.lineage import read_manifest
 from alloylm.stages import merge as merge_stage
-from alloylm.stages.base import StageContext
 
 MERGEKIT_YAML = """\
 slices:

@@ -12,9 +12,9 @@ torch = pytest.importorskip("torch")
 
 
 def test_qlora_config_validates_and_cpu_run_stops_clearly(tiny_llama: Path, tmp_path: Path) -> None:
+    from alloylm.contract import StageContext
     from alloylm.errors import ConfigError
     from alloylm.stages import dpo
-    from alloylm.stages.base import StageContext
 
     if torch.cuda.is_available():
         pytest.skip("this checks the error on machines without CUDA")

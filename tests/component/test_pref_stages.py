@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.stages.base import StageContext
+from alloylm.contract import StageContext
 
 # Separable: the chosen reply always names the term, the rejected one is unrelated filler.
 TERMS = ["osteon", "tendon", "enzyme", "neuron", "collagen", "keratin", "chitin", "silk"]

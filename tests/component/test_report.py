@@ -204,7 +204,7 @@ def study_plan(out: Path, merges: tuple[str, ...] | None = None) -> dict:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """A real tiny study run, built once: ~30 s on 2 cores."""
-    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.load import load_pipeline
     from alloylm.pipeline.runner import PipelineRunner
 
     root = tmp_path_factory.mktemp("study")

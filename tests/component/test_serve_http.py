@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.chat.generation import ModelGenerator
 from alloylm.chat.serve import check_api_key, is_loopback, parse_chat_request, start_server
 from alloylm.cli import serve as serve_cli
 from alloylm.errors import ConfigError
+from alloylm.generation.batching import ModelGenerator
 
 KEY = "raw-key-1234"
 AUTH = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
@@ -195,8 +195,8 @@ def test_the_key_may_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_json_mode_reports_an_object_that_does_not_parse() -> None:
-    from alloylm.chat.generation import Generation
     from alloylm.chat.serve import _Handler
+    from alloylm.generation.batching import Generation
 
     request = parse_chat_request(
         {

@@ -11,9 +11,9 @@ from typing import Any
 import openai
 import pytest
 
-from alloylm.chat.generation import ModelGenerator
 from alloylm.chat.serve import start_server
 from alloylm.errors import ConfigError
+from alloylm.generation.batching import ModelGenerator
 
 KEY = "test-key-7f3a"
 QUESTION = [{"role": "user", "content": "What is bone made of?"}]

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's ch
 
 @pytest.fixture(scope="module")
 def generators(tiny_llama: Path, tiny_llama_other: Path):
-    from alloylm.chat.generation import ModelGenerator
+    from alloylm.generation.batching import ModelGenerator
 
     made = {
         "tiny-a": ModelGenerator(tiny_llama, threads=1),
@@ -69,7 +69,7 @@ class Browser:
 
 def _alone(generator, messages, **params) -> str:
     """The model's own answer, generated here without the server or the page."""
-    from alloylm.chat.generation import preset
+    from alloylm.generation.sampling import preset
 
     return generator.complete(messages, preset(**params)).text
 

@@ -149,7 +149,7 @@ def test_tiny_study_runs_end_to_end_and_reruns_nothing(tmp_path, capsys, monkeyp
 @pytest.mark.timeout(600)
 def test_parallel_runs_independent_stages_side_by_side(tmp_path, capsys, monkeypatch):
     """Two merges of the same parents (independent stages) in two processes at once."""
-    from alloylm.pipeline.lineage import read_manifest
+    from alloylm.lineage import read_manifest
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # CPU: slots share the cores
     pipeline = {
@@ -179,7 +179,7 @@ def test_parallel_runs_independent_stages_side_by_side(tmp_path, capsys, monkeyp
     path.write_text(yaml.safe_dump(pipeline))
     events: list[tuple[str, str, dict]] = []
 
-    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.load import load_pipeline
     from alloylm.pipeline.parallel import run_parallel, slot_environments
 
     loaded = load_pipeline(path)

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from alloylm.contract import Progress, StageContext
 from alloylm.stages import cpt
-from alloylm.stages.base import Progress, StageContext
 
 STEPS = 6
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from alloylm.contract import Progress, StageContext
 from alloylm.stages import sft
-from alloylm.stages.base import Progress, StageContext
 
 STEPS = 5
 

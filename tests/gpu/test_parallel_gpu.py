@@ -23,7 +23,7 @@ TRAIN = {"max_steps": 4, "max_seq_length": 64, "per_device_batch_size": 2, "dtyp
 
 @pytest.mark.timeout(900)
 def test_two_branches_train_at_once_on_disjoint_gpus(tmp_path: Path) -> None:
-    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.load import load_pipeline
     from alloylm.pipeline.parallel import device_groups, run_parallel, slot_environments
 
     (tmp_path / "chat.jsonl").write_text(

@@ -50,7 +50,9 @@ def _text_file(folder: Path) -> Path:
     path = folder / "corpus.jsonl"
     path.write_text(
         "".join(
-            json.dumps({"text": f"Section {i}. Bone is a connective tissue with a mineral matrix. "})
+            json.dumps(
+                {"text": f"Section {i}. Bone is a connective tissue with a mineral matrix. "}
+            )
             + "\n"
             for i in range(32)
         )

@@ -151,7 +151,7 @@ def test_wheel_install_runs_from_an_unrelated_folder(
     alloy = [str(wheel_venv / "bin" / "alloy")]
     python = str(wheel_venv / "bin" / "python")
     probe = (
-        "import json, sys, alloylm; from alloylm.train.launch import shipped_config;"
+        "import json, sys, alloylm; from alloylm.pipeline.launch import shipped_config;"
         "print(json.dumps([alloylm.__file__, sys.path, str(shipped_config('ddp'))]))"
     )
     where, path, ddp = json.loads(run([python, "-c", probe], tmp_path, env).stdout)

@@ -6,7 +6,8 @@ import json
 from pathlib import Path
 from typing import Literal
 
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 
 PRODUCES = "model"
 CALLS: list[str] = []

@@ -36,7 +36,7 @@ def test_every_command_has_help(capsys):
 
 
 def test_init_writes_a_pipeline_that_parses(tmp_path, monkeypatch):
-    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.load import load_pipeline
 
     target = tmp_path / "mine.yaml"
     assert main(["init", str(target)]) == 0

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from alloylm.cli.main import main
-from alloylm.config.pipeline import load_pipeline
 from alloylm.errors import ConfigError
+from alloylm.pipeline.load import load_pipeline
 from alloylm.resources import recipe_names, recipe_path, recipes_dir
 
 REPO_RECIPES = Path(__file__).resolve().parents[2] / "recipes"

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.config.pipeline import load_pipeline
 from alloylm.evals.catalog import find_task_file
+from alloylm.pipeline.load import load_pipeline
 from alloylm.resources import data_root, packaged_data
 
 # what the quickstart, the shipped recipes and the tests read (README.md of the data lists them)

@@ -108,7 +108,7 @@ def test_bad_records_are_reported_with_file_and_line(tmp_path):
     assert len(report.items) == 1
     assert [s.split(": ", 1)[0] for s in report.skipped] == [f"{path}:2", f"{path}:3", f"{path}:4"]
     assert "no answer key" in report.skipped[0] and "outside the 2 options" in report.skipped[1]
-    assert "malformed JSON" in report.skipped[2]
+    assert "invalid JSON" in report.skipped[2]
 
 
 def test_zero_scorable_items_is_an_error(tmp_path):

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from alloylm.chat.generation import (
+from alloylm.errors import ConfigError
+from alloylm.generation.sampling import (
     PRESETS,
     JsonObjectScanner,
     SamplingParams,
@@ -20,7 +21,6 @@ from alloylm.chat.generation import (
     preset,
     stop_token_ids,
 )
-from alloylm.errors import ConfigError
 
 INF = float("-inf")
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from alloylm.errors import ConfigError
-from alloylm.merge.config import load_merge_yaml, settings_from_dict
+from alloylm.merge.config import settings_from_dict
 from alloylm.merge.plan import STUDY_SCHEDULE, VARIANT_G_SCHEDULE
+from alloylm.merge.yaml_file import load_merge_yaml
 
 MERGEKIT_SLERP = """\
 slices:

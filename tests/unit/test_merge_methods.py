@@ -9,6 +9,7 @@ from alloylm.merge.methods.dare import dare_linear, dare_ties, random_drop
 from alloylm.merge.methods.linear import linear
 from alloylm.merge.methods.model_stock import model_stock
 from alloylm.merge.methods.slerp import slerp
+from alloylm.merge.methods.spec import MergeMethod
 from alloylm.merge.methods.task_arithmetic import task_arithmetic
 from alloylm.merge.methods.ties import elect_sign, magnitude_trim, ties
 from alloylm.registry import MERGE_METHODS
@@ -24,9 +25,10 @@ def x() -> torch.Tensor:
     return torch.randn(16, 8)
 
 
-def test_every_registered_method_imports():
+def test_every_registered_method_declares_itself():
     for name in MERGE_METHODS.names():
-        assert callable(MERGE_METHODS.get(name))
+        method = MERGE_METHODS.get(name)
+        assert isinstance(method, MergeMethod) and callable(method.apply)
 
 
 def test_equal_inputs_give_the_input(x):

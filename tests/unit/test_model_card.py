@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alloylm.pipeline.lineage import card_metadata, model_card, write_manifest
+from alloylm.lineage import card_metadata, model_card, write_manifest
 
 # The model card metadata keys documented at https://huggingface.co/docs/hub/model-cards
 # ("Model card metadata", "Specifying a base model", "Evaluation Results") and in the annotated
@@ -147,7 +147,7 @@ def test_model_index_parses_with_huggingface_hub() -> None:
 
 
 def test_hub_lineage_of_sources_and_artifacts(tmp_path: Path) -> None:
-    from alloylm.pipeline.lineage import hub_lineage
+    from alloylm.lineage import hub_lineage
 
     plain = tmp_path / "plain"
     plain.mkdir()

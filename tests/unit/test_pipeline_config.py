@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.config.pipeline import apply_overrides, load_pipeline
+from alloylm.config.pipeline import apply_overrides
 from alloylm.errors import ConfigError
 from alloylm.pipeline.graph import topological_order
+from alloylm.pipeline.load import load_pipeline
 from alloylm.registry import STAGE_KINDS, Entry
 
 

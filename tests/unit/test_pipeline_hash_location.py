@@ -8,7 +8,7 @@ import textwrap
 import pytest
 
 import tests.unit.echo_stage as echo
-from alloylm.config.pipeline import load_pipeline
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.runner import PipelineRunner
 from alloylm.registry import STAGE_KINDS, Entry
 

@@ -9,9 +9,9 @@ import textwrap
 import pytest
 
 import tests.unit.echo_stage as echo
-from alloylm.config.pipeline import load_pipeline
 from alloylm.errors import AlloyError
-from alloylm.pipeline.lineage import lineage_tree, read_manifest
+from alloylm.lineage import lineage_tree, read_manifest
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.runner import PipelineRunner
 from alloylm.registry import STAGE_KINDS, Entry
 

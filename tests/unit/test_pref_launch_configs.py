@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from alloylm.errors import ConfigError
-from alloylm.train import launch
+from alloylm.pipeline import launch
 
 SHIPPED = ("ddp", "fsdp", "deepspeed_zero3", "multinode")
 
@@ -47,7 +47,7 @@ def test_torchrun_command(tmp_path: Path) -> None:
     command = launch.build_command("torchrun", 2, None, tmp_path / "spec.json")
     assert command[:3] == [sys.executable, "-m", "torch.distributed.run"]
     assert "--nproc_per_node=2" in command
-    assert command[-3:] == ["-m", "alloylm.train.worker", str(tmp_path / "spec.json")]
+    assert command[-3:] == ["-m", "alloylm.pipeline.worker", str(tmp_path / "spec.json")]
 
 
 def test_accelerate_command_with_short_config_name(tmp_path: Path) -> None:

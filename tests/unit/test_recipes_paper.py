@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from alloylm.config.pipeline import load_pipeline
 from alloylm.pipeline.graph import check_graph
+from alloylm.pipeline.load import load_pipeline
 
 RECIPES = sorted((Path(__file__).resolve().parents[2] / "recipes" / "paper").glob("*.yaml"))
 INSTRUCT = {

@@ -21,7 +21,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from alloylm.config.pipeline import PATH_OR_TEXT_KEYS, _is_path_key, load_pipeline
+from alloylm.config.pipeline import PATH_OR_TEXT_KEYS, _is_path_key
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.runner import PipelineRunner
 from alloylm.registry import STAGE_KINDS
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from alloylm.config.pipeline import load_pipeline
 from alloylm.errors import ConfigError
+from alloylm.pipeline.load import load_pipeline
 from alloylm.pipeline.study import (
     PLAN_FILE,
     deep_merge,

@@ -5,7 +5,7 @@ A script is a YAML file (docs/conversations.md):
 ```yaml
 name: collagen_leaves
 system: You are a materials scientist ...
-generation: {preset: study, seed: 42}      # a sampling preset of chat/generation.py, plus overrides
+generation: {preset: study, seed: 42}      # a sampling preset of alloylm.generation.sampling, plus overrides
 turns:
   - {name: relationship, user: "How are collagen and leaves related ...?"}
   - {name: design, user: "Design a material drawn from both ..."}
@@ -36,9 +36,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alloylm.atomic import atomic_write_json, atomic_write_text
-from alloylm.chat.generation import SamplingParams, preset
 from alloylm.chat.jsonreply import parse_json_reply, unsupported_keywords
 from alloylm.errors import ConfigError
+from alloylm.generation.sampling import SamplingParams, preset
 from alloylm.hashing import sha256_file
 
 TRANSCRIPT_VERSION = 1
@@ -50,7 +50,7 @@ class _Strict(BaseModel):
 
 
 class GenerationSettings(_Strict):
-    """A named preset (chat/generation.py PRESETS) with fields replaced."""
+    """A named preset (alloylm.generation.sampling.PRESETS) with fields replaced."""
 
     preset: str = "study"
     seed: int | None = 42  # turn i uses seed + i: a rerun gives the same transcript
@@ -346,7 +346,7 @@ def converse(
     Models run one after another (each is loaded, answers every turn, and is released), so only
     one model is in memory at a time.
     """
-    from alloylm.chat.generation import ModelGenerator
+    from alloylm.generation.batching import ModelGenerator
 
     settings = settings or loaded.script.generation
     out_dir.mkdir(parents=True, exist_ok=True)

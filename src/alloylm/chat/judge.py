@@ -34,6 +34,7 @@ from typing import Any
 from alloylm.atomic import atomic_write_json, atomic_write_text
 from alloylm.chat.jsonreply import extract_json_object
 from alloylm.chat.ratings import OUTCOMES, Comparison, bradley_terry_ratings, grade, table3
+from alloylm.data.jsonl import iter_jsonl
 from alloylm.errors import ConfigError, DataError
 from alloylm.hashing import hash_text
 
@@ -367,16 +368,8 @@ def load_votes(path: str | Path) -> list[Comparison]:
     if not path.is_file():
         raise DataError("votes file not found", file=str(path))
     votes: list[Comparison] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise DataError("not a JSON object", file=f"{path}:{number}") from None
-        if not isinstance(record, dict) or not all(
-            isinstance(record.get(k), str) for k in ("a", "b", "winner")
-        ):
+    for number, record in iter_jsonl(path, objects=True):
+        if not all(isinstance(record.get(k), str) for k in ("a", "b", "winner")):
             raise DataError(
                 'expected {"a": model, "b": model, "winner": ...}', file=f"{path}:{number}"
             )

@@ -1,7 +1,7 @@
 """`alloy chat`: a multi-turn terminal chat with one or more models, streamed as generated.
 
 Every user turn is answered by each model; each model keeps its own history (it sees its own
-earlier answers, never another model's). Answers come from `chat/generation.py` (the one loop:
+earlier answers, never another model's). Answers come from `alloylm/generation/` (the one loop:
 template, stop rule, sampling), streamed as tokens are generated:
 
 - several models on a wide terminal: side by side, one column each, all generating at once
@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from alloylm.chat.conversations import GenerationSettings, ModelInfo
-from alloylm.chat.generation import SamplingParams
+from alloylm.generation.sampling import SamplingParams
 
 CHAT_VERSION = 1
 MIN_COLUMN_WIDTH = 36  # below this a column is too narrow to read; answers are stacked instead
@@ -80,7 +80,9 @@ class ChatTurn:
 @dataclass
 class ChatModel:
     info: ModelInfo
-    generator: Any  # a chat.generation.ModelGenerator (or anything with its submit_many)
+    generator: (
+        Any  # an alloylm.generation.batching.ModelGenerator (or anything with its submit_many)
+    )
 
 
 class ChatSession:
@@ -591,7 +593,7 @@ def load_chat_models(
     from dataclasses import replace
 
     from alloylm.chat.conversations import describe_model
-    from alloylm.chat.generation import ModelGenerator
+    from alloylm.generation.batching import ModelGenerator
 
     sources = list(sources)
     wanted = list(names) if names else [source for source, _ in sources]

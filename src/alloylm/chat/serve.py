@@ -1,6 +1,6 @@
 """An OpenAI-compatible server on the stdlib: POST /v1/chat/completions, GET /v1/models.
 
-Generation goes through `chat/generation.py` (the one loop: template, stop rule, sampling,
+Generation goes through `alloylm/generation/` (the one loop: template, stop rule, sampling,
 streaming, step-level batching). What this module adds is the HTTP contract:
 
 - every client error is a 4xx in OpenAI's shape, {"error": {"message", "type", "param", "code"}};
@@ -35,15 +35,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from alloylm.chat.generation import (
-    Generation,
-    ModelGenerator,
-    QueueFull,
-    SamplingParams,
-    is_json_object,
-)
 from alloylm.data.chat_template import validate_messages
 from alloylm.errors import ConfigError
+from alloylm.generation.batching import Generation, ModelGenerator, QueueFull
+from alloylm.generation.sampling import SamplingParams, is_json_object
 
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_N = 16

@@ -168,7 +168,7 @@ class SideBySidePage:
         return True
 
     def config(self) -> dict[str, Any]:
-        from alloylm.chat.generation import PRESETS
+        from alloylm.generation.sampling import PRESETS
 
         presets = {
             name: {

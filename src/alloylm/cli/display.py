@@ -17,7 +17,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from alloylm.stages.base import Progress as StageProgress
+from alloylm.contract import Progress as StageProgress
 
 # Lines may be this long when the output is not a terminal: a pipe or a file gets every name
 # and path whole, on one line, for grep and scripts.

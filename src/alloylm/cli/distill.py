@@ -14,9 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.errors import ConfigError
-from alloylm.resources import DATA_VARS, data_root
-
-_PATH_KEYS = ("path", "paths", "file", "files")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,27 +54,20 @@ def run(args: argparse.Namespace) -> int:
     return _stats(args)
 
 
-def _resolve(value: Any, base: Path, key: str = "") -> Any:
-    """${data} (alias ${shared_data}) substitution and relative paths made absolute, as the pipeline
-    loader does."""
-    if isinstance(value, dict):
-        return {k: _resolve(v, base, k) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_resolve(v, base, key) for v in value]
-    if isinstance(value, str):
-        if "${stages." in value:
-            raise ConfigError(
-                "`alloy distill run` cannot resolve ${stages...} references",
-                key=key,
-                hint="use `alloy run` for a pipeline",
-            )
-        for name in DATA_VARS:
-            value = value.replace(f"${{{name}}}", str(data_root()))
-        if (key in _PATH_KEYS or key.endswith(("_path", "_file", "_dir"))) and not Path(
-            value
-        ).is_absolute():
-            return str((base / value).resolve())
-    return value
+def _resolve(value: Any, file: Path) -> Any:
+    """A bare stage mapping read as the pipeline loader reads a stage: ${data} (alias
+    ${shared_data}) substituted, relative paths made absolute against the YAML's folder."""
+    from alloylm.config.pipeline import stage_references
+    from alloylm.pipeline.load import resolve_bare_stage
+
+    for _, where in stage_references(value):
+        raise ConfigError(
+            "`alloy distill run` cannot resolve ${stages...} references",
+            file=str(file),
+            key=".".join(map(str, where)) or None,
+            hint="use `alloy run` for a pipeline",
+        )
+    return resolve_bare_stage(value, file)
 
 
 def load_stage_config(
@@ -93,7 +83,7 @@ def load_stage_config(
         raise ConfigError("config file not found", file=str(path))
     data = yaml.safe_load(path.read_text()) or {}
     if isinstance(data, dict) and "stages" in data:
-        from alloylm.config.pipeline import load_pipeline
+        from alloylm.pipeline.load import load_pipeline
 
         pipeline = load_pipeline(path, overrides or [], check_data=False)
         distills = {n: s for n, s in pipeline.stages.items() if s.kind == "distill"}
@@ -115,7 +105,7 @@ def load_stage_config(
         raise ConfigError(
             "KEY=VALUE overrides need a pipeline YAML (run: + stages:)", file=str(path)
         )
-    data = {"kind": "distill", **_resolve(data, path.parent)}
+    data = {"kind": "distill", **_resolve(data, path.resolve())}
     try:
         return Config.model_validate(data), None
     except ValidationError as error:

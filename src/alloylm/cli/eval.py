@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import argparse
 
-PROTOCOL_CHOICES = ("paper", "loglik", "cloze")
+from alloylm.registry import EVAL_PROTOCOLS, EVAL_TASK_TYPES
+
 DEFAULT_OUTPUT_DIR = "alloy-evals"
 
 
@@ -33,13 +34,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--protocol",
         nargs="+",
         default=["paper"],
-        choices=PROTOCOL_CHOICES,
+        choices=EVAL_PROTOCOLS.names(),
         help="scoring protocols (default: paper, the study's)",
     )
     parser.add_argument(
         "--type",
         default=None,
-        choices=("mcq", "true_false", "numeric", "perplexity", "extract"),
+        choices=EVAL_TASK_TYPES.names(),
         help="keep only items of this type (perplexity: the tasks are held-out text; extract: "
         "passages answered as JSON, docs/evaluation.md)",
     )
@@ -187,7 +188,7 @@ def _progress():  # type: ignore[no-untyped-def]
 
         return RichStageProgress("eval")
     except ImportError:
-        from alloylm.stages.base import Progress
+        from alloylm.contract import Progress
 
         return Progress()
 

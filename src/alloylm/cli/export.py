@@ -32,9 +32,9 @@ def run(args: argparse.Namespace) -> int:
     import time
 
     from alloylm.atomic import atomic_write_json
+    from alloylm.lineage import hub_lineage, library_versions
     from alloylm.models.export_gguf import export_gguf, source_provenance
     from alloylm.models.sources import resolve_model
-    from alloylm.pipeline.lineage import hub_lineage, library_versions
 
     out = Path(args.output)
     if out.suffix != ".gguf":

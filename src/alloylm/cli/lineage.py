@@ -17,7 +17,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.tree import Tree
 
     from alloylm.errors import AlloyError
-    from alloylm.pipeline.lineage import lineage_tree
+    from alloylm.lineage import lineage_tree
 
     tree = lineage_tree(args.artifact)
     if tree is None:

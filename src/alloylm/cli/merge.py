@@ -53,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _load(config: Path, args: argparse.Namespace | None = None):
-    from alloylm.merge.config import load_merge_yaml
+    from alloylm.merge.yaml_file import load_merge_yaml
 
     settings = load_merge_yaml(config)
     overrides = {}
@@ -112,7 +112,7 @@ def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:
 
 
 def _progress(quiet: bool):
-    from alloylm.stages.base import Progress
+    from alloylm.contract import Progress
 
     if quiet or not sys.stderr.isatty():
         return Progress()

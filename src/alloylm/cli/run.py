@@ -62,7 +62,7 @@ leaves no half-written artifact; run the same command again to continue.
 
 def run(args: argparse.Namespace) -> int:
     from alloylm.cli.display import console, summary_table
-    from alloylm.config.pipeline import load_pipeline
+    from alloylm.pipeline.load import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides)
     outcomes = execute(pipeline, args)

@@ -78,8 +78,8 @@ def _run_options() -> list[tuple[tuple[str, ...], dict]]:
 
 
 def _load(args: argparse.Namespace, *, check_data: bool = True):
-    from alloylm.config.pipeline import load_pipeline
     from alloylm.errors import ConfigError
+    from alloylm.pipeline.load import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides, check_data=check_data)
     if pipeline.study is None:

@@ -16,8 +16,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from alloylm.config.pipeline import load_pipeline
     from alloylm.pipeline.graph import topological_order
+    from alloylm.pipeline.load import load_pipeline
 
     pipeline = load_pipeline(args.pipeline, args.overrides, check_data=not args.no_data_check)
     order = topological_order(pipeline)

@@ -16,7 +16,6 @@ line and counted in a `PreferenceReport`, which the stages put in their summary.
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 from collections import Counter
@@ -27,6 +26,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from alloylm.config.strict import StrictModel
 from alloylm.data.chat_template import (
     Message,
     format_chat,
@@ -36,7 +36,6 @@ from alloylm.data.chat_template import (
     without_auto_bos,
 )
 from alloylm.errors import DataError
-from alloylm.stages.base import StrictModel
 
 HUMAN, ASSISTANT = "\n\nHuman:", "\n\nAssistant:"
 LongPromptPolicy = Literal["drop", "truncate_left"]
@@ -159,25 +158,13 @@ def iter_json_records(
         raise DataError(
             f"preference file {path} does not exist", file=str(path), hint="check the data path"
         )
-    from alloylm.errors import READ_ERRORS, unreadable_file
+    from alloylm.data.jsonl import iter_jsonl
 
-    opener = gzip.open if path.name.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as handle:
-            for number, text in enumerate(handle, start=1):
-                if not text.strip():
-                    continue
-                try:
-                    record = json.loads(text)
-                except json.JSONDecodeError as error:
-                    report.read += 1
-                    report.skip(
-                        str(path), number, f"invalid JSON: {error.msg} at column {error.colno}"
-                    )
-                    continue
-                yield number, record
-    except READ_ERRORS as error:
-        raise unreadable_file(path, error) from None
+    def bad_line(number: int, problem: str) -> None:
+        report.read += 1
+        report.skip(str(path), number, problem)
+
+    yield from iter_jsonl(path, on_error=bad_line)
 
 
 def _iter_file_records(path: Path, report: PreferenceReport) -> Iterator[tuple[int, Any]]:

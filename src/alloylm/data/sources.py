@@ -12,8 +12,6 @@ LICENSE* and SOURCE* files are documentation and are never read as data.
 from __future__ import annotations
 
 import csv
-import gzip
-import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from alloylm.config.strict import StrictModel
 from alloylm.data.records import (
     ChatExample,
     TextDoc,
@@ -31,7 +30,6 @@ from alloylm.data.records import (
 )
 from alloylm.data.split import key_text, split_by_key
 from alloylm.errors import DataError
-from alloylm.stages.base import StrictModel
 
 FileFormat = Literal["auto", "jsonl", "csv", "parquet", "txt", "md"]
 _SUFFIXES: dict[str, str] = {
@@ -202,22 +200,13 @@ def iter_raw_records(
 
 
 def _read_jsonl(file: Path, report: LoadReport) -> Iterator[tuple[str, int, dict[str, Any]]]:
-    opener = gzip.open if file.name.lower().endswith(".gz") else open
-    with opener(file, "rt", encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                report.add_problem(str(file), number, f"invalid JSON ({error.msg})")
-                continue
-            if not isinstance(record, dict):
-                report.add_problem(
-                    str(file), number, f"expected a JSON object, got {type(record).__name__}"
-                )
-                continue
-            yield str(file), number, record
+    from alloylm.data.jsonl import iter_jsonl
+
+    def bad_line(number: int, problem: str) -> None:
+        report.add_problem(str(file), number, problem)
+
+    for number, record in iter_jsonl(file, objects=True, on_error=bad_line):
+        yield str(file), number, record
 
 
 def _read_csv(file: Path) -> Iterator[tuple[str, int, dict[str, Any]]]:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from alloylm.stages.base import StrictModel
+from alloylm.config.strict import StrictModel
 
 
 class TeacherConfig(StrictModel):

@@ -140,7 +140,7 @@ class LocalTeacher:
     """A model source (folder, embedded:, tiny:, .gguf, hub id) generating in this process."""
 
     def __init__(self, source: str, folder: Any) -> None:
-        from alloylm.chat.generation import ModelGenerator
+        from alloylm.generation.batching import ModelGenerator
 
         self.source = source
         self._generator = ModelGenerator(folder)

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alloylm.data.jsonl import iter_jsonl
 from alloylm.errors import DataError
 from alloylm.evals.tasks import TaskType
 
@@ -67,16 +68,8 @@ def load_extract(path: str | Path, *, limit: int | None = None) -> ExtractTaskDa
     path = Path(path)
     schema: dict[str, Any] | None = None
     items: list[ExtractItem] = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
+    for number, record in iter_jsonl(path, objects=True):
         where = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except ValueError:
-            raise DataError("not a JSON object", file=where) from None
-        if not isinstance(record, dict):
-            raise DataError("not a JSON object", file=where)
         if "schema" in record and "text" not in record:
             if not isinstance(record["schema"], dict):
                 raise DataError("`schema` must be a JSON schema object", file=where)

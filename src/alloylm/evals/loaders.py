@@ -71,19 +71,9 @@ def _with_line(item: Item, line: int) -> Item:
 
 
 def _jsonl_records(path: Path, report: LoadReport) -> Iterator[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as handle:
-        for number, text in enumerate(handle, start=1):
-            if not text.strip():
-                continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as error:
-                report.skip(number, f"malformed JSON ({error.msg})")
-                continue
-            if not isinstance(record, dict):
-                report.skip(number, "expected a JSON object")
-                continue
-            yield number, record
+    from alloylm.data.jsonl import iter_jsonl
+
+    yield from iter_jsonl(path, objects=True, on_error=report.skip)
 
 
 def _json_records(path: Path, report: LoadReport) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -305,26 +295,19 @@ def load_documents(
     if path.suffix.lower() not in (".jsonl", ".ndjson"):
         documents = [path.read_text(encoding="utf-8")]
     else:
+        from alloylm.data.jsonl import iter_jsonl
+
         documents = []
-        with open(path, encoding="utf-8") as handle:
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as error:
-                    raise DataError(
-                        f"malformed JSON ({error.msg})", file=str(path), line=number
-                    ) from None
-                text = record.get(text_field) if isinstance(record, dict) else None
-                if not isinstance(text, str):
-                    raise DataError(
-                        f"no string field {text_field!r}",
-                        file=str(path),
-                        line=number,
-                        hint="set text_field",
-                    )
-                documents.append(text)
+        for number, record in iter_jsonl(path):
+            text = record.get(text_field) if isinstance(record, dict) else None
+            if not isinstance(text, str):
+                raise DataError(
+                    f"no string field {text_field!r}",
+                    file=str(path),
+                    line=number,
+                    hint="set text_field",
+                )
+            documents.append(text)
     documents = [doc for doc in documents if doc.strip()][:limit]
     if not documents:
         raise DataError("no text to measure perplexity on", file=str(path))

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.atomic import atomic_write_json
+from alloylm.contract import Progress
 from alloylm.errors import ConfigError, DataError
 from alloylm.evals import results as results_lib
 from alloylm.evals.protocol import PromptSettings
 from alloylm.evals.tasks import Item, task_type
 from alloylm.hashing import hash_json, sha256_file
-from alloylm.stages.base import Progress
 
 # Bump when prompts, extraction or scoring change, so that cached results are recomputed.
 # 2: lm_eval predictions recorded as letters; 3: the article "a" is not option A;

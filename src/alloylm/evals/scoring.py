@@ -23,6 +23,8 @@ from typing import Any, TypeVar
 
 import torch
 
+from alloylm.generation.batching import left_padded
+
 ProgressFn = Callable[[int], None]
 Job = TypeVar("Job")
 Result = TypeVar("Result")
@@ -88,15 +90,6 @@ class Scorer:
         """Token ids; chat-templated text already holds its special tokens (special_tokens=False)."""
         return list(self.tokenizer(text, add_special_tokens=special_tokens)["input_ids"])
 
-    def _left_padded(self, rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-        width = max(len(row) for row in rows)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for index, row in enumerate(rows):
-            ids[index, width - len(row) :] = torch.tensor(row, dtype=torch.long)
-            mask[index, width - len(row) :] = 1
-        return ids.to(self.device), mask.to(self.device)
-
     def _in_workers(
         self, jobs: Sequence[Job], work: Callable[[Job], Result]
     ) -> Iterator[tuple[Job, Result]]:
@@ -154,7 +147,7 @@ class Scorer:
 
     def _last_logits(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """Logits after each row's last token: left padding, only the last position projected."""
-        ids, mask = self._left_padded(rows)
+        ids, mask = left_padded(rows, self.pad_id, self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(
             input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=1
@@ -243,8 +236,9 @@ class Scorer:
         self, prompts: Sequence[Sequence[int]], *, max_new_tokens: int, progress: ProgressFn = _noop
     ) -> list[str]:
         """Greedy continuations, decoded without special tokens, by the one generation loop
-        (chat/generation.py): the same stop rule as serving and chat."""
-        from alloylm.chat.generation import SamplingParams, generate_batch
+        (alloylm/generation/): the same stop rule as serving and chat."""
+        from alloylm.generation.batching import generate_batch
+        from alloylm.generation.sampling import SamplingParams
 
         params = SamplingParams(max_new_tokens=max_new_tokens, temperature=0.0)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.hashing import hash_json
+from alloylm.lineage import read_manifest, write_manifest
 from alloylm.merge.engine import MergeReport, PreparedMerge
-from alloylm.pipeline.lineage import read_manifest, write_manifest
 
 
 def parents(prepared: PreparedMerge) -> list[dict[str, Any]]:

@@ -14,17 +14,15 @@ mergekit's own YAML is read by `alloylm.merge.mergekit_compat` into the same `Me
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, ValidationError, model_validator
 
+from alloylm.config.strict import StrictModel
 from alloylm.errors import ConfigError
 from alloylm.merge.plan import schedule_preset
-from alloylm.stages.base import StrictModel
 
 # Methods that work on task vectors (model - base) and so need a base model.
-NEEDS_BASE = {"slerp", "task_arithmetic", "ties", "dare_linear", "dare_ties", "model_stock"}
 DTYPE_NAMES = ("bfloat16", "bf16", "float16", "fp16", "half", "float32", "fp32", "float", "float64")
 
 
@@ -58,6 +56,13 @@ class SweepGrid(StrictModel):
 
     grid: list[float] = Field(min_length=1)
     parameter: str = "t"
+
+
+def _declaration(method: str) -> Any:
+    """The method's `MergeMethod` (needs_base, default_schedule; see merge/methods/spec.py)."""
+    from alloylm.merge.methods.spec import merge_method
+
+    return merge_method(method)
 
 
 class MergeSettings(StrictModel):
@@ -98,7 +103,7 @@ class MergeSettings(StrictModel):
                 raise ValueError("give either schedule or parameters.t, not both")
         if not self.models and not self.slices:
             raise ValueError("give the models to merge: models: [...] (or mergekit slices)")
-        if self.method in NEEDS_BASE and not self.base_model:
+        if _declaration(self.method).needs_base and not self.base_model:
             raise ValueError(f"method {self.method!r} needs base_model")
         if isinstance(self.sweep, list):
             names = [v.name for v in self.sweep]
@@ -127,8 +132,8 @@ class MergeSettings(StrictModel):
         parameters = dict(self.parameters or {})
         if self.schedule is not None:
             parameters["t"] = schedule_preset(self.schedule)
-        elif self.method == "slerp" and "t" not in parameters:
-            parameters["t"] = schedule_preset("study")
+        elif "t" not in parameters and (schedule := _declaration(self.method).default_schedule):
+            parameters["t"] = schedule_preset(schedule)
         return parameters
 
     def variants(self) -> list[tuple[str | None, dict[str, Any]]]:
@@ -160,36 +165,3 @@ def settings_from_dict(data: dict[str, Any], *, file: str | None = None) -> Merg
         raise ConfigError(
             error["msg"], file=file, key=key, hint="see docs/merge.md for the merge keys"
         ) from None
-
-
-def load_merge_yaml(path: str | Path) -> MergeSettings:
-    """Read a merge YAML: mergekit's format (has `merge_method`) or the native one."""
-    import yaml
-
-    path = Path(path)
-    if not path.exists():
-        raise ConfigError(
-            f"merge config {path} does not exist", hint="give the path of a YAML file"
-        )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        line = getattr(getattr(exc, "problem_mark", None), "line", None)
-        raise ConfigError(
-            f"invalid YAML: {exc}", file=str(path), line=None if line is None else line + 1
-        ) from None
-    if not isinstance(data, dict):
-        raise ConfigError("expected a mapping of merge keys", file=str(path))
-    template = data.get("chat_template")
-    if isinstance(template, str) and "{" not in template:
-        # a template file is relative to the YAML, as in a pipeline (inline Jinja has a "{")
-        data["chat_template"] = str((path.parent / Path(template).expanduser()).resolve())
-    if "merge_method" in data:
-        from alloylm.merge.mergekit_compat import settings_from_mergekit
-
-        return settings_from_mergekit(data, file=str(path))
-    if data.get("kind", "merge") != "merge":
-        raise ConfigError(f"kind is {data['kind']!r}, expected merge", file=str(path), key="kind")
-    data.pop("kind", None)
-    data.pop("description", None)
-    return settings_from_dict(data, file=str(path))

@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
+from alloylm.contract import Progress
 from alloylm.errors import ConfigError
-from alloylm.merge.apply import TensorContext, apply_method, check_method_supported
+from alloylm.merge.apply import TensorContext, apply_method
 from alloylm.merge.checks import (
     check_parents,
     check_tensors,
@@ -28,6 +29,7 @@ from alloylm.merge.checks import (
 )
 from alloylm.merge.config import MergeSettings
 from alloylm.merge.jobs import TensorJob, build_jobs, output_layers
+from alloylm.merge.methods.spec import merge_method
 from alloylm.merge.tensors import (
     DTYPE_NAMES,
     ModelTensors,
@@ -35,7 +37,6 @@ from alloylm.merge.tensors import (
     parse_size,
     torch_dtype,
 )
-from alloylm.stages.base import Progress
 
 TOKENIZER_FILES = (
     "tokenizer.json",
@@ -97,7 +98,7 @@ class PreparedMerge:
 
 def prepare_merge(settings: MergeSettings, model_path: Callable[[str], Path]) -> PreparedMerge:
     """Resolve parents, refuse incompatible ones (config and headers only), plan the tensors."""
-    check_method_supported(settings.method)
+    merge_method(settings.method)
     inputs = settings.model_inputs()
     model_ids = [m.model for m in inputs]
     folders = [Path(model_path(m)) for m in model_ids]

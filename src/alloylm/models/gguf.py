@@ -11,8 +11,8 @@ import logging
 from pathlib import Path
 
 from alloylm.atomic import atomic_directory, clean_stale_temporaries
+from alloylm.hashing import file_fingerprint
 from alloylm.models.home import models_cache
-from alloylm.models.sources import file_fingerprint
 
 log = logging.getLogger(__name__)
 

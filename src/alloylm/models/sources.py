@@ -12,7 +12,6 @@ Accepted forms (the first matching rule wins):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import socket
 from collections.abc import Iterator
@@ -186,11 +185,3 @@ def resolve_hub(repo_id: str, *, allow_pickle: bool = False) -> Path:
             "or use embedded:smollm2-135m-instruct which works offline",
         )
     return Path(snapshot_download(repo_id, allow_patterns=patterns))
-
-
-def file_fingerprint(path: Path) -> str:
-    """Cheap identity of a large file: path, size and mtime (not its content)."""
-    stat = path.stat()
-    return hashlib.sha256(
-        f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()
-    ).hexdigest()[:16]

@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.errors import ConfigError
+from alloylm.lineage import read_manifest
 from alloylm.pipeline.graph import topological_order
-from alloylm.pipeline.lineage import read_manifest
 from alloylm.pipeline.runner import PipelineRunner, StageOutcome
 
 

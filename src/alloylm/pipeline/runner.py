@@ -28,13 +28,11 @@ from alloylm.config.pipeline import (
     absolutize_paths,
     resolve_stage_refs,
 )
+from alloylm.contract import Progress, StageContext, StageResult
 from alloylm.errors import AlloyError
 from alloylm.hashing import hash_json, sha256_path
+from alloylm.lineage import read_manifest, write_manifest
 from alloylm.pipeline.graph import topological_order
-from alloylm.pipeline.lineage import read_manifest, write_manifest
-from alloylm.stages.base import Progress, StageContext, StageResult
-
-TRAINING_KINDS = ("cpt", "sft", "dpo", "orpo")
 
 
 @dataclass
@@ -62,7 +60,8 @@ def model_identity(source: str) -> str:
     its model files (not its path or mtimes, and not files beside the model such as results), so a
     moved or copied project keeps its hashes; embedded models by their packaged file.
     """
-    from alloylm.models.sources import file_fingerprint, source_scheme
+    from alloylm.hashing import file_fingerprint
+    from alloylm.models.sources import source_scheme
 
     scheme = source_scheme(source)
     if scheme == "embedded":
@@ -347,8 +346,8 @@ class PipelineRunner:
         return state_dir
 
     def _execute(self, spec: StageSpec, config: Any, ctx: StageContext) -> StageResult:
-        if self.launcher.kind and spec.kind in TRAINING_KINDS:
-            from alloylm.train.launch import run_stage_distributed
+        if self.launcher.kind and getattr(spec.module, "DISTRIBUTED", False):
+            from alloylm.pipeline.launch import run_stage_distributed
 
             return run_stage_distributed(
                 stage_kind=spec.kind,

@@ -39,8 +39,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from alloylm.config.strict import StrictModel, fields_at
 from alloylm.errors import ConfigError, did_you_mean
-from alloylm.stages.base import StrictModel
 
 if TYPE_CHECKING:
     from alloylm.config.pipeline import Pipeline
@@ -667,7 +667,7 @@ def _section_error(exc: ValidationError, error: ErrorFactory) -> ConfigError:
     )
     where = ("study", *loc)
     if first["type"] == "extra_forbidden":
-        known = _fields_at(StudySection, loc[:-1])
+        known = fields_at(StudySection, loc[:-1], mapping_keys=True)
         return error(
             where,
             f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), known)}",
@@ -679,28 +679,6 @@ def _section_error(exc: ValidationError, error: ErrorFactory) -> ConfigError:
     if "got " not in message:
         message += f" (got {first.get('input')!r})"
     return error(where, message)
-
-
-def _fields_at(model: type[Any], loc: tuple) -> list[str]:
-    import typing
-
-    current: Any = model
-    for part in loc:
-        fields = getattr(current, "model_fields", None)
-        if not fields:
-            return []
-        if part not in fields:
-            continue  # a mapping key (lineage id, axis name)
-        annotation = fields[part].annotation
-        candidates = [annotation, *typing.get_args(annotation)]
-        for arg in list(candidates):
-            candidates += list(typing.get_args(arg))
-        current = next(
-            (c for c in candidates if isinstance(c, type) and hasattr(c, "model_fields")), None
-        )
-        if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
 
 
 def generated_lines(expansion: StudyExpansion, lines: dict[tuple, int]) -> dict[tuple, int]:
@@ -735,7 +713,6 @@ def prevalidate(
     The loader validates them again as ordinary stages; checking here first names the template key
     (study.stages.sft.train.learning_rate) rather than the generated one.
     """
-    from alloylm.config.pipeline import _fields_at as stage_fields
     from alloylm.config.pipeline import absolutize_paths
     from alloylm.registry import STAGE_KINDS
 
@@ -762,7 +739,7 @@ def prevalidate(
             where = _where_in_study(stage, origin, loc)
             hint = f"stage {stage!r} is generated from {'.'.join(map(str, origin))}"
             if first["type"] == "extra_forbidden":
-                known = stage_fields(module.Config, loc[:-1])
+                known = fields_at(module.Config, loc[:-1])
                 raise error(
                     where,
                     f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), known)}",

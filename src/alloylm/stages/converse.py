@@ -16,7 +16,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from alloylm.chat.conversations import GenerationOverrides
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 
 PRODUCES = "data"
 

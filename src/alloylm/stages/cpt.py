@@ -23,11 +23,14 @@ from typing import Any
 
 from pydantic import Field
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.data.sources import DataSource
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 from alloylm.train.config import TrainConfig
 
 PRODUCES = "model"
+# runs on every process of a launcher (accelerate, torchrun) when the pipeline has one
+DISTRIBUTED = True
 HELDOUT_FILE = "heldout.jsonl"
 
 
@@ -76,8 +79,9 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.data.mixing import mix
     from alloylm.data.packing import pack_wrapped
     from alloylm.data.sources import heldout_rows, load_text_docs
+    from alloylm.hashing import file_hashes
     from alloylm.models.loading import load_tokenizer
-    from alloylm.train.fit import fit_and_save, source_hashes
+    from alloylm.train.fit import CHECKPOINTS, TrainingOutput, fit_and_save
 
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     model_dir = ctx.model_path(cfg.model)
@@ -98,7 +102,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     )
 
     metrics, trainer = fit_and_save(
-        ctx,
+        TrainingOutput(ctx.stage_name, ctx.work_dir, ctx.state_dir / CHECKPOINTS, ctx.progress),
         model_dir=model_dir,
         tokenizer=tokenizer,
         rows=rows,
@@ -115,7 +119,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     separator = document_separator(tokenizer)
     return StageResult(
         metrics=metrics,
-        data_hashes=source_hashes(files),
+        data_hashes=file_hashes(files),
         details={
             "seed": seed,
             "document_separator": {

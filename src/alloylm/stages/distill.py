@@ -7,9 +7,10 @@ call cache lives in ctx.state_dir, so an interrupted stage resumes without repea
 
 from __future__ import annotations
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.distill.config import DistillConfig
 from alloylm.hashing import sha256_path
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 
 PRODUCES = "data"
 

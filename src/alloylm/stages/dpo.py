@@ -25,12 +25,15 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.data.preference import PreferenceSource
 from alloylm.errors import did_you_mean
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 from alloylm.train.preference_fit import PreferenceTrainConfig
 
 PRODUCES = "model"
+# runs on every process of a launcher (accelerate, torchrun) when the pipeline has one
+DISTRIBUTED = True
 REF_CACHE_DIR = "ref_logps"
 
 # The loss names of TRL 1.16's DPOTrainer (DPOConfig.loss_type). Kept here so that configs validate
@@ -118,17 +121,20 @@ def reference_precision(cfg: Config) -> str:
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.data.chat_template import pick_pad_token
+    from alloylm.hashing import file_hashes
     from alloylm.models.loading import load_causal_lm, load_tokenizer
     from alloylm.train import _trl
-    from alloylm.train.preference_fit import file_hashes, fit_preference, load_policy, prepare_pairs
+    from alloylm.train.fit import CHECKPOINTS, TrainingOutput, load_trainable_model
+    from alloylm.train.preference_fit import fit_preference, prepare_pairs
 
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     model_dir = ctx.model_path(cfg.model)
     ref_dir = ctx.model_path(cfg.ref_model) if cfg.ref_model else model_dir
     tokenizer = load_tokenizer(model_dir)
     pad_token, _ = pick_pad_token(tokenizer)
+    output = TrainingOutput(ctx.stage_name, ctx.work_dir, ctx.state_dir / CHECKPOINTS, ctx.progress)
     rows, data_summary, files = prepare_pairs(
-        ctx,
+        output.log,
         tokenizer,
         cfg.data,
         seed=seed,
@@ -141,14 +147,14 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         key = ref_cache_key(str(ref_dir), rows, cfg.train.max_seq_length, reference_precision(cfg))
         cache_file = ctx.state_dir / REF_CACHE_DIR / f"{key}.safetensors"
     args = _trl.build_training_args(
-        cfg.train, ctx.state_dir / "checkpoints", seed=seed, args_class=_trl.DPOConfig,
+        cfg.train, output.checkpoint_dir, seed=seed, args_class=_trl.DPOConfig,
         beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
         max_length=cfg.train.max_seq_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         dataset_num_proc=None,
     )  # fmt: skip
     ref_model = load_causal_lm(ref_dir, dtype="float32") if cfg.ref_model else None
     metrics, trainer, diagnostics = fit_preference(
-        ctx, make_trainer=_trl.make_dpo_trainer, model=load_policy(model_dir, cfg.train, seed),
+        output, make_trainer=_trl.make_dpo_trainer, model=load_trainable_model(model_dir, cfg.train, seed),
         tokenizer=tokenizer, args=args, rows=rows, train=cfg.train, description="DPO",
         ref_model=ref_model, ref_cache_file=cache_file,
     )  # fmt: skip

@@ -19,10 +19,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult, StrictModel
+from alloylm.config.strict import StageConfig, StrictModel, registered_name
+from alloylm.contract import InputSpec, StageContext, StageResult
+from alloylm.registry import EVAL_PROTOCOLS, EVAL_TASK_TYPES
 
 PRODUCES = "eval"
-Protocol = Literal["paper", "loglik", "cloze"]
+
+
+Protocol = Annotated[str, registered_name(EVAL_PROTOCOLS)]
+TaskType = Annotated[str, registered_name(EVAL_TASK_TYPES)]
 
 
 class TaskConfig(StrictModel):
@@ -32,7 +37,7 @@ class TaskConfig(StrictModel):
     name: str | None = Field(
         None, description="display name, or the task to find when no path is given"
     )
-    type: Literal["mcq", "true_false", "numeric", "perplexity", "extract"] | None = None
+    type: TaskType | None = None
     protocols: list[Protocol] | None = None
     mapping: dict[str, str | list[str]] | None = None
     limit: int | None = Field(None, ge=1)
@@ -161,7 +166,7 @@ def index_of(models: list[str], model: str) -> str:
     model<i> (local paths are long and change between runs)."""
     from pathlib import Path
 
-    from alloylm.pipeline.lineage import read_manifest
+    from alloylm.lineage import read_manifest
 
     if Path(model).is_dir():
         manifest = read_manifest(model)

@@ -18,7 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 
 PRODUCES = "model"
 
@@ -35,8 +36,8 @@ def inputs(cfg: Config) -> list[InputSpec]:
 
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
+    from alloylm.lineage import hub_lineage
     from alloylm.models.export_gguf import export_gguf, source_provenance
-    from alloylm.pipeline.lineage import hub_lineage
 
     model_dir = ctx.model_path(cfg.model)
     base_models, license = hub_lineage(cfg.model, model_dir)

@@ -20,7 +20,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult, StrictModel
+from alloylm.config.strict import StageConfig, StrictModel
+from alloylm.contract import InputSpec, StageContext, StageResult
 
 PRODUCES = "data"
 

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import time
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.merge.config import MergeSettings
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 
 PRODUCES = "model"
 

@@ -22,11 +22,14 @@ from typing import Literal
 
 from pydantic import Field
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.data.preference import PreferenceSource
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 from alloylm.train.preference_fit import OrpoTrainConfig
 
 PRODUCES = "model"
+# runs on every process of a launcher (accelerate, torchrun) when the pipeline has one
+DISTRIBUTED = True
 
 
 class Config(StageConfig):
@@ -51,16 +54,19 @@ def inputs(cfg: Config) -> list[InputSpec]:
 
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.data.chat_template import pick_pad_token
+    from alloylm.hashing import file_hashes
     from alloylm.models.loading import load_tokenizer
     from alloylm.train import _trl, _trl_orpo
-    from alloylm.train.preference_fit import file_hashes, fit_preference, load_policy, prepare_pairs
+    from alloylm.train.fit import CHECKPOINTS, TrainingOutput, load_trainable_model
+    from alloylm.train.preference_fit import fit_preference, prepare_pairs
 
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     model_dir = ctx.model_path(cfg.model)
     tokenizer = load_tokenizer(model_dir)
     pad_token, _ = pick_pad_token(tokenizer)
+    output = TrainingOutput(ctx.stage_name, ctx.work_dir, ctx.state_dir / CHECKPOINTS, ctx.progress)
     rows, data_summary, files = prepare_pairs(
-        ctx,
+        output.log,
         tokenizer,
         cfg.data,
         seed=seed,
@@ -69,12 +75,12 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         long_prompts=cfg.long_prompts,
     )
     args = _trl.build_training_args(
-        cfg.train, ctx.state_dir / "checkpoints", seed=seed, args_class=_trl_orpo.ORPOConfig,
+        cfg.train, output.checkpoint_dir, seed=seed, args_class=_trl_orpo.ORPOConfig,
         beta=cfg.beta, max_length=cfg.train.max_seq_length,
         include_num_input_tokens_seen="no",  # ORPO batches have no `input_ids` to count
     )  # fmt: skip
     metrics, _, diagnostics = fit_preference(
-        ctx, make_trainer=_trl_orpo.make_orpo_trainer, model=load_policy(model_dir, cfg.train, seed),
+        output, make_trainer=_trl_orpo.make_orpo_trainer, model=load_trainable_model(model_dir, cfg.train, seed),
         tokenizer=tokenizer, args=args, rows=rows, train=cfg.train, description="ORPO",
     )  # fmt: skip
     return StageResult(

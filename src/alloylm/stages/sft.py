@@ -24,11 +24,14 @@ from typing import Any
 
 from pydantic import Field
 
+from alloylm.config.strict import StageConfig
+from alloylm.contract import InputSpec, StageContext, StageResult
 from alloylm.data.sources import DataSource
-from alloylm.stages.base import InputSpec, StageConfig, StageContext, StageResult
 from alloylm.train.config import TrainConfig
 
 PRODUCES = "model"
+# runs on every process of a launcher (accelerate, torchrun) when the pipeline has one
+DISTRIBUTED = True
 HELDOUT_FILE = "heldout.jsonl"
 
 
@@ -75,8 +78,9 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.data.mixing import mix
     from alloylm.data.packing import pack_best_fit, unpacked_rows
     from alloylm.data.sources import heldout_rows, load_chat_examples
+    from alloylm.hashing import file_hashes
     from alloylm.models.loading import load_tokenizer
-    from alloylm.train.fit import fit_and_save, source_hashes
+    from alloylm.train.fit import CHECKPOINTS, TrainingOutput, fit_and_save
 
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     model_dir = ctx.model_path(cfg.model)
@@ -111,7 +115,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     )
 
     metrics, trainer = fit_and_save(
-        ctx,
+        TrainingOutput(ctx.stage_name, ctx.work_dir, ctx.state_dir / CHECKPOINTS, ctx.progress),
         model_dir=model_dir,
         tokenizer=tokenizer,
         rows=rows,
@@ -127,7 +131,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     files = [file for part in loaded for file in part.report.files]
     return StageResult(
         metrics=metrics,
-        data_hashes=source_hashes(files),
+        data_hashes=file_hashes(files),
         details={
             "seed": seed,
             "chat_template": "chatml (model had none)" if added_chatml else "model's own",

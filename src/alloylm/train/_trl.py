@@ -27,8 +27,9 @@ from alloylm.train.checkpoints import (
     remove_torn_checkpoints,
     tokens_at_checkpoint,
 )
-from alloylm.train.config import TrainConfig
-from alloylm.train.lora import model_for_saving
+from alloylm.train.config import LoraConfig, TrainConfig
+from alloylm.train.lora import is_peft_model
+from alloylm.train.qlora import merge_adapter_into_full_precision
 
 __all__ = [
     "LeanSFTTrainer",
@@ -258,6 +259,15 @@ def _log(trainer: Any, message: str) -> None:
         if isinstance(callback, ProgressCallback) or hasattr(progress, "log"):
             progress.log(message)
             return
+
+
+def model_for_saving(model: Any, lora: LoraConfig | None) -> Any:
+    """The module to save: merged into plain weights when asked, else as trained (adapter only)."""
+    if lora is not None and lora.merge_adapter and is_peft_model(model):
+        if lora.quantize:  # QLoRA: merge into the unquantized base, not into 4-bit weights
+            return merge_adapter_into_full_precision(model, lora)
+        return model.merge_and_unload()
+    return model
 
 
 def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: Any = None) -> None:

@@ -32,7 +32,7 @@ class NoCheckpointAtTheEnd(TrainerCallback):
 
 
 class ProgressCallback(TrainerCallback):
-    """Report step, loss, tokens/s and ETA to an `alloylm.stages.base.Progress`."""
+    """Report step, loss, tokens/s and ETA to an `alloylm.contract.Progress`."""
 
     def __init__(self, progress: Any, description: str = "training") -> None:
         self.progress = progress

@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from alloylm.stages.base import StrictModel
+from alloylm.config.strict import StrictModel
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
 

@@ -2,20 +2,35 @@
 
 Stages prepare a packed dataset; `fit_and_save` does the rest the same way for cpt and sft:
 seeded model loading (LoRA when asked), the trainer in `_trl.py`, checkpoints in
-`ctx.state_dir/checkpoints` with automatic resume, the final model and tokenizer in
-`ctx.work_dir` (main process only), and the metrics for StageResult.
+its `checkpoint_dir` with automatic resume, the final model and tokenizer in its `model_dir`
+(main process only), and the metrics for the stage's result. Engines take plain values: the stage
+turns its context into a `TrainingOutput`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from alloylm.contract import Progress
 from alloylm.data.packing import PackedRows
-from alloylm.stages.base import StageContext
 from alloylm.train.config import TrainConfig
 
 CHECKPOINTS = "checkpoints"
+
+
+@dataclass(frozen=True)
+class TrainingOutput:
+    """Where a training run writes and whom it tells."""
+
+    name: str  # shown in progress lines, e.g. the stage's name
+    model_dir: Path  # the trained model and tokenizer (main process only)
+    checkpoint_dir: Path  # resumable state; a rerun resumes from the newest checkpoint
+    progress: Progress
+
+    def log(self, message: str) -> None:
+        self.progress.log(f"[{self.name}] {message}")
 
 
 def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -> Any:
@@ -49,7 +64,7 @@ def rows_dataset(rows: PackedRows, *, with_seq_lengths: bool) -> Any:
 
 
 def fit_and_save(
-    ctx: StageContext,
+    output: TrainingOutput,
     *,
     model_dir: str | Path,
     tokenizer: Any,
@@ -59,7 +74,7 @@ def fit_and_save(
     padding_free: bool,
     description: str,
 ) -> tuple[dict[str, Any], Any]:
-    """Train on `rows`, save the artifact into ctx.work_dir; return (metrics, trainer)."""
+    """Train on `rows`, save the model into `output.model_dir`; return (metrics, trainer)."""
     from alloylm.train._trl import (
         build_training_args,
         make_sft_trainer,
@@ -70,19 +85,19 @@ def fit_and_save(
 
     model = load_trainable_model(model_dir, train, seed)
     trainable, total = trainable_parameter_count(model)
-    checkpoint_dir = Path(ctx.state_dir) / CHECKPOINTS
+    checkpoint_dir = output.checkpoint_dir
     args = build_training_args(train, checkpoint_dir, seed=seed)
     trainer = make_sft_trainer(
         model,
         tokenizer,
         rows_dataset(rows, with_seq_lengths=padding_free),
         args,
-        progress=ctx.progress,
-        description=f"{ctx.stage_name} ({description})",
+        progress=output.progress,
+        description=f"{output.name} ({description})",
         padding_free=padding_free,
     )
     metrics = train_resumable(trainer, checkpoint_dir)
-    save_trained_model(trainer, tokenizer, ctx.work_dir, train.lora)
+    save_trained_model(trainer, tokenizer, output.model_dir, train.lora)
     if trainer.is_world_process_zero():
         from alloylm.train.checkpoints import remove_checkpoints
 
@@ -99,9 +114,3 @@ def fit_and_save(
         dropped_tail_tokens=rows.dropped_tokens,
     )
     return metrics, trainer
-
-
-def source_hashes(files: list[str]) -> dict[str, str]:
-    from alloylm.hashing import sha256_file
-
-    return {file: sha256_file(file) for file in files}

@@ -44,17 +44,6 @@ def is_peft_model(model: Any) -> bool:
     return isinstance(model, PeftModel)
 
 
-def model_for_saving(model: Any, lora: LoraConfig | None) -> Any:
-    """The module to save: merged into plain weights when asked, else as trained (adapter only)."""
-    if lora is not None and lora.merge_adapter and is_peft_model(model):
-        if lora.quantize:  # QLoRA: merge into the unquantized base, not into 4-bit weights
-            from alloylm.train.qlora import merge_adapter_into_full_precision
-
-            return merge_adapter_into_full_precision(model, lora)
-        return model.merge_and_unload()
-    return model
-
-
 def trainable_parameter_count(model: Any) -> tuple[int, int]:
     """(trainable, total) parameter counts."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -2,24 +2,21 @@
 
 The pairs are rendered by the same chat-template function as SFT (`alloylm.data.preference`)
 and handed to TRL as plain {prompt, chosen, rejected} strings, so TRL never applies a template of
-its own. Checkpoints go to `ctx.state_dir/checkpoints` (a rerun resumes), the final model and
-tokenizer to `ctx.work_dir` (main process only, merged when LoRA has `merge_adapter`).
+its own. Checkpoints go to the output's `checkpoint_dir` (a rerun resumes), the final model and
+tokenizer to its `model_dir` (main process only, merged when LoRA has `merge_adapter`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from pydantic import Field, model_validator
 
 from alloylm.data.preference import LongPromptPolicy, PreferenceSource
 from alloylm.errors import DataError
-from alloylm.stages.base import StageContext
 from alloylm.train.config import TrainConfig
-
-CHECKPOINTS = "checkpoints"
+from alloylm.train.fit import TrainingOutput
 
 
 class PreferenceTrainConfig(TrainConfig):
@@ -51,7 +48,7 @@ class OrpoTrainConfig(PreferenceTrainConfig):
 
 
 def prepare_pairs(
-    ctx: StageContext,
+    log: Callable[[str], None],
     tokenizer: Any,
     sources: Sequence[PreferenceSource],
     *,
@@ -76,7 +73,7 @@ def prepare_pairs(
         tokenizer, pairs, report, max_prompt_length=limit, long_prompts=long_prompts
     )
     for line in report.log_lines():
-        ctx.log(line)
+        log(line)
     if not rows:
         raise DataError(
             f"no preference pair left to train on ({report.summary()})",
@@ -89,33 +86,13 @@ def prepare_pairs(
         "sources": details,
         "chatml_added": template_added,
     }
-    ctx.log(
-        f"{len(rows)} preference pairs ({report.read} records read, {len(report.issues)} skipped)"
-    )
+    log(f"{len(rows)} preference pairs ({report.read} records read, {len(report.issues)} skipped)")
     files = [str(f) for source in sources for f in preference_files(source.path)]
     return rows, summary, files
 
 
-def load_policy(model_dir: str | Path, train: TrainConfig, seed: int) -> Any:
-    """The model to train: fp32 weights (mixed precision from `train.dtype`), LoRA when asked."""
-    from transformers import set_seed
-
-    from alloylm.models.loading import load_causal_lm
-    from alloylm.train.lora import wrap_with_lora
-
-    set_seed(seed)
-    if train.lora is not None and train.lora.quantize:  # QLoRA
-        from alloylm.train.qlora import load_quantized_for_training
-
-        return load_quantized_for_training(
-            model_dir, train.lora, gradient_checkpointing=train.gradient_checkpointing
-        )
-    model = load_causal_lm(model_dir, dtype="float32")
-    return wrap_with_lora(model, train.lora) if train.lora is not None else model
-
-
 def fit_preference(
-    ctx: StageContext,
+    output: TrainingOutput,
     *,
     make_trainer: Callable[..., Any],
     model: Any,
@@ -136,14 +113,14 @@ def fit_preference(
 
     diagnostics = PreferenceDiagnostics()
     callback = PreferenceCallback(
-        ctx.progress, ctx.log, diagnostics, f"{ctx.stage_name} ({description})"
+        output.progress, output.log, diagnostics, f"{output.name} ({description})"
     )
     trainer = make_trainer(
         model, tokenizer, Dataset.from_list(rows), args, callbacks=[callback], **trainer_kwargs
     )
     trainable, total = trainable_parameter_count(model)
-    metrics = train_resumable(trainer, Path(ctx.state_dir) / CHECKPOINTS)
-    save_trained_model(trainer, tokenizer, ctx.work_dir, train.lora)
+    metrics = train_resumable(trainer, output.checkpoint_dir)
+    save_trained_model(trainer, tokenizer, output.model_dir, train.lora)
     summary = diagnostics.summary()
     first, last = summary["first"], summary["last"]
     metrics.update(
@@ -158,9 +135,3 @@ def fit_preference(
         diagnostic_warnings=len(summary["warnings"]),
     )
     return metrics, trainer, summary
-
-
-def file_hashes(files: list[str]) -> dict[str, str]:
-    from alloylm.hashing import sha256_file
-
-    return {file: sha256_file(file) for file in files}

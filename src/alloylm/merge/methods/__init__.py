@@ -1,5 +1,6 @@
-"""One pure function per merge method, each a function of tensors with its paper link.
+"""One module per merge method: a pure function of tensors with its paper link, and its `METHOD`
+declaration (parameters, defaults, needs_base; see `spec.py`) that `registry.MERGE_METHODS` names.
 
 The planner (`alloylm.merge.plan`), not the methods, resolves per-layer parameter values; the
-engine (`alloylm.merge.engine`) calls these functions once per tensor.
+engine (`alloylm.merge.engine`) calls a method's `apply` once per tensor.
 """

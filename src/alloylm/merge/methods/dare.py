@@ -9,11 +9,12 @@ the same seed is reproducible.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
-from alloylm.merge.methods.task_arithmetic import mix_deltas, task_vectors
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
+from alloylm.merge.methods.task_arithmetic import mix_deltas, rescale_to_l1, task_vectors
 from alloylm.merge.methods.ties import sign_consensus_merge
 
 
@@ -25,12 +26,7 @@ def random_drop(
         return delta
     mask = torch.bernoulli(torch.full_like(delta, float(density)), generator=generator)
     kept = delta * mask
-    if not rescale:
-        return kept
-    before, after = delta.abs().sum(), kept.abs().sum()
-    if before < 1e-7 or after < 1e-7:
-        return kept
-    return kept * (before / after)
+    return rescale_to_l1(delta, kept) if rescale else kept
 
 
 def _dropped(base, tensors, densities, generator, rescale):
@@ -70,3 +66,27 @@ def dare_ties(
     """DARE drops, then TIES sign election and disjoint merge; float32."""
     deltas = _dropped(base, tensors, densities, generator, rescale)
     return sign_consensus_merge(base, deltas, weights, normalize=normalize, lambda_=lambda_)
+
+
+def _applier(function: Callable[..., torch.Tensor]) -> Callable[[MethodCall], Merged]:
+    def apply(call: MethodCall) -> Merged:
+        return Merged(
+            function(
+                call.base,
+                call.others,
+                call.weights(),
+                call.densities(),
+                call.generator(),
+                rescale=bool(call.parameters["rescale"]),
+                normalize=bool(call.parameters["normalize"]),
+                lambda_=float(call.parameters["lambda"]),
+            )  # fmt: skip
+        )
+
+    return apply
+
+
+_PARAMETERS = {"normalize": False, "rescale": True, "lambda": 1.0}
+_MODEL_PARAMETERS = {"weight": None, "density": 1.0}
+LINEAR = MergeMethod(_applier(dare_linear), _PARAMETERS, _MODEL_PARAMETERS)
+TIES = MergeMethod(_applier(dare_ties), _PARAMETERS, _MODEL_PARAMETERS)

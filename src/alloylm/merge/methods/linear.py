@@ -10,6 +10,8 @@ from collections.abc import Sequence
 
 import torch
 
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
+
 
 def linear(
     tensors: Sequence[torch.Tensor], weights: Sequence[float], *, normalize: bool = True
@@ -25,3 +27,13 @@ def linear(
         if total != 0.0:
             result.div_(total)
     return result
+
+
+def _apply(call: MethodCall) -> Merged:
+    weights = [row["weight"] for row in call.per_model]
+    return Merged(linear(call.tensors, weights, normalize=bool(call.parameters["normalize"])))
+
+
+METHOD = MergeMethod(
+    _apply, parameters={"normalize": True}, model_parameters={"weight": None}, needs_base=False
+)

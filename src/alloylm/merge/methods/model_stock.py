@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
 from alloylm.merge.methods.task_arithmetic import task_vectors
 
 
@@ -34,3 +35,10 @@ def model_stock(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> torch.Te
     t = n * cos / (1 + (n - 1) * cos)
     average = torch.stack([x.float() for x in tensors]).mean(dim=0)
     return t * average + (1 - t) * base.float()
+
+
+def _apply(call: MethodCall) -> Merged:
+    return Merged(model_stock(call.base, call.others))
+
+
+METHOD = MergeMethod(_apply)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 
 import torch
 
+from alloylm.errors import ConfigError
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
+
 DOT_THRESHOLD = 0.9995
 EPS = 1e-8
 
@@ -97,3 +100,19 @@ def slerp(t: float, v0: torch.Tensor, v1: torch.Tensor) -> torch.Tensor:
 def uses_linear_fallback(v0: torch.Tensor, v1: torch.Tensor) -> bool:
     """True when SLERP of these tensors falls back to linear interpolation (|cos| > 0.9995)."""
     return slerp_geometry(v0, v1).colinear
+
+
+def _apply(call: MethodCall) -> Merged:
+    if len(call.tensors) != 2 or not call.has_base:
+        raise ConfigError(
+            f"slerp merges exactly two models, one of them base_model; got {len(call.tensors)}",
+            key="models",
+        )
+    t = float(call.parameters["t"])
+    # the angle does not depend on t: computed once per tensor for every variant of a sweep
+    geometry = call.shared("slerp_geometry", lambda: slerp_geometry(*call.tensors))
+    s0, s1 = slerp_coefficients(t, geometry)
+    return Merged(combine(s0, call.tensors[0], s1, call.tensors[1]), geometry.colinear, t)
+
+
+METHOD = MergeMethod(_apply, parameters={"t": None}, default_schedule="study")

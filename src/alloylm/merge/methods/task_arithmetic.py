@@ -11,11 +11,22 @@ from collections.abc import Sequence
 
 import torch
 
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
+
 
 def task_vectors(base: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     """model - base for each model, in float32."""
     base32 = base.float()
     return [tensor.float() - base32 for tensor in tensors]
+
+
+def rescale_to_l1(original: torch.Tensor, kept: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """`kept` (a sparsified copy of `original`) scaled back to the L1 norm of `original`, as
+    mergekit's `rescale` does; unchanged when either norm is below `eps`."""
+    before, after = original.abs().sum(), kept.abs().sum()
+    if before < eps or after < eps:
+        return kept
+    return kept * (before / after)
 
 
 def mix_deltas(
@@ -60,3 +71,20 @@ def task_arithmetic(
     """base + lambda * sum_i w_i (x_i - base); float32."""
     mixed = mix_deltas(task_vectors(base, tensors), weights, normalize=normalize)
     return base.float() + lambda_ * mixed
+
+
+def _apply(call: MethodCall) -> Merged:
+    return Merged(
+        task_arithmetic(
+            call.base,
+            call.others,
+            call.weights(),
+            normalize=bool(call.parameters["normalize"]),
+            lambda_=float(call.parameters["lambda"]),
+        )  # fmt: skip
+    )
+
+
+METHOD = MergeMethod(
+    _apply, parameters={"normalize": False, "lambda": 1.0}, model_parameters={"weight": None}
+)

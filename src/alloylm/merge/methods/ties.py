@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
+from alloylm.merge.methods.spec import Merged, MergeMethod, MethodCall
 from alloylm.merge.methods.task_arithmetic import mix_deltas, task_vectors
 
 
@@ -63,3 +64,23 @@ def sign_consensus_merge(
     sign = elect_sign([d * float(w) for d, w in zip(deltas, weights, strict=False)])
     mixed = mix_deltas(deltas, weights, sign_mask=sign, normalize=normalize)
     return base.float() + lambda_ * mixed
+
+
+def _apply(call: MethodCall) -> Merged:
+    return Merged(
+        ties(
+            call.base,
+            call.others,
+            call.weights(),
+            call.densities(),
+            normalize=bool(call.parameters["normalize"]),
+            lambda_=float(call.parameters["lambda"]),
+        )  # fmt: skip
+    )
+
+
+METHOD = MergeMethod(
+    _apply,
+    parameters={"normalize": True, "lambda": 1.0},
+    model_parameters={"weight": None, "density": 1.0},
+)

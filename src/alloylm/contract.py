@@ -1,4 +1,9 @@
-"""The contract between the pipeline runner and a stage.
+"""The contract between the pipeline runner, the stages and the engines.
+
+Stages (stages/) declare their inputs as `InputSpec`s and return a `StageResult`; the runner
+(pipeline/) hands each one a `StageContext`. Engines (train/, merge/, evals/) see only `Progress`:
+they take plain values, never a `StageContext`. Stage configs derive from
+`alloylm.config.strict.StageConfig`.
 
 The runner resolves every ``${stages.<name>.output}`` reference to the finished artifact's absolute
 path before calling ``run``, and the YAML loader makes every relative path absolute (relative to the
@@ -15,27 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-
 # model: a Hugging Face model folder; data: record files (see DataKind); eval: results JSON.
 ArtifactKind = Literal["model", "data", "eval"]
 # What a data file holds, as training stages need it.
 DataKind = Literal["text", "chat", "preference", "benchmark", "any"]
-
-
-class StrictModel(BaseModel):
-    """Base of every config model: unknown keys are errors, values are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class StageConfig(StrictModel):
-    kind: str
-    description: str | None = None
-    # Opt-ins for this stage's models (true: all of them, or a list of model sources); recorded in
-    # alloy.json with the rest of the config. Both run code from the model's files.
-    allow_pickle: bool | list[str] = False
-    trust_remote_code: bool | list[str] = False
 
 
 # model: a model source; data: a record file (checked against its DataKind); file: any other file

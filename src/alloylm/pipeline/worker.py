@@ -1,6 +1,6 @@
-"""Entry point of every rank of a distributed stage: ``python -m alloylm.train.worker spec.json``.
+"""Entry point of every rank of a distributed stage: ``python -m alloylm.pipeline.worker spec.json``.
 
-Started by `alloylm.train.launch` through ``accelerate launch`` or ``torchrun``. Rebuilds the
+Started by `alloylm.pipeline.launch` through ``accelerate launch`` or ``torchrun``. Rebuilds the
 stage's Config and StageContext from the spec, calls the stage's ``run`` (the Trainer inside finds
 the process group from the launcher's environment), writes a marker for this rank into
 ``<state_dir>/ranks/`` and, on rank 0, the StageResult as JSON for the launching process.
@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.atomic import atomic_write_json
-from alloylm.stages.base import Progress, StageContext, StageResult
+from alloylm.contract import Progress, StageContext, StageResult
 
 
 class RankProgress(Progress):
@@ -67,7 +67,7 @@ def build_context(spec: dict[str, Any], rank: int, world_size: int) -> StageCont
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1:
-        print("usage: python -m alloylm.train.worker <spec.json>", file=sys.stderr)
+        print("usage: python -m alloylm.pipeline.worker <spec.json>", file=sys.stderr)
         return 2
     spec = json.loads(Path(argv[0]).read_text())
     rank, world_size = rank_and_world()

@@ -2,7 +2,7 @@
 
 The pipeline runner calls `run_stage_distributed` for training stages when `alloy run` is given
 `--launcher`. We write the stage's resolved config and context to a spec file, start the launcher
-on `python -m alloylm.train.worker <spec>`, and every rank rebuilds the stage and calls its `run`;
+on `python -m alloylm.pipeline.worker <spec>`, and every rank rebuilds the stage and calls its `run`;
 TRL / transformers' Trainer does the distributed work (DDP, FSDP or DeepSpeed, as the accelerate
 config file says). Rank 0 writes the StageResult to a JSON file that we read back here.
 
@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.atomic import atomic_write_json
+from alloylm.contract import StageResult
 from alloylm.errors import ConfigError
 from alloylm.resources import accelerate_dir
-from alloylm.stages.base import StageResult
 
 LAUNCHERS = ("accelerate", "torchrun")
 SPEC_NAME = "launch_spec.json"
@@ -66,7 +66,7 @@ def build_command(
     launcher: str, num_processes: int, config_file: str | None, spec_path: Path
 ) -> list[str]:
     """The launcher command line that runs the worker module on every rank."""
-    worker = ["-m", "alloylm.train.worker", str(spec_path)]
+    worker = ["-m", "alloylm.pipeline.worker", str(spec_path)]
     if launcher == "torchrun":
         if config_file:
             raise ConfigError(
