@@ -129,6 +129,10 @@ MERGE_METHODS = Registry(
         "dare_ties": Entry(
             "alloylm.merge.methods.dare:TIES", "DARE with TIES sign election (Yu et al. 2024)"
         ),
+        "breadcrumbs": Entry(
+            "alloylm.merge.methods.breadcrumbs:METHOD",
+            "task vectors without their largest and smallest entries (Davari & Belilovsky 2024)",
+        ),
         "model_stock": Entry(
             "alloylm.merge.methods.model_stock:METHOD",
             "move toward the models' average by an angle ratio (Jang et al. 2024)",
