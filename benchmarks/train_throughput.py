@@ -14,7 +14,8 @@ figure, first step included, is reported beside it.
 autocast, per-token entropy/accuracy over the full vocabulary) and with one default removed at
 a time, on the same rows, to show where the time goes.
 
-The machine is shared (2 cores, several engineers): numbers are noisy; rerun to compare.
+`make bench` runs it with `--steps 3` (plain loop, cpt stage, cpt stage with LoRA r16); `--compile`
+adds the plain loop through torch.compile.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ MODEL = os.environ.get(
     "ALLOY_BENCH_MODEL", "embedded:smollm2-135m-instruct"
 )  # tiny:llama for a smoke run
 SEQ_LEN, BATCH, LR, SEED = 512, 4, 5.0e-5, 42
+# LoRA as the issue asks to compare it: rank 16 on every linear layer (the stage's defaults
+# otherwise); on CPU it should be the fast path, since frozen matrices get no weight gradients.
+LORA = {"r": 16, "alpha": 32, "target_modules": "all-linear", "merge_adapter": True}
 # TRL SFTTrainer defaults, then each one removed (the last = alloylm's settings inside plain TRL).
 ABLATIONS = {
     "trl_defaults": {},
@@ -88,7 +92,9 @@ def steady_rate(
     return out
 
 
-def run_plain(steps: int) -> dict:
+def run_plain(steps: int, *, compiled: bool = False) -> dict:
+    """The plain loop; `compiled`: the model through torch.compile (inductor), to see whether
+    fusing the work between matrix products pays on this CPU (the first step pays the compile)."""
     import torch
 
     from alloylm.models.loading import load_causal_lm, load_tokenizer
@@ -99,6 +105,7 @@ def run_plain(steps: int) -> dict:
     torch.manual_seed(SEED)
     model = load_causal_lm(folder, dtype="float32")
     model.train()
+    forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=LR, weight_decay=0.0, fused=True
     )  # as the stage
@@ -106,7 +113,7 @@ def run_plain(steps: int) -> dict:
     start = time.perf_counter()
     for step in range(steps):
         batch = torch.tensor(rows[step * BATCH : (step + 1) * BATCH])
-        loss = model(input_ids=batch, labels=batch, use_cache=False).loss
+        loss = forward(input_ids=batch, labels=batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -139,7 +146,7 @@ class _Clock:
         self.losses.append(fields.get("loss"))
 
 
-def run_stage(steps: int) -> dict:
+def run_stage(steps: int, lora: dict | None = None) -> dict:
     from alloylm.contract import Progress, StageContext
     from alloylm.stages import cpt
 
@@ -165,6 +172,7 @@ def run_stage(steps: int) -> dict:
             "learning_rate": LR,
             "save_steps": 10_000,
             "dtype": "float32",
+            **({"lora": lora} if lora else {}),
         },
     )
     with tempfile.TemporaryDirectory() as tmp:
@@ -236,8 +244,12 @@ def child(part: str, steps: int) -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if part == "plain":
         out = run_plain(steps)
+    elif part == "plain_compiled":
+        out = run_plain(steps, compiled=True)
     elif part == "stage":
         out = run_stage(steps)
+    elif part == "stage_lora":
+        out = run_stage(steps, lora=LORA)
     else:
         out = run_trl_variant(steps, ABLATIONS[part])
     out["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -266,6 +278,12 @@ def main() -> None:
     )
     parser.add_argument("--ablation-steps", type=int, default=3)
     parser.add_argument(
+        "--no-lora", action="store_true", help="skip the cpt stage with LoRA r16 all-linear"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="also the plain loop through torch.compile"
+    )
+    parser.add_argument(
         "--add", choices=sorted(ABLATIONS), help="run one TRL variant, add it to the JSON"
     )
     parser.add_argument("--child", help=argparse.SUPPRESS)
@@ -277,6 +295,10 @@ def main() -> None:
     run = begin("train_throughput", force=args.force)
 
     plan = [("plain_pytorch", "plain", args.steps), ("alloylm_cpt", "stage", args.steps)]
+    if not args.no_lora:
+        plan.append(("alloylm_cpt_lora_r16", "stage_lora", args.steps))
+    if args.compile:
+        plan.append(("plain_pytorch_compiled", "plain_compiled", args.steps))
     if args.ablation:
         plan += [(name, name, args.ablation_steps) for name in ABLATIONS]
     results: dict[str, dict] = {}
@@ -306,7 +328,7 @@ def write_report(results: dict[str, dict], steps: int, run) -> None:  # noqa: AN
         "dtype": "float32",
         "steps": steps,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "note": "shared 2-core machine (other engineers' jobs running): wall-clock numbers are noisy; "
+        "note": "measured on an idle machine unless run.loaded says otherwise; "
         "tokens_per_cpu_s (process CPU time) is less sensitive to the load; steady state excludes step 1",
         "results": results,
         "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)

@@ -60,8 +60,8 @@ class TrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, ge=0.0)
     optimizer: str = Field(
         "adamw_torch_fused",
-        description="transformers optimizer name; the fused AdamW (transformers' default) steps "
-        "~6x faster than adamw_torch on CPU",
+        description="transformers optimizer name; default: fused AdamW, transformers' default, "
+        "which updates every parameter in one kernel",
     )
     save_steps: int = Field(
         200, ge=1, description="checkpoint every N steps (resume after interruption)"
@@ -72,7 +72,7 @@ class TrainConfig(StrictModel):
     logging_steps: int = Field(1, ge=1, description="loss is logged (and recorded) every N steps")
     gradient_checkpointing: bool = Field(
         False,
-        description="recompute activations in backward: less memory, ~30% slower; for big models",
+        description="recompute activations in backward: less memory, more compute; for big models",
     )
     dtype: Dtype = Field(
         "auto",
