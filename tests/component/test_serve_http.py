@@ -211,3 +211,25 @@ def test_json_mode_reports_an_object_that_does_not_parse() -> None:
     assert problem.body()["error"]["code"] == "invalid_json_output"
     assert _Handler._json_problem(request, Generation('{"a": [1]}', [1], 3, "stop")) is None
     assert _Handler._json_problem(request, Generation('{"a": ', [1], 3, "length")) is None
+
+
+def test_a_client_that_hangs_up_leaves_no_traceback(capfd: pytest.CaptureFixture[str]) -> None:
+    """socketserver prints a traceback for any error in a handler, ConnectionResetError from a
+    client that closed its socket included (seen under benchmarks/serve_speed.py)."""
+    from alloylm.chat.serve import AlloyServer
+
+    server = AlloyServer(("127.0.0.1", 0), {}, api_key=None, default_max_tokens=8)
+    try:
+        for error in (ConnectionResetError(104, "reset by peer"), BrokenPipeError(32, "pipe")):
+            try:
+                raise error
+            except ConnectionError:
+                server.handle_error(None, ("127.0.0.1", 1))
+        assert "Traceback" not in capfd.readouterr().err
+        try:
+            raise ValueError("a real bug")
+        except ValueError:
+            server.handle_error(None, ("127.0.0.1", 1))
+        assert "Traceback" in capfd.readouterr().err
+    finally:
+        server.server_close()

@@ -26,6 +26,7 @@ import hmac
 import ipaddress
 import json
 import queue
+import sys
 import threading
 import time
 import uuid
@@ -327,6 +328,14 @@ class AlloyServer(ThreadingHTTPServer):
         self.api_key = api_key
         self.default_max_tokens = default_max_tokens
         super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up (a cancelled stream, a closed keep-alive connection) is normal
+        traffic, not a traceback on the server's terminal; anything else keeps socketserver's
+        report."""
+        if isinstance(sys.exc_info()[1], ConnectionError):  # reset, broken pipe, aborted
+            return
+        super().handle_error(request, client_address)
 
     def prepare(self, request: ChatRequest) -> tuple[ModelGenerator, list[int], SamplingParams]:
         """The model, prompt ids and final params; checks the context length."""
