@@ -74,7 +74,13 @@ def lm_eval_scoring_seconds(log: Path, finished: float) -> float | None:
 
 
 def run_lm_eval(
-    lm_eval: str, model: Path, csv_path: Path, work: Path, batch_size: int, env: dict[str, str]
+    lm_eval: str,
+    model: Path,
+    csv_path: Path,
+    work: Path,
+    batch_size: int,
+    env: dict[str, str],
+    dtype: str = "float32",
 ) -> dict:
     data = work / "college_biology.jsonl"
     with open(csv_path, newline="", encoding="utf-8") as handle, open(data, "w") as out:
@@ -96,13 +102,13 @@ def run_lm_eval(
     (tasks / f"{LM_EVAL_TASK}.yaml").write_text(
         mcq_task_yaml(LM_EVAL_TASK, data, subject="college biology")
     )
-    out_dir = work / "lm_eval_out"
+    out_dir = work / f"lm_eval_out_{dtype}"
     command = [
         lm_eval,
         "--model",
         "hf",
         "--model_args",
-        f"pretrained={model},dtype=float32",
+        f"pretrained={model},dtype={dtype}",
         "--tasks",
         LM_EVAL_TASK,
         "--include_path",
@@ -117,8 +123,9 @@ def run_lm_eval(
         str(out_dir),
         "--log_samples",
     ]
-    seconds, cpu = timed(command, env, work / "lm_eval.log")
-    scoring = lm_eval_scoring_seconds(work / "lm_eval.log", time.time())
+    log = work / f"lm_eval_{dtype}.log"
+    seconds, cpu = timed(command, env, log)
+    scoring = lm_eval_scoring_seconds(log, time.time())
     results_file = sorted(out_dir.rglob("results_*.json"))[-1]
     accuracy = json.loads(results_file.read_text())["results"][LM_EVAL_TASK]["acc,none"]
     samples_file = sorted(out_dir.rglob(f"samples_{LM_EVAL_TASK}_*.jsonl"))[-1]
@@ -149,9 +156,15 @@ def _lm_eval_version(lm_eval: str) -> str:
 
 
 def run_alloylm(
-    model: Path, csv_path: Path, work: Path, protocol: str, batch_size: int, env: dict[str, str]
+    model: Path,
+    csv_path: Path,
+    work: Path,
+    protocol: str,
+    batch_size: int,
+    env: dict[str, str],
+    dtype: str = "float32",
 ) -> dict:
-    output = work / f"alloylm_{protocol}.json"
+    output = work / f"alloylm_{protocol}_{dtype}.json"
     command = [
         sys.executable,
         "-m",
@@ -167,10 +180,12 @@ def run_alloylm(
         str(batch_size),
         "--no-cache",
         "--no-save",
+        "--dtype",
+        dtype,
         "--output",
         str(output),
     ]
-    seconds, cpu = timed(command, env, work / f"alloylm_{protocol}.log")
+    seconds, cpu = timed(command, env, work / f"alloylm_{protocol}_{dtype}.log")
     record = json.loads(output.read_text())["results"][0]
     predictions = {
         index: "ABCD".index(p["pred"]) if p["pred"] else None
@@ -203,6 +218,11 @@ def main() -> None:
     )
     parser.add_argument("--skip-paper", action="store_true")
     parser.add_argument(
+        "--no-bf16",
+        action="store_true",
+        help="skip the bfloat16 rows (run by default on a CPU with AVX512-BF16 or AMX)",
+    )
+    parser.add_argument(
         "--repeats",
         type=int,
         default=1,
@@ -230,14 +250,21 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eval_speed-") as tmp:
         work = Path(tmp)
         runs: dict[str, list[dict]] = {}
+        dtypes = (
+            ["float32"] if args.no_bf16 or not cpu_has_bf16_matmul() else ["float32", "bfloat16"]
+        )
         for _ in range(max(1, args.repeats)):  # interleaved: a slow spell hits both contenders
-            if Path(args.lm_eval).exists():
-                runs.setdefault("lm-eval loglik", []).append(
-                    run_lm_eval(args.lm_eval, model, csv_path, work, args.batch_size, env)
+            for dtype in dtypes:
+                suffix = "" if dtype == "float32" else " bf16"
+                if Path(args.lm_eval).exists():
+                    runs.setdefault(f"lm-eval loglik{suffix}", []).append(
+                        run_lm_eval(
+                            args.lm_eval, model, csv_path, work, args.batch_size, env, dtype
+                        )
+                    )
+                runs.setdefault(f"alloylm loglik{suffix}", []).append(
+                    run_alloylm(model, csv_path, work, "loglik", args.batch_size, env, dtype)
                 )
-            runs.setdefault("alloylm loglik", []).append(
-                run_alloylm(model, csv_path, work, "loglik", args.batch_size, env)
-            )
         if not args.skip_paper:
             runs["alloylm paper"] = [
                 run_alloylm(model, csv_path, work, "paper", args.batch_size, env)
@@ -257,6 +284,30 @@ def median_row(runs: list[dict]) -> dict:
     return row
 
 
+def differing(a: dict, b: dict) -> int:
+    """Questions whose chosen letter differs between two runs."""
+    return sum(1 for i in a["predictions"] if a["predictions"][i] != b["predictions"].get(i))
+
+
+def compare(ours: dict, peer: dict, n: int) -> dict:
+    return {
+        "speedup_qps": round(peer["seconds"] / ours["seconds"], 2),
+        "speedup_cpu_seconds": round(peer["cpu_seconds"] / ours["cpu_seconds"], 2),
+        "speedup_scoring_phase": round(peer["scoring_seconds"] / ours["scoring_seconds"], 2)
+        if peer.get("scoring_seconds")
+        else None,
+        "questions_answered_differently": differing(peer, ours),
+        "accuracy_difference_questions": round(abs(peer["accuracy"] - ours["accuracy"]) * n),
+        "lm_eval_version": peer["version"],
+    }
+
+
+def cpu_has_bf16_matmul() -> bool:
+    from alloylm.train._trl import cpu_has_bf16_matmul as check
+
+    return check()
+
+
 def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None:  # noqa: ANN001
     ours, peer = rows["alloylm loglik"], rows.get("lm-eval loglik")
     summary = {}
@@ -270,21 +321,15 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None
             **({"unparseable": row["unparseable"]} if "unparseable" in row else {}),
             "runs_seconds": row["runs_seconds"],
         }
-    comparison = {}
-    if peer is not None:
-        differing = [
-            i for i in peer["predictions"] if peer["predictions"][i] != ours["predictions"].get(i)
-        ]
-        comparison = {
-            "speedup_qps": round(peer["seconds"] / ours["seconds"], 2),
-            "speedup_cpu_seconds": round(peer["cpu_seconds"] / ours["cpu_seconds"], 2),
-            "speedup_scoring_phase": round(peer["scoring_seconds"] / ours["scoring_seconds"], 2)
-            if peer.get("scoring_seconds")
-            else None,
-            "questions_answered_differently": len(differing),
-            "accuracy_difference_questions": round(abs(peer["accuracy"] - ours["accuracy"]) * n),
-            "lm_eval_version": peer["version"],
-        }
+    comparison = compare(ours, peer, n) if peer is not None else {}
+    ours_bf16, peer_bf16 = rows.get("alloylm loglik bf16"), rows.get("lm-eval loglik bf16")
+    if ours_bf16 is not None and peer_bf16 is not None:
+        comparison["bf16"] = compare(ours_bf16, peer_bf16, n)
+        comparison["bf16"]["speedup_qps_vs_lm_eval_fp32"] = round(
+            peer["seconds"] / ours_bf16["seconds"], 2
+        )
+    if ours_bf16 is not None:  # what bf16 costs: answers that move against our own fp32 run
+        comparison["bf16_answers_differing_from_fp32"] = differing(ours, ours_bf16)
     result = {
         "benchmark": "eval_speed",
         "task": args.task,
@@ -293,7 +338,7 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None
         "repeats": args.repeats,
         "command": f"python benchmarks/eval_speed.py --repeats {args.repeats}"
         + (" --skip-paper" if args.skip_paper else ""),
-        "model": f"{MODEL} (fp32, CPU)",
+        "model": f"{MODEL} (CPU; fp32 unless the row says bf16: weights loaded in bfloat16)",
         "prompt": "lm-eval mmlu default, 0-shot, plain (no chat template)",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "rows": summary,
@@ -318,6 +363,13 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None
             f"alloylm loglik / lm-eval: {comparison['speedup_qps']}x questions/s (whole process), "
             f"{comparison['speedup_cpu_seconds']}x CPU seconds, {comparison['speedup_scoring_phase']}x scoring phase; "
             f"{comparison['questions_answered_differently']} of {n} questions answered differently"
+        )
+    if "bf16" in comparison:
+        bf16 = comparison["bf16"]
+        print(
+            f"in bf16: {bf16['speedup_qps']}x lm-eval bf16, {bf16['speedup_qps_vs_lm_eval_fp32']}x "
+            f"lm-eval fp32; {bf16['questions_answered_differently']} answers differ from lm-eval "
+            f"bf16, {comparison['bf16_answers_differing_from_fp32']} from our fp32"
         )
     print(f"wrote {out}")
 

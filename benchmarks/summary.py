@@ -169,6 +169,22 @@ def eval_speed(data: dict) -> Iterator[Figure]:
                  "lm-eval" if peer else "(lm-eval not run)", peer and peer["questions_per_s"],
                  _ratio(qps, peer and peer["questions_per_s"]), "x the peer's questions/s",
                  spread(ours.get("runs_seconds")))  # fmt: skip
+    ours_bf16, peer_bf16 = rows.get("alloylm loglik bf16"), rows.get("lm-eval loglik bf16")
+    if ours_bf16:
+        bf16 = data.get("comparison", {}).get("bf16", {})
+        moved = data.get("comparison", {}).get("bf16_answers_differing_from_fp32")
+        qps_bf16 = ours_bf16["questions_per_s"]
+        yield Figure("loglik in bf16, questions/s, whole process (median)", qps_bf16, "questions/s",
+                     "lm-eval bf16" if peer_bf16 else "(lm-eval not run)",
+                     peer_bf16 and peer_bf16["questions_per_s"],
+                     _ratio(qps_bf16, peer_bf16 and peer_bf16["questions_per_s"]),
+                     f"x the peer's questions/s; {bf16.get('questions_answered_differently', '?')} "
+                     f"answers differ from it, {moved} from our fp32",
+                     spread(ours_bf16.get("runs_seconds")))  # fmt: skip
+        if peer:
+            yield Figure("loglik in bf16 against lm-eval fp32, questions/s", qps_bf16,
+                         "questions/s", "lm-eval fp32", peer["questions_per_s"],
+                         _ratio(qps_bf16, peer["questions_per_s"]), "x the peer's questions/s")  # fmt: skip
     paper = rows.get("alloylm paper")
     if paper:
         yield Figure("paper protocol, whole process (median s)", paper["seconds"], "s",

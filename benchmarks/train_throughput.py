@@ -14,8 +14,11 @@ figure, first step included, is reported beside it.
 autocast, per-token entropy/accuracy over the full vocabulary) and with one default removed at
 a time, on the same rows, to show where the time goes.
 
-`make bench` runs it with `--steps 3` (plain loop, cpt stage, cpt stage with LoRA r16); `--compile`
-adds the plain loop through torch.compile.
+The peer is the plain loop in float32. The cpt stage runs with its default `dtype: auto` (bf16
+autocast over fp32 weights on a CPU with AVX512-BF16 or AMX, float32 elsewhere) and again in
+float32; where the CPU has bf16 instructions the plain loop also runs under bf16 autocast, so the
+table shows what the stage adds beyond the precision. `make bench` runs it with `--steps 3`
+(these, and the cpt stage with LoRA r16); `--compile` adds the plain loop through torch.compile.
 """
 
 from __future__ import annotations
@@ -92,9 +95,12 @@ def steady_rate(
     return out
 
 
-def run_plain(steps: int, *, compiled: bool = False) -> dict:
+def run_plain(steps: int, *, compiled: bool = False, autocast: bool = False) -> dict:
     """The plain loop; `compiled`: the model through torch.compile (inductor), to see whether
-    fusing the work between matrix products pays on this CPU (the first step pays the compile)."""
+    fusing the work between matrix products pays on this CPU (the first step pays the compile);
+    `autocast`: forward and loss under torch.autocast("cpu", bfloat16), as Trainer's bf16 does."""
+    import contextlib
+
     import torch
 
     from alloylm.models.loading import load_causal_lm, load_tokenizer
@@ -113,7 +119,11 @@ def run_plain(steps: int, *, compiled: bool = False) -> dict:
     start = time.perf_counter()
     for step in range(steps):
         batch = torch.tensor(rows[step * BATCH : (step + 1) * BATCH])
-        loss = forward(input_ids=batch, labels=batch, use_cache=False).loss
+        precision = (
+            torch.autocast("cpu", dtype=torch.bfloat16) if autocast else contextlib.nullcontext()
+        )
+        with precision:
+            loss = forward(input_ids=batch, labels=batch, use_cache=False).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
@@ -125,6 +135,7 @@ def run_plain(steps: int, *, compiled: bool = False) -> dict:
         **steady_rate(ends, start, BATCH * SEQ_LEN, cpu_ends),
         "losses": losses,
         "real_token_fraction": 1.0,
+        "dtype": "bfloat16 autocast" if autocast else "float32",
     }
 
 
@@ -146,9 +157,10 @@ class _Clock:
         self.losses.append(fields.get("loss"))
 
 
-def run_stage(steps: int, lora: dict | None = None) -> dict:
+def run_stage(steps: int, lora: dict | None = None, dtype: str = "auto") -> dict:
     from alloylm.contract import Progress, StageContext
     from alloylm.stages import cpt
+    from alloylm.train._trl import resolve_dtype
 
     clock = _Clock()
 
@@ -171,7 +183,7 @@ def run_stage(steps: int, lora: dict | None = None) -> dict:
             "per_device_batch_size": BATCH,
             "learning_rate": LR,
             "save_steps": 10_000,
-            "dtype": "float32",
+            "dtype": dtype,
             **({"lora": lora} if lora else {}),
         },
     )
@@ -187,6 +199,7 @@ def run_stage(steps: int, lora: dict | None = None) -> dict:
         **out,
         "losses": clock.losses,
         "real_token_fraction": result.metrics["real_token_fraction"],
+        "dtype": f"{dtype} ({resolve_dtype(dtype)})" if dtype == "auto" else dtype,
     }
 
 
@@ -246,8 +259,12 @@ def child(part: str, steps: int) -> None:
         out = run_plain(steps)
     elif part == "plain_compiled":
         out = run_plain(steps, compiled=True)
+    elif part == "plain_bf16":
+        out = run_plain(steps, autocast=True)
     elif part == "stage":
         out = run_stage(steps)
+    elif part == "stage_fp32":
+        out = run_stage(steps, dtype="float32")
     elif part == "stage_lora":
         out = run_stage(steps, lora=LORA)
     else:
@@ -268,6 +285,12 @@ def measure(part: str, steps: int) -> dict:
         if line.startswith("RESULT "):
             return json.loads(line[len("RESULT ") :])
     raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
+
+
+def cpu_has_bf16_matmul() -> bool:
+    from alloylm.train._trl import cpu_has_bf16_matmul as check
+
+    return check()
 
 
 def main() -> None:
@@ -294,7 +317,13 @@ def main() -> None:
         return
     run = begin("train_throughput", force=args.force)
 
-    plan = [("plain_pytorch", "plain", args.steps), ("alloylm_cpt", "stage", args.steps)]
+    plan = [
+        ("plain_pytorch", "plain", args.steps),
+        ("alloylm_cpt", "stage", args.steps),
+        ("alloylm_cpt_fp32", "stage_fp32", args.steps),
+    ]
+    if cpu_has_bf16_matmul():
+        plan.append(("plain_pytorch_bf16_autocast", "plain_bf16", args.steps))
     if not args.no_lora:
         plan.append(("alloylm_cpt_lora_r16", "stage_lora", args.steps))
     if args.compile:
@@ -325,7 +354,7 @@ def write_report(results: dict[str, dict], steps: int, run) -> None:  # noqa: AN
         "model": MODEL,
         "seq_len": SEQ_LEN,
         "batch": BATCH,
-        "dtype": "float32",
+        "dtype": "fp32 weights; each contender's compute precision in its 'dtype'",
         "steps": steps,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "note": "measured on an idle machine unless run.loaded says otherwise; "

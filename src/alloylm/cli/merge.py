@@ -31,7 +31,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=1,
-        help="torch threads while merging (default 1: merging is memory-bound; 0 = torch's default)",
+        help="torch threads per tensor while merging (default 1: merging is memory-bound; "
+        "0 = torch's default)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="tensors merged at once, one thread each (default 0 = one per CPU, at most 4; "
+        "an embedding-sized tensor is always merged alone)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -90,6 +98,7 @@ def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:
             prepared=prepared,
             progress=_progress(args.quiet),
             threads=args.threads or None,
+            workers=args.workers or None,
         )
         elapsed = time.perf_counter() - started
         for report, output in zip(reports, outputs, strict=True):

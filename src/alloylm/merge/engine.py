@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,6 +52,11 @@ TOKENIZER_FILES = (
     "chat_template.jinja",
     "chat_template.json",
 )
+# More merging threads than this gain nothing on a memory-bound job and hold more tensors.
+MAX_WORKERS = 4
+# A tensor this large (a 135M model's 49k x 576 embedding has 28M elements) is merged with no
+# other in flight: its float32 working copies dominate peak memory.
+BIG_TENSOR_ELEMENTS = 8_000_000
 TORCH_TO_CONFIG = {
     torch.bfloat16: "bfloat16",
     torch.float16: "float16",
@@ -133,12 +141,15 @@ def run_merge(
     progress: Progress | None = None,
     prepared: PreparedMerge | None = None,
     threads: int | None = 1,
+    workers: int | None = None,
 ) -> list[MergeReport]:
     """Merge the parents into every output folder (created if missing); return a report per output.
 
-    `threads`: torch intra-op threads while merging (restored afterwards; None keeps torch's).
-    Merging is memory-bound, and on a busy machine OpenMP threads waiting at barriers made a
-    135M merge 5x slower with 2 threads than with 1 (benchmarks/merge_speed.py), hence 1.
+    `threads`: torch intra-op threads per tensor while merging (restored afterwards; None keeps
+    torch's). `workers`: tensors merged at once, each in its own thread (default: one per CPU,
+    at most 4); outputs are still written in the model's tensor order. Merging is memory-bound,
+    and on a busy machine OpenMP threads waiting at barriers made a 135M merge 5x slower with 2
+    threads than with 1 (benchmarks/merge_speed.py): hence one intra-op thread per worker.
     """
     if model_path is None:
         from alloylm.models.sources import resolve_model as model_path
@@ -162,7 +173,7 @@ def run_merge(
     try:
         if threads:
             torch.set_num_threads(threads)
-        _merge_all(plan, outputs, writers, reports, progress)
+        _merge_all(plan, outputs, writers, reports, progress, workers or default_workers())
     finally:
         torch.set_num_threads(previous_threads)
         for writer in writers:
@@ -175,40 +186,110 @@ def run_merge(
     return reports
 
 
-def _merge_all(plan: PreparedMerge, outputs, writers, reports, progress: Progress) -> None:
+def default_workers() -> int:
+    """One merging thread per CPU this process may use, at most MAX_WORKERS."""
+    import os
+
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def _merge_all(
+    plan: PreparedMerge, outputs, writers, reports, progress: Progress, workers: int = 1
+) -> None:
+    """Every job merged (in `workers` threads, a bounded window ahead) and written in order."""
     settings = plan.settings
     load_dtype = torch_dtype(settings.dtype)
-    progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
-    started = time.perf_counter()
-    for step, job in enumerate(plan.jobs, start=1):
+    read_lock = threading.Lock()  # the readers share one file handle per shard
+
+    def read(reader: ModelTensors, name: str) -> torch.Tensor:
+        with read_lock:
+            return reader.get(name)
+
+    def merged_outputs(job: TensorJob) -> Iterator[tuple[torch.Tensor, float | None, bool]]:
+        """(tensor, t, linear fallback) per output, each computed when it is asked for."""
         base_info = plan.readers[0].infos[job.sources[0]]
-        out_dtype = _out_dtype(settings, base_info.dtype)
         if not base_info.dtype.is_floating_point:
-            for writer in writers:
-                writer.write(job.out_name, plan.readers[0].get(job.sources[0]))
-            continue
+            tensor = read(plan.readers[0], job.sources[0])
+            for _ in outputs:
+                yield tensor, None, False
+            return
+        out_dtype = _out_dtype(settings, base_info.dtype)
         # mergekit casts inputs to `dtype` before merging; methods then work in float32.
         # One parent at a time, so only one raw tensor is alive next to the working copies.
-        tensors = [
-            _working_copy(reader.get(name), load_dtype)
-            for reader, name in zip(plan.readers, job.sources, strict=True)
-        ]
+        tensors = [_working_copy(read(reader, name), load_dtype)
+                   for reader, name in zip(plan.readers, job.sources, strict=True)]  # fmt: skip
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )
-        for output, writer, report in zip(outputs, writers, reports, strict=False):
+        for output in outputs:
             applied = apply_method(settings.method, ctx, output.parameters, output.name)
-            writer.write(job.out_name, applied.tensor.to(out_dtype))
+            result, t, fallback = applied.tensor.to(out_dtype), applied.t, applied.linear_fallback
+            del applied  # its float32 tensor need not live while the output is written
+            yield result, t, fallback
+
+    def record(job: TensorJob, merged: Iterable[tuple[torch.Tensor, float | None, bool]]) -> None:
+        for writer, report, (tensor, t, fallback) in zip(writers, reports, merged, strict=True):
+            writer.write(job.out_name, tensor)
+            if not tensor.dtype.is_floating_point:
+                continue
             report.tensors += 1
-            if applied.t is not None:
-                report.t_values.append(applied.t)
-            if applied.linear_fallback:
+            if t is not None:
+                report.t_values.append(t)
+            if fallback:
                 report.linear_fallback += 1
                 report.linear_fallback_names.append(job.out_name)
+
+    def is_big(job: TensorJob) -> bool:
+        return plan.readers[0].infos[job.sources[0]].numel >= BIG_TENSOR_ELEMENTS
+
+    progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
+    started = time.perf_counter()
+    merged_jobs = _in_order(plan.jobs, merged_outputs, workers, is_big)
+    for step, (job, merged) in enumerate(merged_jobs, start=1):
+        record(job, merged)
         progress.update(
             step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
         )
     progress.finish()
+
+
+def _in_order(jobs: list[TensorJob], work: Callable, workers: int, is_big: Callable):
+    """(job, its outputs) in job order, `workers` jobs in flight at most. `work(job)` yields the
+    outputs: a worker thread computes them all; a big job (an embedding matrix) runs alone in
+    this thread, one output at a time as it is written, so peak memory stays that of a
+    one-tensor-at-a-time merge."""
+    if workers <= 1:
+        for job in jobs:
+            yield job, work(job)
+        return
+
+    def compute(job: TensorJob) -> list:
+        return list(work(job))
+
+    window: deque = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="merge") as pool:
+        try:
+            for job in jobs:
+                if is_big(job):
+                    while window:
+                        done_job, future = window.popleft()
+                        yield done_job, future.result()
+                    yield job, work(job)
+                    continue
+                window.append((job, pool.submit(compute, job)))
+                if len(window) >= workers:
+                    done_job, future = window.popleft()
+                    yield done_job, future.result()
+            while window:
+                done_job, future = window.popleft()
+                yield done_job, future.result()
+        finally:
+            for _, future in window:
+                future.cancel()
 
 
 def _working_copy(tensor: torch.Tensor, load_dtype: torch.dtype | None) -> torch.Tensor:

@@ -49,14 +49,28 @@ _NOT_IN_ARTIFACT = ("training_args.bin",)
 
 
 def resolve_dtype(dtype: str) -> str:
-    """'auto' -> bfloat16 on a CUDA GPU with bf16 support, else float32."""
+    """'auto' -> bfloat16 on a CUDA GPU with bf16 support or a CPU with bf16 matrix
+    instructions (AVX512-BF16, AMX), else float32."""
     if dtype != "auto":
         return dtype
     import torch
 
-    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
-        return "bfloat16"
-    return "float32"
+    if torch.cuda.is_available():
+        return "bfloat16" if torch.cuda.is_bf16_supported() else "float32"
+    return "bfloat16" if cpu_has_bf16_matmul() else "float32"
+
+
+def cpu_has_bf16_matmul() -> bool:
+    """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles).
+
+    There, bf16 autocast pays: on 2 AMD EPYC cores a 2048x576 @ 576x1536 product ran at 883
+    GFLOP/s in bf16 against 158 in fp32, and the cpt stage trained 2.1x the tokens/s of fp32
+    (benchmarks/train_throughput.py). Without them bf16 is emulated and slower than fp32.
+    """
+    import torch
+
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
 
 
 def precision_flags(dtype: str) -> dict[str, bool]:

@@ -76,7 +76,8 @@ class TrainConfig(StrictModel):
     )
     dtype: Dtype = Field(
         "auto",
-        description="compute precision: auto = bfloat16 on a CUDA GPU that supports it, else float32",
+        description="compute precision over fp32 weights: auto = bfloat16 autocast on a CUDA GPU "
+        "that supports it or a CPU with bf16 matrix instructions (AVX512-BF16, AMX), else float32",
     )
     packing: bool = Field(True, description="pack several examples into each row (no padding)")
     seed: int | None = Field(None, description="overrides the run's seed for this stage")
