@@ -56,13 +56,13 @@ TINY = (("ALLOY_BENCH_MODEL", "tiny:llama"),)
 # merge 103 s, preference 309 s, distill 16 s, serve_speed 84 s, serve_load 28 s (chat_speed was
 # added after it: ~75 s alone).
 PLANS = (
-    Plan("train_throughput", ("--steps", "3"), 300, 900,
-         "recorded: first step 122-170 s, 102-111 s a step at load 6.7-7.6; at the recorded 38 "
-         "tokens per CPU-second a 2048-token step needs <= 54 s of one idle core: "
-         "2 contenders x (20 s load + 80 s first step + 2 x 54 s)",
+    Plan("train_throughput", ("--steps", "3"), 360, 900,
+         "2026-12-02 probe, idle: 3 steps of the plain fp32 loop ~60 s, the stage in bf16 ~30 s, "
+         "in fp32 ~70 s, the plain loop in bf16 ~40 s, LoRA ~45 s, each plus ~20 s of loading",
          ("--steps", "2"), TINY),
-    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 360, 540,
-         "recorded: 3 x (61.2 + 31.4) s + 56.5 s paper (medians; load not recorded)",
+    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 450, 720,
+         "first idle run: 3 x (48.3 + 29.4) s + 49.9 s paper; bf16 rows (2026-12-02 probe: ours "
+         "13.6 s, lm-eval assumed <= 40 s): + 3 x ~54 s",
          ("--repeats", "2", "--skip-paper", "--lm-eval", "/nonexistent"), TINY),
     Plan("merge_speed", ("--repeats", "2", "--mergekit-yaml", str(MERGEKIT)), 180, 480,
          "recorded: 2 x (12.0 + 21.8 + 60.7 + 34.7) s medians (ours, sweep of 7, mergekit, "
