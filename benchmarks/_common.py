@@ -62,6 +62,20 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown"
 
 
+def cpu_vector_flags() -> list[str]:
+    """The CPU's vector extensions that change these numbers most (/proc/cpuinfo flags): fp32
+    products use AVX2/AVX-512, bf16 autocast pays only with avx512_bf16 or amx_bf16."""
+    wanted = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return [flag for flag in wanted if flag in flags]
+    except OSError:
+        pass
+    return []
+
+
 def load_threshold(cores: int | None = None) -> float:
     return LOADED_FRACTION * (cores or os.cpu_count() or 1)
 
@@ -139,6 +153,7 @@ def run_record(run: Run) -> dict:
         "loaded_because": reasons,
         "forced": run.forced,
         "cpu_model": cpu_model(),
+        "cpu_flags": cpu_vector_flags(),
         "cores": cores,
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -62,6 +62,16 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return a / b if a is not None and b else None
 
 
+def _cpu(run: dict) -> str:
+    flags = run.get("cpu_flags")
+    bf16 = (
+        ""
+        if flags is None
+        else (" with bf16" if {"avx512_bf16", "amx_bf16"} & set(flags) else " without bf16")
+    )
+    return run.get("cpu_model", "?") + bf16
+
+
 def status_of(data: dict) -> Status:
     """Whether a results file may be published, from its "run" record (or an older file's own
     load fields: the load at the start decides; without it the file is unverified)."""
@@ -72,7 +82,7 @@ def status_of(data: dict) -> Status:
         if run.get("loaded"):
             label = "loaded: not published (" + "; ".join(run.get("loaded_because") or []) + ")"
         return Status(not run.get("loaded"), label, run.get("date", "?"), run.get("load_at_start"),
-                      run.get("load_at_end"), run.get("cpu_model", "?"), run.get("cores"))  # fmt: skip
+                      run.get("load_at_end"), _cpu(run), run.get("cores"))  # fmt: skip
     cores = data.get("cpu_count") or machine.get("cpus")
     date = str(data.get("created") or data.get("measured_at") or "")[:10]
     start = data.get("load_average_at_start")
@@ -107,8 +117,10 @@ def train_throughput(data: dict) -> Iterator[Figure]:
     for name, row in results.items():
         if name == "plain_pytorch" or row.get("tokens_per_s") is None:
             continue
-        yield Figure(f"{name} tokens/s (steady state)", row["tokens_per_s"], "tokens/s",
-                     "plain PyTorch AdamW loop", plain["tokens_per_s"],
+        precision = f", {row['dtype']}" if row.get("dtype") else ""
+        yield Figure(f"{name} tokens/s (steady state{precision})", row["tokens_per_s"], "tokens/s",
+                     f"plain PyTorch AdamW loop, {plain.get('dtype', 'float32')}",
+                     plain["tokens_per_s"],
                      _ratio(row["tokens_per_s"], plain["tokens_per_s"]), "x the peer's tokens/s",
                      spread(row.get("tokens_per_s_runs")))  # fmt: skip
     lora, full = results.get("alloylm_cpt_lora_r16"), results.get("alloylm_cpt")
