@@ -192,10 +192,18 @@ def run_one(name: str, workdir: Path, pairs_file: Path) -> dict[str, Any]:
     # every contender trains from scratch (as the runner has it once a stage is built); the
     # reference cache in the same state folder is kept
     shutil.rmtree(state / "checkpoints", ignore_errors=True)
+    if name.endswith("_precompute_first"):  # a first run: no reference cache of an earlier repeat
+        shutil.rmtree(state, ignore_errors=True)
     if name.startswith("alloy_"):
         kind = "orpo" if "orpo" in name else "dpo"
         beta = 0.1 if name.endswith("_cached") else BETA  # another beta: the cache must still hit
         row = run_alloy(kind, model_dir, pairs_file, state, "precompute" in name, beta)
+        expected = {"_precompute_first": "computed", "_precompute_cached": "cached"}
+        for suffix, how in expected.items():
+            if name.endswith(suffix) and row.get("ref_log_probs") != how:
+                raise RuntimeError(
+                    f"{name}: reference log-probs {row.get('ref_log_probs')}, not {how}"
+                )
     else:
         row = run_trl(
             "orpo" if "orpo" in name else "dpo",

@@ -367,12 +367,12 @@ def write_report(results: dict[str, dict], steps: int, run) -> None:  # noqa: AN
 
 
 def print_table(results: dict[str, dict]) -> None:
-    head = f"{'contender':24} {'steps':>5} {'tok/s':>7} {'ratio':>6} {'tok/cpu-s':>9} {'ratio':>6}"
+    head = f"{'contender':28} {'steps':>5} {'tok/s':>7} {'ratio':>6} {'tok/cpu-s':>9} {'ratio':>6}"
     print(head + f" {'peak RSS MiB':>12} {'real tok':>8} {'load':>5}")
     for name, r in results.items():
         real = r.get("real_token_fraction")
         print(
-            f"{name:24} {r['steps']:>5} {r['tokens_per_s']:>7.1f} {r['ratio_vs_plain']:>6.2f} "
+            f"{name:28} {r['steps']:>5} {r['tokens_per_s']:>7.1f} {r['ratio_vs_plain']:>6.2f} "
             f"{r['tokens_per_cpu_s']:>9.1f} {r['cpu_ratio_vs_plain']:>6.2f} {r['peak_rss_mib']:>12.0f} "
             f"{'' if real is None else f'{real:.3f}':>8} {r['load_avg_1m']:>5.1f}"
         )
