@@ -51,10 +51,12 @@ class Plan:
 
 TINY = (("ALLOY_BENCH_MODEL", "tiny:llama"),)
 # Most important first: a slow machine loses the serving benchmarks at the end, not training.
-# Sum of the estimates: 1,545 s, plus up to 60 s of waiting for an idle CPU before each. The
+# Sum of the estimates: 1,695 s, plus up to 60 s of waiting for an idle CPU before each. The
 # first idle run (2026-12-02, 2 cores) took 20 min 22 s with its waits: train 214 s, eval 290 s,
-# merge 103 s, preference 309 s, distill 16 s, serve_speed 84 s, serve_load 28 s (chat_speed was
-# added after it: ~75 s alone).
+# merge 103 s, preference 309 s, distill 16 s, serve_speed 84 s, serve_load 28 s; the second
+# (same day, 5 train contenders, bf16 eval rows, a CPU with AVX512-BF16) 20 min 20 s: train 249 s,
+# eval 331 s, merge 62 s, preference 274 s, distill 11 s, serve_speed 50 s, chat_speed 46 s,
+# serve_load 27 s.
 PLANS = (
     Plan("train_throughput", ("--steps", "3"), 360, 900,
          "2026-12-02 probe, idle: 3 steps of the plain fp32 loop ~60 s, the stage in bf16 ~30 s, "
