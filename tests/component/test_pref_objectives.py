@@ -20,7 +20,11 @@ def _args(args_class, tmp_path: Path, **extra):
     from alloylm.train._trl import build_training_args
     from alloylm.train.preference_fit import PreferenceTrainConfig
 
-    train = PreferenceTrainConfig(max_steps=1, per_device_batch_size=1, max_seq_length=64)
+    # float32: the formulas are checked to 1e-4; bf16 autocast (dtype auto on a CPU with
+    # AVX512-BF16) puts the policy's log-probs ~4e-4 away from the reference's at step 0
+    train = PreferenceTrainConfig(
+        max_steps=1, per_device_batch_size=1, max_seq_length=64, dtype="float32"
+    )
     return build_training_args(train, tmp_path / "ckpt", seed=0, args_class=args_class, **extra)
 
 
