@@ -250,9 +250,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="eval_speed-") as tmp:
         work = Path(tmp)
         runs: dict[str, list[dict]] = {}
-        dtypes = (
-            ["float32"] if args.no_bf16 or not cpu_has_bf16_matmul() else ["float32", "bfloat16"]
-        )
+        from alloylm.train._trl import cpu_has_bf16_matmul
+
+        bf16 = not args.no_bf16 and cpu_has_bf16_matmul()
+        dtypes = ["float32", "bfloat16"] if bf16 else ["float32"]
         for _ in range(max(1, args.repeats)):  # interleaved: a slow spell hits both contenders
             for dtype in dtypes:
                 suffix = "" if dtype == "float32" else " bf16"
@@ -300,12 +301,6 @@ def compare(ours: dict, peer: dict, n: int) -> dict:
         "accuracy_difference_questions": round(abs(peer["accuracy"] - ours["accuracy"]) * n),
         "lm_eval_version": peer["version"],
     }
-
-
-def cpu_has_bf16_matmul() -> bool:
-    from alloylm.train._trl import cpu_has_bf16_matmul as check
-
-    return check()
 
 
 def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None:  # noqa: ANN001
@@ -358,7 +353,7 @@ def report(rows: dict[str, dict], n: int, args: argparse.Namespace, run) -> None
             f"{name:<16} {row['seconds']:>16.1f} {row['cpu_seconds']:>8.1f} {scoring if scoring is not None else '-':>10} "
             f"{row['questions_per_s']:>12.2f} {row['accuracy']:>9.4f}"
         )
-    if comparison:
+    if peer is not None:
         print(
             f"alloylm loglik / lm-eval: {comparison['speedup_qps']}x questions/s (whole process), "
             f"{comparison['speedup_cpu_seconds']}x CPU seconds, {comparison['speedup_scoring_phase']}x scoring phase; "

@@ -207,7 +207,8 @@ def main() -> int:
     work = Path(args.work_dir)
     work.mkdir(parents=True, exist_ok=True)
     base = resolve_model(MODEL)
-    other = perturbed_copy(base, work / "perturbed-5pct")
+    # one copy per base model: a tiny --check run must not find the full-size one
+    other = perturbed_copy(base, work / f"perturbed-5pct-{base.name}")
     mergekit_yaml, sweep_yaml = write_configs(work, base, other)
     for path in (base / "model.safetensors", other / "model.safetensors"):
         path.read_bytes()  # warm the page cache once so the first measured run is not penalised

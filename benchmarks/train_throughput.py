@@ -287,12 +287,6 @@ def measure(part: str, steps: int) -> dict:
     raise RuntimeError(f"{part} failed:\n{proc.stderr[-3000:]}")
 
 
-def cpu_has_bf16_matmul() -> bool:
-    from alloylm.train._trl import cpu_has_bf16_matmul as check
-
-    return check()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -316,6 +310,7 @@ def main() -> None:
         child(args.child, args.steps)
         return
     run = begin("train_throughput", force=args.force)
+    from alloylm.train._trl import cpu_has_bf16_matmul
 
     plan = [
         ("plain_pytorch", "plain", args.steps),

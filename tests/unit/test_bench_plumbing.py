@@ -130,3 +130,23 @@ def test_the_recorded_results_publish_nothing_measured_under_load(summary) -> No
         assert not status.published, path.name
         figures, problem = summary.figures_of(path.stem, data)
         assert figures and problem is None, path.name  # the reader understands its layout
+
+
+def test_eval_speed_reports_bf16_rows_without_lm_eval(monkeypatch, tmp_path, capsys) -> None:
+    """Without lm-eval (the --check run) the bf16 rows still give a report (it raised KeyError)."""
+    import argparse
+
+    eval_speed = _module("eval_speed")
+    monkeypatch.setattr(eval_speed, "results_dir", lambda: tmp_path)
+    monkeypatch.setattr(eval_speed, "run_record", lambda run: {})
+
+    def row(seconds: float, predictions: dict[int, int]) -> dict:
+        return {"seconds": seconds, "cpu_seconds": seconds, "accuracy": 0.5, "runs_seconds": [seconds],
+                "predictions": predictions}  # fmt: skip
+
+    rows = {"alloylm loglik": row(4.0, {0: 1, 1: 2}), "alloylm loglik bf16": row(2.0, {0: 1, 1: 3})}
+    args = argparse.Namespace(task="t.csv", batch_size=8, repeats=1, skip_paper=True)
+    eval_speed.report(rows, 2, args, run=None)
+    written = json.loads((tmp_path / "eval_speed.json").read_text())
+    assert written["comparison"] == {"bf16_answers_differing_from_fp32": 1}
+    assert "lm-eval" not in capsys.readouterr().out.split("\n")[-2]
