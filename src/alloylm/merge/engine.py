@@ -8,6 +8,7 @@ the input tensors of one step plus the interpreter, not the sum of the parents.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -188,8 +189,6 @@ def run_merge(
 
 def default_workers() -> int:
     """One merging thread per CPU this process may use, at most MAX_WORKERS."""
-    import os
-
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -220,8 +219,10 @@ def _merge_all(
         out_dtype = _out_dtype(settings, base_info.dtype)
         # mergekit casts inputs to `dtype` before merging; methods then work in float32.
         # One parent at a time, so only one raw tensor is alive next to the working copies.
-        tensors = [_working_copy(read(reader, name), load_dtype)
-                   for reader, name in zip(plan.readers, job.sources, strict=True)]  # fmt: skip
+        tensors = [
+            _working_copy(read(reader, name), load_dtype)
+            for reader, name in zip(plan.readers, job.sources, strict=True)
+        ]
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )

@@ -64,8 +64,8 @@ def cpu_has_bf16_matmul() -> bool:
     """Whether this CPU multiplies bf16 matrices in hardware (AVX512-BF16 or AMX tiles).
 
     There, bf16 autocast pays: on 2 AMD EPYC cores a 2048x576 @ 576x1536 product ran at 883
-    GFLOP/s in bf16 against 158 in fp32, and the cpt stage trained 2.1x the tokens/s of fp32
-    (benchmarks/train_throughput.py). Without them bf16 is emulated and slower than fp32.
+    GFLOP/s in bf16 against 158 in fp32, and the cpt stage trained 1.94x the tokens/s of a plain
+    fp32 loop (benchmarks/train_throughput.py, make bench 2026-12-02). Without them bf16 is emulated and slower than fp32.
     """
     import torch
 
