@@ -28,7 +28,7 @@ from alloylm.train.checkpoints import (
     tokens_at_checkpoint,
 )
 from alloylm.train.config import LoraConfig, TrainConfig
-from alloylm.train.lora import is_peft_model
+from alloylm.train.lora import has_frozen_base_cast, is_peft_model
 from alloylm.train.qlora import merge_adapter_into_full_precision
 
 __all__ = [
@@ -171,22 +171,79 @@ class LeanSFTTrainer(SFTTrainer):
     and top-1 accuracy over the whole vocabulary (for logging). On CPU that, with TRL's other
     defaults, halves throughput. With `token_metrics=False` the loss is transformers' causal-LM
     loss (same value: mean next-token NLL over labels != -100, normalised by the tokens of the
-    whole accumulated batch).
+    whole accumulated batch). With `chunked_loss` (the default) and where `chunked_loss_applies`,
+    that same loss is computed a block of rows at a time without the full logits
+    (train/chunked_loss.py).
     """
 
-    def __init__(self, *args: Any, token_metrics: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, token_metrics: bool = False, chunked_loss: bool = True, **kwargs: Any
+    ) -> None:
         self.token_metrics = token_metrics
+        self.chunked_loss = chunked_loss
         super().__init__(*args, **kwargs)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # noqa: ANN001
         if self.token_metrics:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         inputs["use_cache"] = False
+        if self.chunked_loss and not return_outputs and self.chunked_loss_applies(model, inputs):
+            return self._chunked_causal_lm_loss(model, inputs, num_items_in_batch)
         # Trainer.compute_loss: the model computes the loss from `labels` (and scales it for
         # gradient accumulation / several processes), skipping SFTTrainer's metric pass.
         return super(SFTTrainer, self).compute_loss(
             model, inputs, return_outputs, num_items_in_batch
         )
+
+    def chunked_loss_applies(self, model: Any, inputs: dict[str, Any]) -> bool:
+        """One process on the CPU, a causal LM whose logits are its plain linear head's output,
+        no label smoothing or custom loss. On a GPU and under DeepSpeed, FSDP or DDP (which must
+        see the whole model's forward) the model computes its own loss."""
+        import torch
+
+        if "labels" not in inputs or inputs["input_ids"].device.type != "cpu":
+            return False
+        if self.accelerator.num_processes != 1 or self.is_deepspeed_enabled or self.is_fsdp_enabled:
+            return False
+        if self.label_smoother is not None or self.compute_loss_func is not None:
+            return False
+        causal = _causal_lm(self.accelerator.unwrap_model(model))
+        head = causal.get_output_embeddings()
+        return (
+            getattr(causal.config, "model_type", None) in CHUNKED_LOSS_MODEL_TYPES
+            and type(head) is torch.nn.Linear
+            and head.bias is None
+        )
+
+    def _chunked_causal_lm_loss(
+        self, model: Any, inputs: dict[str, Any], num_items_in_batch: Any
+    ) -> Any:
+        from alloylm.train.chunked_loss import causal_lm_loss
+
+        causal = _causal_lm(self.accelerator.unwrap_model(model))
+        inputs = dict(inputs)
+        labels = inputs.pop("labels")
+        shift_labels = inputs.pop("shift_labels", None)
+        # the decoder is called past the forward accelerate wrapped in autocast: enter it here
+        with self.accelerator.autocast():
+            hidden = causal.get_decoder()(**inputs).last_hidden_state
+            return causal_lm_loss(
+                hidden,
+                causal.get_output_embeddings().weight,
+                labels,
+                num_items_in_batch=num_items_in_batch,
+                shift_labels=shift_labels,
+            )
+
+
+# Architectures whose causal-LM forward is exactly `loss_function(lm_head(decoder(x)), labels)`:
+# no logit soft-capping or scaling, no auxiliary loss (checked in transformers 5.24).
+CHUNKED_LOSS_MODEL_TYPES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
+
+
+def _causal_lm(model: Any) -> Any:
+    """The transformers causal LM inside a peft wrapper (or the model itself)."""
+    return model.get_base_model() if is_peft_model(model) else model
 
 
 def make_sft_trainer(
@@ -280,6 +337,8 @@ def model_for_saving(model: Any, lora: LoraConfig | None) -> Any:
     if lora is not None and lora.merge_adapter and is_peft_model(model):
         if lora.quantize:  # QLoRA: merge into the unquantized base, not into 4-bit weights
             return merge_adapter_into_full_precision(model, lora)
+        if has_frozen_base_cast(model):  # bf16 frozen weights: merge into the fp32 ones
+            return merge_adapter_into_full_precision(model, lora, dtype="float32")
         return model.merge_and_unload()
     return model
 

@@ -50,7 +50,34 @@ def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -
     model = load_causal_lm(model_dir, dtype="float32")
     if train.lora is not None:
         model = wrap_with_lora(model, train.lora)
+        if not _has_cuda():  # on a GPU torch's dropout is one fused kernel already
+            from alloylm.train.lora import use_fast_dropout
+
+            use_fast_dropout(model)
     return model
+
+
+def store_lora_base_for_autocast(model: Any, train: TrainConfig) -> bool:
+    """On a CPU training LoRA under bf16 autocast, keep the frozen weights in bf16 (see
+    `alloylm.train.lora.store_frozen_base_in`); True when it did. Only for the token-level stages,
+    whose every forward runs under autocast; the preference trainers also score outside it."""
+    if train.lora is None or train.lora.quantize or _has_cuda():
+        return False
+    from alloylm.train._trl import resolve_dtype
+
+    if resolve_dtype(train.dtype) != "bfloat16":
+        return False
+    import torch
+
+    from alloylm.train.lora import store_frozen_base_in
+
+    return store_frozen_base_in(model, torch.bfloat16) > 0
+
+
+def _has_cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def rows_dataset(rows: PackedRows, *, with_seq_lengths: bool) -> Any:
@@ -84,6 +111,7 @@ def fit_and_save(
     from alloylm.train.lora import trainable_parameter_count
 
     model = load_trainable_model(model_dir, train, seed)
+    store_lora_base_for_autocast(model, train)
     trainable, total = trainable_parameter_count(model)
     checkpoint_dir = output.checkpoint_dir
     args = build_training_args(train, checkpoint_dir, seed=seed)

@@ -3,6 +3,10 @@
 LoRA (Hu et al. 2021, arXiv 2106.09685) trains B @ A (rank r) beside each frozen weight W; the
 model computes W + (alpha / r) * B @ A. Merging folds that product into W, so the saved artifact
 is a plain model that any tool (merge, eval, transformers) loads without peft.
+
+Two CPU fast paths (benchmarks/train_throughput.py measures them): the adapters' dropout draws
+its masks with `FastDropout`, and under bf16 autocast the frozen weights are stored in bf16
+(`store_frozen_base_in`), which is the cast autocast would make at every forward, made once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,57 @@ def wrap_with_lora(model: Any, lora: LoraConfig) -> Any:
     from peft import get_peft_model
 
     return get_peft_model(model, peft_lora_config(lora))
+
+
+def use_fast_dropout(model: Any) -> int:
+    """Swap every adapter's torch.nn.Dropout for FastDropout with the same p; the count swapped."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    from alloylm.train.fast_dropout import FastDropout
+
+    swapped = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for name, dropout in module.lora_dropout.items():
+                if type(dropout) is torch.nn.Dropout:
+                    module.lora_dropout[name] = FastDropout(dropout.p)
+                    swapped += 1
+    return swapped
+
+
+def store_frozen_base_in(model: Any, dtype: Any) -> int:
+    """Store each adapted linear layer's frozen weight in `dtype`; the count converted.
+
+    Under autocast to `dtype` the forward is unchanged: autocast rounds an fp32 weight to `dtype`
+    (to nearest) before each product, and so does this, once. The embedding and norms stay
+    fp32, so the residual stream does too. The weights are no longer the loaded ones: saving a
+    merged model must merge into a reloaded base (`has_frozen_base_cast`).
+    """
+    from peft.tuners.lora import LoraLayer
+
+    converted = 0
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            base = module.get_base_layer()
+            weight = getattr(base, "weight", None)
+            if weight is not None and weight.ndim == 2 and weight.dtype != dtype:
+                weight.data = weight.data.to(dtype)
+                converted += 1
+    return converted
+
+
+def has_frozen_base_cast(model: Any) -> bool:
+    """Whether some adapted layer's frozen weight is stored in another dtype than its adapter."""
+    from peft.tuners.lora import LoraLayer
+
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            weight = getattr(module.get_base_layer(), "weight", None)
+            adapter = next(iter(module.lora_A.values()), None)
+            if weight is not None and adapter is not None and weight.dtype != adapter.weight.dtype:
+                return True
+    return False
 
 
 def is_peft_model(model: Any) -> bool:
