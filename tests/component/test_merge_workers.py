@@ -71,3 +71,49 @@ def test_a_merge_process_does_not_import_transformers(tiny_llama, tiny_llama_oth
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip().splitlines()[-1] == "CLEAN"
     assert (tmp_path / "out" / "config.json").exists()
+
+
+@pytest.mark.parametrize(
+    "method",
+    [
+        {
+            "sweep": [
+                {"name": "study", "schedule": "study"},
+                {"name": "half", "parameters": {"t": 0.5}},
+            ]
+        },
+        {"method": "linear"},
+    ],
+)
+def test_row_blocks_write_what_whole_tensors_write(
+    tiny_llama, tiny_llama_other, tmp_path, monkeypatch, method
+):
+    from alloylm.merge import apply
+
+    base = {"base_model": str(tiny_llama), "models": [str(tiny_llama_other)], "dtype": "bfloat16"}
+    if method.get("method") == "linear":
+        base = {
+            "method": "linear",
+            "models": [
+                {"model": str(tiny_llama), "parameters": {"weight": 0.7}},
+                {"model": str(tiny_llama_other), "parameters": {"weight": 0.3}},
+            ],
+            "dtype": "bfloat16",
+        }
+    else:
+        base.update(method)
+    settings = settings_from_dict(base)
+    monkeypatch.setattr(engine, "BIG_TENSOR_ELEMENTS", 10**12)  # nothing merged in blocks
+    whole = _merge_all(settings, tmp_path / "whole", workers=1)
+    calls = []
+    original = apply.apply_method_in_row_blocks
+    monkeypatch.setattr(
+        engine,
+        "apply_method_in_row_blocks",
+        lambda *a, **k: calls.append(1) or original(*a, **k),
+    )
+    monkeypatch.setattr(engine, "BIG_TENSOR_ELEMENTS", 1000)
+    monkeypatch.setattr(apply, "ROW_BLOCK_ELEMENTS", 300)  # a few rows per block, a short tail
+    blocks = _merge_all(settings, tmp_path / "blocks", workers=1)
+    assert calls, "no tensor was merged in row blocks"
+    assert blocks == whole

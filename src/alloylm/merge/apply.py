@@ -69,13 +69,11 @@ def seeded_generator(seed: int, variant: str | None, tensor_name: str) -> torch.
     return torch.Generator().manual_seed(int.from_bytes(digest[:8], "little") & ((1 << 63) - 1))
 
 
-def apply_method(
-    name: str, ctx: TensorContext, parameters: dict[str, Any], variant: str | None
-) -> Merged:
-    """Merge one tensor with one variant's parameters; float32 result."""
-    method = merge_method(name)
+def _method_call(
+    method: MergeMethod, ctx: TensorContext, parameters: dict[str, Any], variant: str | None
+) -> MethodCall:
     job = ctx.job
-    call = MethodCall(
+    return MethodCall(
         tensors=ctx.tensors,
         has_base=ctx.has_base,
         parameters=_global(method, job, parameters),
@@ -83,4 +81,52 @@ def apply_method(
         generator=lambda: seeded_generator(ctx.seed, variant, job.out_name),
         cache=ctx.shared,
     )
-    return method.apply(call)
+
+
+def apply_method(
+    name: str, ctx: TensorContext, parameters: dict[str, Any], variant: str | None
+) -> Merged:
+    """Merge one tensor with one variant's parameters; float32 result."""
+    method = merge_method(name)
+    return method.apply(_method_call(method, ctx, parameters, variant))
+
+
+ROW_BLOCK_ELEMENTS = 1 << 20  # 4 MB of float32 per block
+
+
+def merges_in_row_blocks(name: str, ctx: TensorContext) -> bool:
+    return merge_method(name).row_blocks and ctx.tensors[0].ndim >= 1
+
+
+def apply_method_in_row_blocks(
+    name: str,
+    ctx: TensorContext,
+    parameters: dict[str, Any],
+    variant: str | None,
+    out_dtype: torch.dtype,
+    block_elements: int | None = None,
+) -> Merged:
+    """`apply_method`, a block of rows at a time, written into a tensor of `out_dtype`: the same
+    values (elementwise arithmetic, one rounding to `out_dtype`) without the float32 result."""
+    method = merge_method(name)
+    whole = _method_call(method, ctx, parameters, variant)
+    if method.prepare is not None:
+        method.prepare(whole)
+    first = ctx.tensors[0]
+    out = torch.empty(first.shape, dtype=out_dtype)
+    per_row = first[0].numel() if first.ndim > 1 else 1
+    rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
+    merged = None
+    for start in range(0, first.shape[0], rows):
+        block = MethodCall(
+            tensors=[tensor[start : start + rows] for tensor in ctx.tensors],
+            has_base=whole.has_base,
+            parameters=whole.parameters,
+            per_model=whole.per_model,
+            generator=whole.generator,
+            cache=whole.cache,
+        )
+        merged = method.apply(block)
+        out[start : start + rows] = merged.tensor
+    assert merged is not None, "a tensor with no rows"
+    return Merged(out, merged.linear_fallback, merged.t)

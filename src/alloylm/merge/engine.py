@@ -23,7 +23,12 @@ import torch
 
 from alloylm.contract import Progress
 from alloylm.errors import ConfigError
-from alloylm.merge.apply import TensorContext, apply_method
+from alloylm.merge.apply import (
+    TensorContext,
+    apply_method,
+    apply_method_in_row_blocks,
+    merges_in_row_blocks,
+)
 from alloylm.merge.checks import (
     check_parents,
     check_tensors,
@@ -226,8 +231,14 @@ def _merge_all(
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )
+        blocks = is_big(job) and merges_in_row_blocks(settings.method, ctx)
         for output in outputs:
-            applied = apply_method(settings.method, ctx, output.parameters, output.name)
+            if blocks:  # no float32 result the size of an embedding matrix
+                applied = apply_method_in_row_blocks(
+                    settings.method, ctx, output.parameters, output.name, out_dtype
+                )
+            else:
+                applied = apply_method(settings.method, ctx, output.parameters, output.name)
             result, t, fallback = applied.tensor.to(out_dtype), applied.t, applied.linear_fallback
             del applied  # its float32 tensor need not live while the output is written
             yield result, t, fallback

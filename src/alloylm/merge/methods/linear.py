@@ -35,5 +35,9 @@ def _apply(call: MethodCall) -> Merged:
 
 
 METHOD = MergeMethod(
-    _apply, parameters={"normalize": True}, model_parameters={"weight": None}, needs_base=False
+    _apply,
+    parameters={"normalize": True},
+    model_parameters={"weight": None},
+    needs_base=False,
+    row_blocks=True,  # elementwise
 )

@@ -109,10 +109,21 @@ def _apply(call: MethodCall) -> Merged:
             key="models",
         )
     t = float(call.parameters["t"])
-    # the angle does not depend on t: computed once per tensor for every variant of a sweep
-    geometry = call.shared("slerp_geometry", lambda: slerp_geometry(*call.tensors))
+    geometry = _prepare(call)
     s0, s1 = slerp_coefficients(t, geometry)
     return Merged(combine(s0, call.tensors[0], s1, call.tensors[1]), geometry.colinear, t)
 
 
-METHOD = MergeMethod(_apply, parameters={"t": None}, default_schedule="study")
+def _prepare(call: MethodCall) -> SlerpGeometry:
+    # the angle does not depend on t: computed once per tensor for every variant of a sweep
+    # (and, for a tensor merged in row blocks, from the whole tensors before the first block)
+    return call.shared("slerp_geometry", lambda: slerp_geometry(*call.tensors))
+
+
+METHOD = MergeMethod(
+    _apply,
+    parameters={"t": None},
+    default_schedule="study",
+    row_blocks=True,
+    prepare=_prepare,
+)

@@ -72,6 +72,12 @@ class MergeMethod:
     needs_base: bool = True
     # the schedule preset that fills `t` when a config gives neither `schedule` nor `t`
     default_schedule: str | None = None
+    # True when `apply` on the same rows of every tensor gives those rows of the result, once
+    # `prepare` (called with the whole tensors) has put any whole-tensor statistic in call.cache
+    # (via `call.shared`). The engine then merges an embedding-sized tensor a block of rows at a
+    # time into its output dtype, without a float32 result the size of the tensor.
+    row_blocks: bool = False
+    prepare: Callable[[MethodCall], None] | None = None
 
 
 def merge_method(name: str) -> MergeMethod:
