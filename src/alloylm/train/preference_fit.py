@@ -8,7 +8,8 @@ tokenizer to its `model_dir` (main process only, merged when LoRA has `merge_ada
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from pydantic import Field, model_validator
@@ -115,9 +116,10 @@ def fit_preference(
     callback = PreferenceCallback(
         output.progress, output.log, diagnostics, f"{output.name} ({description})"
     )
-    trainer = make_trainer(
-        model, tokenizer, Dataset.from_list(rows), args, callbacks=[callback], **trainer_kwargs
-    )
+    with _quiet_datasets():  # TRL tokenizes through datasets.map, one bar per pass; we report
+        trainer = make_trainer(
+            model, tokenizer, Dataset.from_list(rows), args, callbacks=[callback], **trainer_kwargs
+        )
     trainable, total = trainable_parameter_count(model)
     metrics = train_resumable(trainer, output.checkpoint_dir)
     save_trained_model(trainer, tokenizer, output.model_dir, train.lora)
@@ -135,3 +137,17 @@ def fit_preference(
         diagnostic_warnings=len(summary["warnings"]),
     )
     return metrics, trainer, summary
+
+
+@contextmanager
+def _quiet_datasets() -> Iterator[None]:
+    """datasets' progress bars off for the block, as they were after it."""
+    import datasets
+
+    was_on = not datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if was_on:
+            datasets.enable_progress_bars()
