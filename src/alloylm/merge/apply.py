@@ -6,6 +6,7 @@ rescale, lambda); each method declares its own in its module (`METHOD`, see meth
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,15 +119,8 @@ def apply_method_in_row_blocks(
     rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
     merged = None
     for start in range(0, first.shape[0], rows):
-        block = MethodCall(
-            tensors=[tensor[start : start + rows] for tensor in ctx.tensors],
-            has_base=whole.has_base,
-            parameters=whole.parameters,
-            per_model=whole.per_model,
-            generator=whole.generator,
-            cache=whole.cache,
-        )
-        merged = method.apply(block)
+        block = [tensor[start : start + rows] for tensor in ctx.tensors]
+        merged = method.apply(dataclasses.replace(whole, tensors=block))
         out[start : start + rows] = merged.tensor
     assert merged is not None, "a tensor with no rows"
     return Merged(out, merged.linear_fallback, merged.t)

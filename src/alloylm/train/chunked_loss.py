@@ -60,19 +60,18 @@ class _LinearCrossEntropySum(torch.autograd.Function):
                     grad_hidden[start : start + chunk_rows] = grad_logits @ head
                 if need_weight:
                     grad_weight += (grad_logits.T @ rows).float()
-        ctx.save_for_backward(
-            *(g for g in (grad_hidden, grad_weight) if g is not None),
-        )
-        ctx.has = (need_hidden, need_weight)
+        # the gradients, not inputs or outputs: kept on ctx until backward scales them
+        ctx.grads = (grad_hidden, grad_weight)
         ctx.weight_dtype = weight.dtype
         return total
 
     @staticmethod
     def backward(ctx: Any, grad_total):  # noqa: ANN001
-        saved = list(ctx.saved_tensors)
-        need_hidden, need_weight = ctx.has
-        grad_hidden = saved.pop(0) * grad_total if need_hidden else None
-        grad_weight = (saved.pop(0) * grad_total).to(ctx.weight_dtype) if need_weight else None
+        grad_hidden, grad_weight = ctx.grads
+        if grad_hidden is not None:
+            grad_hidden = grad_hidden * grad_total
+        if grad_weight is not None:
+            grad_weight = (grad_weight * grad_total).to(ctx.weight_dtype)
         return grad_hidden, grad_weight, None, None, None
 
 
@@ -91,8 +90,8 @@ def linear_cross_entropy_sum(
     else:
         compute_dtype = weight.dtype
     rows = chunk_rows or block_rows(weight.shape[0])
-    blocks = -(-hidden.shape[0] // rows)
-    rows = max(1, -(-hidden.shape[0] // max(blocks, 1)))  # equal blocks, no short tail
+    blocks = max(1, -(-hidden.shape[0] // rows))
+    rows = max(1, -(-hidden.shape[0] // blocks))  # equal blocks, no short tail
     return _LinearCrossEntropySum.apply(hidden, weight, targets, rows, compute_dtype)
 
 

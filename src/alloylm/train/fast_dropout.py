@@ -12,6 +12,7 @@ so a seeded run repeats exactly.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -26,9 +27,7 @@ def drop_threshold(p: float) -> int:
 
 def keep_mask(shape: torch.Size, p: float, device: Any = None) -> torch.Tensor:
     """A boolean mask, each element True with probability 1 - drop_threshold(p) / 65536."""
-    count = 1
-    for size in shape:
-        count *= size
+    count = math.prod(shape)
     words = -(-count // 4)
     bits = torch.randint(-(2**63), 2**63 - 1, (words,), dtype=torch.int64, device=device)
     uniforms = bits.view(torch.int16)[:count].view(shape)

@@ -38,7 +38,8 @@ def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -
     from transformers import set_seed
 
     from alloylm.models.loading import load_causal_lm
-    from alloylm.train.lora import wrap_with_lora
+    from alloylm.train._trl import _has_cuda
+    from alloylm.train.lora import use_fast_dropout, wrap_with_lora
 
     set_seed(seed)  # LoRA's random init and dropout
     if train.lora is not None and train.lora.quantize:  # QLoRA (train/qlora.py)
@@ -51,8 +52,6 @@ def load_trainable_model(model_dir: str | Path, train: TrainConfig, seed: int) -
     if train.lora is not None:
         model = wrap_with_lora(model, train.lora)
         if not _has_cuda():  # on a GPU torch's dropout is one fused kernel already
-            from alloylm.train.lora import use_fast_dropout
-
             use_fast_dropout(model)
     return model
 
@@ -61,10 +60,10 @@ def store_lora_base_for_autocast(model: Any, train: TrainConfig) -> bool:
     """On a CPU training LoRA under bf16 autocast, keep the frozen weights in bf16 (see
     `alloylm.train.lora.store_frozen_base_in`); True when it did. Only for the token-level stages,
     whose every forward runs under autocast; the preference trainers also score outside it."""
+    from alloylm.train._trl import _has_cuda, resolve_dtype
+
     if train.lora is None or train.lora.quantize or _has_cuda():
         return False
-    from alloylm.train._trl import resolve_dtype
-
     if resolve_dtype(train.dtype) != "bfloat16":
         return False
     import torch
@@ -72,12 +71,6 @@ def store_lora_base_for_autocast(model: Any, train: TrainConfig) -> bool:
     from alloylm.train.lora import store_frozen_base_in
 
     return store_frozen_base_in(model, torch.bfloat16) > 0
-
-
-def _has_cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
 
 
 def rows_dataset(rows: PackedRows, *, with_seq_lengths: bool) -> Any:
