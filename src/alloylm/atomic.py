@@ -1,8 +1,10 @@
 """Atomic writes: build beside the target, rename when complete.
 
 A process killed at any point (kill -9 included) leaves either the old target or the new one,
-never a half-written one. Leftover temporary folders are named `.<target>.tmp-<pid>-<rand>` and
-are removed by `clean_stale_temporaries` on the next run.
+never a half-written one. Replacing a folder is one atomic swap where Linux offers it
+(renameat2 RENAME_EXCHANGE). Leftover temporary folders are named `.<target>.tmp-<pid>-<rand>`
+and are removed by `clean_stale_temporaries` on the next run, which also puts back a previous
+folder that a killed two-rename swap had moved aside.
 """
 
 from __future__ import annotations
@@ -81,13 +83,58 @@ def atomic_directory(target: str | os.PathLike[str], *, replace: bool = True) ->
         if not replace:
             shutil.rmtree(tmp, ignore_errors=True)
             raise FileExistsError(target)
-        # Move the old one aside first so the swap is two renames, never a partial folder.
-        old = temporary_sibling(target)
-        os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _swap_in(tmp, target)
     else:
         os.replace(tmp, target)
+
+
+# Linux renameat2(2) flag: swap two paths in one step (Linux >= 3.15, glibc >= 2.28).
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+PREVIOUS_SUFFIX = "-previous"
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Swap `a` and `b` atomically where the kernel can; False where it cannot."""
+    if not hasattr(os, "uname") or os.uname().sysname != "Linux":
+        return False
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_int,
+        ctypes.c_char_p,
+        ctypes.c_uint,
+    ]
+    result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if result == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):  # old kernel or file system
+        return False
+    raise OSError(code, os.strerror(code), str(b))
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Replace the folder `target` by `tmp` so that a kill at any instant leaves one of them there.
+
+    Where the kernel swaps two paths in one step this is one call. Elsewhere the old folder is
+    moved aside under a `-previous` name first; a kill between the two renames leaves no
+    `target`, and `clean_stale_temporaries` then puts the previous folder back.
+    """
+    if _rename_exchange(tmp, target):
+        shutil.rmtree(tmp, ignore_errors=True)  # now holds the old folder
+        return
+    aside = Path(f"{temporary_sibling(target)}{PREVIOUS_SUFFIX}")
+    os.replace(target, aside)
+    os.replace(tmp, target)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
@@ -126,12 +173,26 @@ def clean_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
                 and int(pid_part) != os.getpid()
             ):
                 continue  # another live process is still building it
+            if _restore_previous(child):
+                removed.append(child)
+                continue
             if child.is_dir():
                 shutil.rmtree(child, ignore_errors=True)
             else:
                 child.unlink(missing_ok=True)
             removed.append(child)
     return removed
+
+
+def _restore_previous(child: Path) -> bool:
+    """A folder moved aside by a swap that was killed before the new one arrived goes back."""
+    if not child.name.endswith(PREVIOUS_SUFFIX) or not child.is_dir():
+        return False
+    target = child.parent / child.name[1:].split(TMP_MARKER, 1)[0]
+    if target.exists():
+        return False
+    os.replace(child, target)
+    return True
 
 
 def _process_alive(pid: int) -> bool:
