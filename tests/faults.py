@@ -511,6 +511,10 @@ def baseline_outcome(root: Path, kind: str, teacher_url: str | None, data: dict)
     return outcome_of(root / "out", kind)
 
 
+def _same_hash(output: Path, kind: str, content_hash: str) -> bool:
+    return manifest(output, kind)["content_hash"] == content_hash
+
+
 def killed_rebuild_keeps_the_good_artifact(
     root: Path, kind: str, changes: dict, teacher_url: str | None, data: dict, seed: int = 0
 ) -> None:
@@ -528,7 +532,7 @@ def killed_rebuild_keeps_the_good_artifact(
         changed = write_pipeline(root, pipeline_for(kind, data, teacher_url, **changes))
         kill = kill_during(
             changed, output, kind, rng, window,
-            still_building=lambda: manifest(output, kind)["content_hash"] == before["content_hash"],
+            still_building=partial(_same_hash, output, kind, before["content_hash"]),
         )  # fmt: skip
         if kill.inside_build:
             break
