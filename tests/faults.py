@@ -423,7 +423,7 @@ KILL_WINDOW_S = {
 }  # fmt: skip
 # A killed rebuild must land inside the build. A tiny merge builds in ~0.2 s on an idle CPU and
 # its process lives ~0.5 s after the commit, so a late kill still finds it alive (seen in CI).
-REBUILD_KILL_WINDOW_S = {"cpt": 3.0, "merge": 0.05, "distill": 1.0}
+REBUILD_KILL_WINDOW_S = {"cpt": 3.0, "merge": 0.05, "eval": 1.0, "distill": 1.0}
 TRAINING = ("cpt", "sft", "dpo", "orpo")
 
 
