@@ -80,6 +80,47 @@ def test_batched_left_padded_greedy_equals_each_alone(loaded) -> None:
     ]
 
 
+def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded) -> None:
+    from alloylm.generation.batching import DecodeBatch, MIN_SHARED_PREFIX
+
+    model, tokenizer = loaded
+    instruction = "Select the correct answer to this question about the tissues of the body: "
+    texts = ["Bone?", "Which fibres make tendons strong under tension?", "Leaf cells?"]
+    prompts = [tokenizer(instruction + t, add_special_tokens=False)["input_ids"] for t in texts]
+    seen: list[int] = []
+    original = DecodeBatch._prefill_shared_prefix
+
+    def spy(self, all_ids, shared):
+        seen.append(shared)
+        return original(self, all_ids, shared)
+
+    DecodeBatch._prefill_shared_prefix = spy
+    try:
+        results = generate_batch(
+            model, tokenizer, prompts, SamplingParams(max_new_tokens=12, repetition_penalty=5.0)
+        )
+    finally:
+        DecodeBatch._prefill_shared_prefix = original
+    assert seen and seen[0] >= MIN_SHARED_PREFIX
+    expected = [_hf_greedy(model, p, 12, repetition_penalty=5.0) for p in prompts]
+    assert [r.token_ids for r in results] == expected
+
+
+def test_prompts_joining_a_few_at_a_time_answer_as_each_alone(loaded) -> None:
+    model, tokenizer = loaded
+    texts = ["Bone", "Collagen fibres in dense tissue", "Leaf", "Cartilage", "Enamel", "Xylem"]
+    prompts = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    params = SamplingParams(max_new_tokens=10, repetition_penalty=5.0)
+    done: list[int] = []
+    results = generate_batch(
+        model, tokenizer, prompts, params, join_size=2, max_rows=4, on_done=done.append
+    )
+    assert [r.token_ids for r in results] == [
+        _hf_greedy(model, p, 10, repetition_penalty=5.0) for p in prompts
+    ]
+    assert sorted(done) == list(range(len(prompts)))
+
+
 def test_seeded_sampling_holds_alone_and_inside_a_batch(generator) -> None:
     seeded = SamplingParams(max_new_tokens=16, temperature=1.0, seed=11)
     alone = generator.complete(QUESTION, seeded)

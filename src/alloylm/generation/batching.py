@@ -213,6 +213,28 @@ class _Sequence:
 
 
 # ---------------------------------------------------------------- the batch, step by step
+# Below this many shared tokens a second forward call costs more than it saves.
+MIN_SHARED_PREFIX = 8
+
+
+def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
+    """Number of leading tokens all rows share."""
+    length = 0
+    for column in zip(*rows, strict=False):
+        if any(token != column[0] for token in column):
+            break
+        length += 1
+    return length
+
+
+def _is_plain(cache: Any) -> bool:
+    """True when every cache layer is a plain DynamicLayer (keys, values: B x H x T x D)."""
+    from transformers.cache_utils import DynamicLayer
+
+    layers = getattr(cache, "layers", None)
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
 class DecodeBatch:
     """Sequences decoded together, one token per step; sequences leave and join between steps."""
 
@@ -274,11 +296,7 @@ class DecodeBatch:
                 self._trim_padding()
 
     def _plain_cache(self) -> bool:
-        """True when every cache layer is a plain DynamicLayer (keys, values: B x H x T x D)."""
-        from transformers.cache_utils import DynamicLayer
-
-        layers = getattr(self.cache, "layers", None)
-        return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+        return _is_plain(self.cache)
 
     def _merge(self, cache: Any, mask: Any) -> None:
         """Append another batch's cache, both left-padded to the same width. Keys are cached
@@ -315,7 +333,13 @@ class DecodeBatch:
     def _prefill(self, rows: Sequence[_Sequence]) -> tuple[Any, Any, Any]:
         """Logits after each row's tokens, the KV cache and the mask (left padding)."""
         torch = self.torch
-        ids, mask = left_padded([row.all_ids() for row in rows], self.pad_id, self.device)
+        all_ids = [row.all_ids() for row in rows]
+        shared = min(common_prefix_length(all_ids), min(len(ids) for ids in all_ids) - 1)
+        if len(rows) > 1 and shared >= MIN_SHARED_PREFIX:
+            found = self._prefill_shared_prefix(all_ids, shared)
+            if found is not None:
+                return found
+        ids, mask = left_padded(all_ids, self.pad_id, self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         with torch.inference_mode():
             out = self.model(
@@ -327,6 +351,47 @@ class DecodeBatch:
             )
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         return out.logits[:, -1, :], cache, mask
+
+    def _prefill_shared_prefix(
+        self, all_ids: Sequence[Sequence[int]], shared: int
+    ) -> tuple[Any, Any, Any] | None:
+        """As _prefill, but the tokens every row starts with (system prompt, instruction) run once.
+
+        The suffixes are right-padded after the shared columns: positions follow the cache and
+        the mask hides the padding, so later steps append to every row alike. None when the
+        model's cache is not plain (the caller then prefills every row whole)."""
+        torch = self.torch
+        prefix = torch.tensor([list(all_ids[0][:shared])], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            first = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        cache = first["cache"] if "cache" in first else first["past_key_values"]
+        if not _is_plain(cache):
+            return None
+        cache.batch_repeat_interleave(len(all_ids))
+        suffixes = [list(ids[shared:]) for ids in all_ids]
+        width = max(len(suffix) for suffix in suffixes)
+        ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(suffixes), shared + width), dtype=torch.long)
+        mask[:, :shared] = 1
+        for index, suffix in enumerate(suffixes):
+            ids[index, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+            mask[index, shared : shared + len(suffix)] = 1
+        positions = torch.arange(shared, shared + width).expand(len(suffixes), width)
+        last = [len(suffix) - 1 for suffix in suffixes]
+        keep = sorted(set(last))  # project only the positions some row ends at
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=ids.to(self.device),
+                attention_mask=mask.to(self.device),
+                position_ids=positions.to(self.device),
+                use_cache=True,
+                logits_to_keep=torch.tensor(keep, device=self.device),
+                **{self._cache_kwarg: cache},
+            )
+        picks = torch.tensor([keep.index(position) for position in last], device=self.device)
+        logits = out.logits[torch.arange(len(suffixes), device=self.device), picks]
+        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        return logits, cache, mask.to(self.device)
 
     def _decode(self) -> Any:
         torch = self.torch
@@ -388,8 +453,16 @@ def generate_batch(
     params: SamplingParams,
     *,
     pad_id: int | None = None,
+    join_size: int | None = None,
+    max_rows: int | None = None,
+    on_done: Callable[[int], None] | None = None,
 ) -> list[Generation]:
-    """Generate for token-id prompts in this thread, all in one batch (used by the evals)."""
+    """Generate for token-id prompts in this thread (used by the evals).
+
+    Prompts join the decode batch `join_size` at a time (default: all at once) whenever at most
+    `max_rows` sequences are then in flight, so a finished sequence's place is taken by the next
+    prompts while the others go on (continuous batching). `on_done(index)` follows each prompt's
+    end. Results come back in the prompts' order."""
     stop_ids = stop_token_ids(model, tokenizer)
     if pad_id is None:
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
@@ -399,12 +472,14 @@ def generate_batch(
         def listen(event: Event) -> None:
             if event[0] == "done":
                 results[index] = event[1]
+                if on_done is not None:
+                    on_done(index)
 
         return listen
 
     batch = DecodeBatch(model, tokenizer, int(pad_id))
     context = context_length_of(model)
-    rows = [
+    waiting = deque(
         _Sequence(
             p,
             params,
@@ -414,10 +489,15 @@ def generate_batch(
             context_length=context,
         )
         for i, p in enumerate(prompts)
-    ]
-    batch.step(rows)
-    while batch.rows:
-        batch.step()
+    )
+    join = max(1, join_size or len(waiting))
+    limit = max(join, max_rows or len(waiting))
+    while waiting or batch.rows:
+        size = min(join, len(waiting))
+        joining = []
+        if size and len(batch.rows) + size <= limit:
+            joining = [waiting.popleft() for _ in range(size)]
+        batch.step(joining)
     return [result for result in results if result is not None]
 
 
