@@ -81,7 +81,7 @@ def test_batched_left_padded_greedy_equals_each_alone(loaded) -> None:
 
 
 def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded) -> None:
-    from alloylm.generation.batching import DecodeBatch, MIN_SHARED_PREFIX
+    from alloylm.generation.batching import MIN_SHARED_PREFIX, DecodeBatch
 
     model, tokenizer = loaded
     instruction = "Select the correct answer to this question about the tissues of the body: "
