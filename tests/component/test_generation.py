@@ -106,6 +106,30 @@ def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded) -
     assert [r.token_ids for r in results] == expected
 
 
+def test_a_later_batch_reuses_the_kept_prefix_and_answers_as_each_alone(loaded) -> None:
+    model, tokenizer = loaded
+    instruction = "Select the correct answer to this question about the tissues of the body: "
+    texts = ["Bone?", "Which fibres make tendons strong?", "Leaf cells?", "Enamel?"]
+    prompts = [tokenizer(instruction + t, add_special_tokens=False)["input_ids"] for t in texts]
+    params = SamplingParams(max_new_tokens=8, repetition_penalty=5.0)
+    single_rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: (
+            single_rows.append(kwargs["input_ids"].shape[1])
+            if kwargs["input_ids"].shape[0] == 1
+            else None
+        ),
+        with_kwargs=True,
+    )
+    try:  # two rows at a time, one batch after the other
+        results = generate_batch(model, tokenizer, prompts, params, join_size=2, max_rows=2)
+    finally:
+        hook.remove()
+    assert len(single_rows) == 1, "the shared prefix ran more than once"
+    expected = [_hf_greedy(model, p, 8, repetition_penalty=5.0) for p in prompts]
+    assert [r.token_ids for r in results] == expected
+
+
 def test_prompts_joining_a_few_at_a_time_answer_as_each_alone(loaded) -> None:
     model, tokenizer = loaded
     texts = ["Bone", "Collagen fibres in dense tissue", "Leaf", "Cartilage", "Enamel", "Xylem"]

@@ -215,6 +215,8 @@ class _Sequence:
 # ---------------------------------------------------------------- the batch, step by step
 # Below this many shared tokens a second forward call costs more than it saves.
 MIN_SHARED_PREFIX = 8
+# A decode batch keeps the keys and values of its last shared prefix up to this many tokens.
+MAX_KEPT_PREFIX = 4096
 
 
 def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
@@ -255,6 +257,8 @@ class DecodeBatch:
         # transformers >= 5.2x calls the KV cache `cache`; earlier releases `past_key_values`.
         self._cache_kwarg = "cache" if "cache" in parameters else "past_key_values"
         self._json_masks: dict[tuple[bool, frozenset[int]], Any] = {}
+        # the last shared prefix's tokens and per-layer (keys, values), batch 1
+        self._kept_prefix: tuple[tuple[int, ...], list[tuple[Any, Any]]] | None = None
 
     def step(self, joining: Sequence[_Sequence] = ()) -> None:
         """One token for every row (joining rows first run their prompts); finished rows leave."""
@@ -361,12 +365,10 @@ class DecodeBatch:
         the mask hides the padding, so later steps append to every row alike. None when the
         model's cache is not plain (the caller then prefills every row whole)."""
         torch = self.torch
-        prefix = torch.tensor([list(all_ids[0][:shared])], dtype=torch.long, device=self.device)
-        with torch.inference_mode():
-            first = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-        cache = first["cache"] if "cache" in first else first["past_key_values"]
-        if not _is_plain(cache):
+        found = self._prefix_cache(all_ids[0], shared)
+        if found is None:
             return None
+        shared, cache = found
         cache.batch_repeat_interleave(len(all_ids))
         suffixes = [list(ids[shared:]) for ids in all_ids]
         width = max(len(suffix) for suffix in suffixes)
@@ -392,6 +394,31 @@ class DecodeBatch:
         logits = out.logits[torch.arange(len(suffixes), device=self.device), picks]
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         return logits, cache, mask.to(self.device)
+
+    def _prefix_cache(self, ids: Sequence[int], shared: int) -> tuple[int, Any] | None:
+        """(length, batch-1 cache) of a prefix of ids[:shared]: the keys and values kept from an
+        earlier prefill when they cover a prefix of it (the same system prompt and instruction
+        come back with every batch), else ids[:shared] run now and kept. None when the model's
+        cache is not plain."""
+        torch = self.torch
+        kept = self._kept_prefix
+        if kept is not None and len(kept[0]) <= shared and tuple(ids[: len(kept[0])]) == kept[0]:
+            from transformers.cache_utils import DynamicCache
+
+            cache = DynamicCache()
+            for index, (keys, values) in enumerate(kept[1]):
+                cache.update(keys, values, index)
+            return len(kept[0]), cache
+        prefix = torch.tensor([list(ids[:shared])], dtype=torch.long, device=self.device)
+        with torch.inference_mode():
+            first = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
+        cache = first["cache"] if "cache" in first else first["past_key_values"]
+        if not _is_plain(cache):
+            return None
+        if shared <= MAX_KEPT_PREFIX:
+            layers = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+            self._kept_prefix = (tuple(ids[:shared]), layers)
+        return shared, cache
 
     def _decode(self) -> Any:
         torch = self.torch
