@@ -21,4 +21,6 @@ answer are made the same way:
   appended to the batch's, both left-padded to one width; positions are explicit, so only the
   attention mask sees the padding. (A model whose cache is not transformers' plain DynamicLayer,
   e.g. sliding-window layers, re-runs every prompt of the batch at a join instead.)
+  Prompts joining together that begin with the same tokens (system prompt, instruction) run them
+  once; the batch keeps that prefix's keys and values for the next join that begins with it.
 """
