@@ -51,7 +51,7 @@ class Plan:
 
 TINY = (("ALLOY_BENCH_MODEL", "tiny:llama"),)
 # Most important first: a slow machine loses the serving benchmarks at the end, not training.
-# Sum of the estimates: 1,695 s, plus up to 60 s of waiting for an idle CPU before each. The
+# Sum of the estimates: 1,785 s, plus up to 60 s of waiting for an idle CPU before each. The
 # first idle run (2026-12-02, 2 cores) took 20 min 22 s with its waits: train 214 s, eval 290 s,
 # merge 103 s, preference 309 s, distill 16 s, serve_speed 84 s, serve_load 28 s; the second
 # (same day, 5 train contenders, bf16 eval rows, a CPU with AVX512-BF16) 20 min 20 s: train 249 s,
@@ -62,9 +62,9 @@ PLANS = (
          "2026-12-02 probe, idle: 3 steps of the plain fp32 loop ~60 s, the stage in bf16 ~30 s, "
          "in fp32 ~70 s, the plain loop in bf16 ~40 s, LoRA ~45 s, each plus ~20 s of loading",
          ("--steps", "2"), TINY),
-    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 450, 720,
-         "first idle run: 3 x (48.3 + 29.4) s + 49.9 s paper; bf16 rows (2026-12-02 probe: ours "
-         "13.6 s, lm-eval assumed <= 40 s): + 3 x ~54 s",
+    Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 540, 720,
+         "2026-12-07 13:20 idle run, paper once: 3 x (47.6 + 26.5 + 32.6 + 17.4) + 42.5 s = "
+         "415 s; paper in every repeat since: + 2 x ~45 s",
          ("--repeats", "2", "--skip-paper", "--lm-eval", "/nonexistent"), TINY),
     Plan("merge_speed", ("--repeats", "2", "--mergekit-yaml", str(MERGEKIT)), 180, 480,
          "recorded: 2 x (12.0 + 21.8 + 60.7 + 34.7) s medians (ours, sweep of 7, mergekit, "
