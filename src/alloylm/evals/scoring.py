@@ -24,7 +24,12 @@ from typing import Any, TypeVar
 
 import torch
 
-from alloylm.generation.batching import MIN_SHARED_PREFIX, common_prefix_length, left_padded
+from alloylm.generation.batching import (
+    MIN_SHARED_PREFIX,
+    after_shared_prefix,
+    common_prefix_length,
+    left_padded,
+)
 
 ProgressFn = Callable[[int], None]
 Job = TypeVar("Job")
@@ -154,24 +159,14 @@ class Scorer:
         prefix = torch.tensor([list(rows[0][:shared])], dtype=torch.long, device=self.device)
         cache = self._cache_of(self.model(input_ids=prefix, use_cache=True, logits_to_keep=1))
         cache.batch_repeat_interleave(len(rows))
-        suffixes = [list(row[shared:]) for row in rows]
-        width = max(len(suffix) for suffix in suffixes)
-        ids = torch.full((len(rows), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for index, suffix in enumerate(suffixes):  # right padding: positions follow the cache
-            ids[index, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-            mask[index, shared : shared + len(suffix)] = 1
-        last = [len(suffix) - 1 for suffix in suffixes]
-        keep = sorted(set(last))  # project only the positions some row ends at
+        ids, mask, keep, picks = after_shared_prefix(rows, shared, self.pad_id)
         out = self.model(
             input_ids=ids.to(self.device),
             attention_mask=mask.to(self.device),
-            logits_to_keep=torch.tensor(keep, device=self.device),
+            logits_to_keep=keep.to(self.device),
             **{self._cache_kwarg: cache},
         )
-        picks = torch.tensor([keep.index(position) for position in last], device=self.device)
-        return out.logits[torch.arange(len(rows), device=self.device), picks]
+        return out.logits[torch.arange(len(rows), device=self.device), picks.to(self.device)]
 
     @staticmethod
     def _cache_of(output: Any) -> Any:

@@ -85,6 +85,28 @@ def left_padded(rows: Sequence[Sequence[int]], pad_id: int, device: Any = "cpu")
     return ids.to(device), mask.to(device)
 
 
+def after_shared_prefix(
+    rows: Sequence[Sequence[int]], shared: int, pad_id: int
+) -> tuple[Any, Any, Any, Any]:
+    """What follows `shared` tokens every row starts with, for a forward call on their cache:
+    (ids: the rest of each row, right-padded; mask over cache + ids; keep: the positions some
+    row ends at, for `logits_to_keep`; picks: each row's index into `keep`)."""
+    import torch
+
+    suffixes = [list(row[shared:]) for row in rows]
+    width = max(len(suffix) for suffix in suffixes)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), shared + width), dtype=torch.long)
+    mask[:, :shared] = 1
+    for index, suffix in enumerate(suffixes):  # right padding: positions follow the cache
+        ids[index, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
+        mask[index, shared : shared + len(suffix)] = 1
+    last = [len(suffix) - 1 for suffix in suffixes]
+    keep = sorted(set(last))  # project only the positions some row ends at
+    picks = [keep.index(position) for position in last]
+    return ids, mask, torch.tensor(keep), torch.tensor(picks)
+
+
 class _Sequence:
     def __init__(
         self,
@@ -370,28 +392,19 @@ class DecodeBatch:
             return None
         shared, cache = found
         cache.batch_repeat_interleave(len(all_ids))
-        suffixes = [list(ids[shared:]) for ids in all_ids]
-        width = max(len(suffix) for suffix in suffixes)
-        ids = torch.full((len(suffixes), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(suffixes), shared + width), dtype=torch.long)
-        mask[:, :shared] = 1
-        for index, suffix in enumerate(suffixes):
-            ids[index, : len(suffix)] = torch.tensor(suffix, dtype=torch.long)
-            mask[index, shared : shared + len(suffix)] = 1
-        positions = torch.arange(shared, shared + width).expand(len(suffixes), width)
-        last = [len(suffix) - 1 for suffix in suffixes]
-        keep = sorted(set(last))  # project only the positions some row ends at
+        ids, mask, keep, picks = after_shared_prefix(all_ids, shared, self.pad_id)
+        positions = torch.arange(shared, shared + ids.shape[1]).expand(len(all_ids), -1)
         with torch.inference_mode():
             out = self.model(
                 input_ids=ids.to(self.device),
                 attention_mask=mask.to(self.device),
                 position_ids=positions.to(self.device),
                 use_cache=True,
-                logits_to_keep=torch.tensor(keep, device=self.device),
+                logits_to_keep=keep.to(self.device),
                 **{self._cache_kwarg: cache},
             )
-        picks = torch.tensor([keep.index(position) for position in last], device=self.device)
-        logits = out.logits[torch.arange(len(suffixes), device=self.device), picks]
+        rows = torch.arange(len(all_ids), device=self.device)
+        logits = out.logits[rows, picks.to(self.device)]
         cache = out["cache"] if "cache" in out else out["past_key_values"]
         return logits, cache, mask.to(self.device)
 
