@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import os
 import shutil
@@ -94,24 +95,34 @@ _AT_FDCWD = -100
 PREVIOUS_SUFFIX = "-previous"
 
 
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Swap `a` and `b` atomically where the kernel can; False where it cannot."""
+@functools.cache
+def _renameat2() -> Any:
+    """libc's renameat2 on Linux, else None."""
     if not hasattr(os, "uname") or os.uname().sysname != "Linux":
-        return False
+        return None
     import ctypes
 
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
+        function = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
-        return False
-    renameat2.argtypes = [
+        return None
+    function.argtypes = [
         ctypes.c_int,
         ctypes.c_char_p,
         ctypes.c_int,
         ctypes.c_char_p,
         ctypes.c_uint,
     ]
+    return function
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Swap `a` and `b` atomically where the kernel can; False where it cannot."""
+    import ctypes
+
+    renameat2 = _renameat2()
+    if renameat2 is None:
+        return False
     result = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
     if result == 0:
         return True

@@ -80,7 +80,7 @@ def test_batched_left_padded_greedy_equals_each_alone(loaded) -> None:
     ]
 
 
-def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded) -> None:
+def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded, monkeypatch) -> None:
     from alloylm.generation.batching import MIN_SHARED_PREFIX, DecodeBatch
 
     model, tokenizer = loaded
@@ -94,13 +94,10 @@ def test_prompts_sharing_a_prefix_run_it_once_and_answer_as_each_alone(loaded) -
         seen.append(shared)
         return original(self, all_ids, shared)
 
-    DecodeBatch._prefill_shared_prefix = spy
-    try:
-        results = generate_batch(
-            model, tokenizer, prompts, SamplingParams(max_new_tokens=12, repetition_penalty=5.0)
-        )
-    finally:
-        DecodeBatch._prefill_shared_prefix = original
+    monkeypatch.setattr(DecodeBatch, "_prefill_shared_prefix", spy)
+    results = generate_batch(
+        model, tokenizer, prompts, SamplingParams(max_new_tokens=12, repetition_penalty=5.0)
+    )
     assert seen and seen[0] >= MIN_SHARED_PREFIX
     expected = [_hf_greedy(model, p, 12, repetition_penalty=5.0) for p in prompts]
     assert [r.token_ids for r in results] == expected

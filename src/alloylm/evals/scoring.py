@@ -27,6 +27,7 @@ import torch
 from alloylm.generation.batching import (
     MIN_SHARED_PREFIX,
     after_shared_prefix,
+    cache_of,
     common_prefix_length,
     left_padded,
 )
@@ -38,8 +39,8 @@ Result = TypeVar("Result")
 # threads; beyond it (a big server) OpenMP inside one forward call is left to do the work.
 AUTO_WORKERS_MAX_THREADS = 4
 # Sequences one generation batch keeps in flight, per `batch_size`: a decode step costs little
-# more for more rows (the weights are read once a step; SmolLM2-135M in fp32 on one CPU thread:
-# 94 ms for 8 rows, 205 ms for 32), so answers decode together while prompts join 8 at a time.
+# more for more rows, since the weights are read once a step (SmolLM2-135M in fp32 on one CPU
+# thread, probe on an idle machine, 2026-12-07: 119 ms a step for 8 rows, 231 ms for 32).
 GENERATION_ROWS_PER_BATCH = 4
 
 
@@ -157,7 +158,7 @@ class Scorer:
     ) -> torch.Tensor:
         """As _last_logits, but the tokens every row starts with (template, instruction) run once."""
         prefix = torch.tensor([list(rows[0][:shared])], dtype=torch.long, device=self.device)
-        cache = self._cache_of(self.model(input_ids=prefix, use_cache=True, logits_to_keep=1))
+        cache = cache_of(self.model(input_ids=prefix, use_cache=True, logits_to_keep=1))
         cache.batch_repeat_interleave(len(rows))
         ids, mask, keep, picks = after_shared_prefix(rows, shared, self.pad_id)
         out = self.model(
@@ -167,10 +168,6 @@ class Scorer:
             **{self._cache_kwarg: cache},
         )
         return out.logits[torch.arange(len(rows), device=self.device), picks.to(self.device)]
-
-    @staticmethod
-    def _cache_of(output: Any) -> Any:
-        return output["cache"] if "cache" in output else output["past_key_values"]
 
     def continuation_logprobs_many(
         self,
@@ -199,7 +196,7 @@ class Scorer:
         longest = max(len(cont) for cont in continuations)
         if longest == 1:
             return totals
-        cache = self._cache_of(first)
+        cache = cache_of(first)
         cache.batch_repeat_interleave(len(continuations))
         # Right-pad the options: the cache covers positions [0, P); option tokens take P, P+1, ...
         ids = torch.full((len(continuations), longest - 1), self.pad_id, dtype=torch.long)

@@ -251,6 +251,11 @@ def common_prefix_length(rows: Sequence[Sequence[int]]) -> int:
     return length
 
 
+def cache_of(output: Any) -> Any:
+    """The KV cache of a forward call's output (transformers >= 5.2x: `cache`)."""
+    return output["cache"] if "cache" in output else output["past_key_values"]
+
+
 def _is_plain(cache: Any) -> bool:
     """True when every cache layer is a plain DynamicLayer (keys, values: B x H x T x D)."""
     from transformers.cache_utils import DynamicLayer
@@ -375,7 +380,7 @@ class DecodeBatch:
                 use_cache=True,
                 logits_to_keep=1,
             )
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = cache_of(out)
         return out.logits[:, -1, :], cache, mask
 
     def _prefill_shared_prefix(
@@ -405,7 +410,7 @@ class DecodeBatch:
             )
         rows = torch.arange(len(all_ids), device=self.device)
         logits = out.logits[rows, picks.to(self.device)]
-        cache = out["cache"] if "cache" in out else out["past_key_values"]
+        cache = cache_of(out)
         return logits, cache, mask.to(self.device)
 
     def _prefix_cache(self, ids: Sequence[int], shared: int) -> tuple[int, Any] | None:
@@ -425,7 +430,7 @@ class DecodeBatch:
         prefix = torch.tensor([list(ids[:shared])], dtype=torch.long, device=self.device)
         with torch.inference_mode():
             first = self.model(input_ids=prefix, use_cache=True, logits_to_keep=1)
-        cache = first["cache"] if "cache" in first else first["past_key_values"]
+        cache = cache_of(first)
         if not _is_plain(cache):
             return None
         if shared <= MAX_KEPT_PREFIX:
@@ -449,7 +454,7 @@ class DecodeBatch:
                 logits_to_keep=1,
                 **{self._cache_kwarg: self.cache},
             )
-        self.cache = out["cache"] if "cache" in out else out["past_key_values"]
+        self.cache = cache_of(out)
         return out.logits[:, -1, :]
 
     def _logprob_entry(self, logprobs: Any, token: int, row: _Sequence) -> TokenLogprob:
