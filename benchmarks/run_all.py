@@ -58,9 +58,10 @@ TINY = (("ALLOY_BENCH_MODEL", "tiny:llama"),)
 # eval 331 s, merge 62 s, preference 274 s, distill 11 s, serve_speed 50 s, chat_speed 46 s,
 # serve_load 27 s.
 PLANS = (
-    Plan("train_throughput", ("--steps", "3"), 360, 900,
+    Plan("train_throughput", ("--steps", "3"), 420, 960,
          "2026-12-02 probe, idle: 3 steps of the plain fp32 loop ~60 s, the stage in bf16 ~30 s, "
-         "in fp32 ~70 s, the plain loop in bf16 ~40 s, LoRA ~45 s, each plus ~20 s of loading",
+         "in fp32 ~70 s, the plain loop in bf16 ~40 s, LoRA ~45 s (twice: with and without "
+         "dropout), each plus ~20 s of loading",
          ("--steps", "2"), TINY),
     Plan("eval_speed", ("--repeats", "3", "--lm-eval", str(LM_EVAL)), 540, 720,
          "2026-12-07 13:20 idle run, paper once: 3 x (47.6 + 26.5 + 32.6 + 17.4) + 42.5 s = "

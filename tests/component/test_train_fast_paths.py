@@ -107,3 +107,18 @@ def test_lora_adapters_use_fast_dropout(tiny_llama):
     model = load_trainable_model(tiny_llama, TrainConfig(lora=LoraConfig(r=4, dropout=0.1)), seed=0)
     dropouts = [m for n, m in model.named_modules() if "lora_dropout." in n]
     assert dropouts and all(type(m) is FastDropout and m.p == 0.1 for m in dropouts)
+
+
+def test_lora_dropout_defaults_to_peft_default_and_off(tiny_llama):
+    """No dropout unless asked (peft's own default): no adapter pays for masks on its input."""
+    import dataclasses
+
+    from peft import LoraConfig as PeftLoraConfig
+
+    peft_default = next(
+        f.default for f in dataclasses.fields(PeftLoraConfig) if f.name == "lora_dropout"
+    )
+    assert LoraConfig().dropout == peft_default == 0.0
+    model = load_trainable_model(tiny_llama, TrainConfig(lora=LoraConfig(r=4)), seed=0)
+    dropouts = [m for n, m in model.named_modules() if "lora_dropout." in n]
+    assert dropouts and all(type(m) is torch.nn.Identity for m in dropouts)

@@ -23,7 +23,13 @@ class LoraConfig(StrictModel):
 
     r: int = Field(16, ge=1, description="adapter rank")
     alpha: float = Field(32.0, gt=0, description="scaling numerator: the update is alpha/r * B @ A")
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="dropout on each adapter's input; 0 = off, peft's default (on a CPU, 0.05 slows "
+        "a LoRA step: benchmarks/train_throughput.py measures both)",
+    )
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear",
         description="module names to adapt, or 'all-linear' (every linear layer but the head)",
