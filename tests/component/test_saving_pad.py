@@ -48,3 +48,30 @@ def test_undecided_cases_defer_to_transformers(tiny_llama, tmp_path):
     assert decided == dict(
         zip(("pad_token", "pad_token_id"), _picked_pad(same_as_eos), strict=True)
     )
+
+
+def test_a_tokenizer_file_is_parsed_once_per_content(tiny_llama, tmp_path, monkeypatch):
+    """A sweep's outputs carry the same tokenizer.json: one parse serves them all; a changed file
+    is parsed again."""
+    import tokenizers
+
+    from alloylm.models import saving
+
+    parses = []
+    real_from_str = tokenizers.Tokenizer.from_str
+    monkeypatch.setattr(saving, "_TOKEN_IDS", {})
+    monkeypatch.setattr(
+        tokenizers.Tokenizer, "from_str", lambda text: parses.append(1) or real_from_str(text)
+    )
+    token = json.loads((tiny_llama / "tokenizer_config.json").read_text())["eos_token"]
+    token = token["content"] if isinstance(token, dict) else token
+    expected = tokenizers.Tokenizer.from_file(str(tiny_llama / "tokenizer.json")).token_to_id(token)
+    copies = []
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+        copies.append(shutil.copy(tiny_llama / "tokenizer.json", tmp_path / name))
+    assert [saving.token_id_in(Path(c), token) for c in copies] == [expected] * 3
+    assert len(parses) == 1
+    Path(copies[2]).write_text(Path(copies[2]).read_text() + "\n")
+    assert saving.token_id_in(Path(copies[2]), token) == expected
+    assert len(parses) == 2
