@@ -126,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from alloylm.evals.catalog import resolve_task
     from alloylm.evals.results import format_table, write_results
     from alloylm.evals.runner import EvalSettings, default_baseline, evaluate
+    from alloylm.gc_policy import freeze_what_imports_built
 
     mapping = parse_mapping(args.mapping)
     tasks = [
@@ -152,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         cache=not args.no_cache,
     )
     progress = _progress()
+    freeze_what_imports_built(("alloylm.evals.scoring", "transformers.modeling_utils"))
     records = evaluate(args.models, tasks, settings, progress=progress, log=progress.log)
     print(format_table(records))
     output = args.output or (None if args.no_save else default_output())

@@ -75,6 +75,9 @@ def _load(config: Path, args: argparse.Namespace | None = None):
 def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:
     import contextlib
 
+    from alloylm.gc_policy import freeze_what_imports_built
+
+    freeze_what_imports_built(("alloylm.merge.engine", "alloylm.merge.artifacts"))
     from alloylm.atomic import atomic_directory
     from alloylm.merge.artifacts import write_variant_manifest
     from alloylm.merge.engine import MergeOutput, prepare_merge, run_merge
