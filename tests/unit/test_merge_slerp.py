@@ -103,3 +103,21 @@ def test_matches_mergekit_when_it_is_installed():
         except AttributeError:
             theirs = slerp_module.slerp(torch.tensor([t]), v0[None], v1[None])[0]
         assert torch.allclose(slerp(t, v0, v1), theirs.float(), atol=1e-5)
+
+
+def test_a_bfloat16_pair_has_the_cosine_of_its_float32_widening():
+    # Widened a span at a time, never whole: the same chunk sums, so the very same cosine (3 spans
+    # of 64 chunks and a short tail here), and the hand-checked value on a small exact case.
+    from alloylm.merge.methods import slerp as slerp_module
+
+    torch.manual_seed(2)
+    numel = 3 * slerp_module.SPAN + 1234
+    v0 = torch.randn(numel).to(torch.bfloat16)
+    v1 = (v0.float() + 0.1 * torch.randn(numel)).to(torch.bfloat16)
+    assert slerp_geometry(v0, v1).cos_theta == slerp_geometry(v0.float(), v1.float()).cos_theta
+    # [3, 4] . [4, 3] = 24 over |5| |5|: exact in bfloat16
+    pair = (
+        torch.tensor([3.0, 4.0], dtype=torch.bfloat16),
+        torch.tensor([4.0, 3.0], dtype=torch.bfloat16),
+    )
+    assert slerp_geometry(*pair).cos_theta == 24 / 25

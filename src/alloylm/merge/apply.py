@@ -95,8 +95,9 @@ def apply_method(
 ROW_BLOCK_ELEMENTS = 1 << 20  # 4 MB of float32 per block
 
 
-def merges_in_row_blocks(name: str, ctx: TensorContext) -> bool:
-    return merge_method(name).row_blocks and ctx.tensors[0].ndim >= 1
+def merges_in_row_blocks(name: str, ndim: int) -> bool:
+    """Whether method `name` can merge a tensor of `ndim` dimensions a block of rows at a time."""
+    return merge_method(name).row_blocks and ndim >= 1
 
 
 def apply_method_in_row_blocks(
@@ -108,7 +109,10 @@ def apply_method_in_row_blocks(
     block_elements: int | None = None,
 ) -> Merged:
     """`apply_method`, a block of rows at a time, written into a tensor of `out_dtype`: the same
-    values (elementwise arithmetic, one rounding to `out_dtype`) without the float32 result."""
+    values (elementwise arithmetic, one rounding to `out_dtype`) without the float32 result.
+
+    `ctx.tensors` may be in any floating dtype: `prepare` sees them whole as they are, `apply`
+    sees each block widened to float32 (exact), so no float32 copy of a whole tensor is made."""
     method = merge_method(name)
     whole = _method_call(method, ctx, parameters, variant)
     if method.prepare is not None:
@@ -119,7 +123,7 @@ def apply_method_in_row_blocks(
     rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
     merged = None
     for start in range(0, first.shape[0], rows):
-        block = [tensor[start : start + rows] for tensor in ctx.tensors]
+        block = [tensor[start : start + rows].float() for tensor in ctx.tensors]
         merged = method.apply(dataclasses.replace(whole, tensors=block))
         out[start : start + rows] = merged.tensor
     assert merged is not None, "a tensor with no rows"

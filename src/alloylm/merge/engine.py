@@ -61,8 +61,13 @@ TOKENIZER_FILES = (
 # More merging threads than this gain nothing on a memory-bound job and hold more tensors.
 MAX_WORKERS = 4
 # A tensor this large (a 135M model's 49k x 576 embedding has 28M elements) is merged with no
-# other in flight: its float32 working copies dominate peak memory.
+# other in flight: its working copies dominate peak memory.
 BIG_TENSOR_ELEMENTS = 8_000_000
+# Tensors at least this large are merged a block of rows at a time when the method allows it
+# (`MergeMethod.row_blocks`): the parents stay in their stored dtype and each block is widened to
+# float32 while it is in cache, instead of float32 copies of whole tensors and a float32 result.
+# Smaller tensors are widened once and merged whole: a sweep's variants share the widened copies.
+ROW_BLOCKS_FROM_ELEMENTS = BIG_TENSOR_ELEMENTS
 TORCH_TO_CONFIG = {
     torch.bfloat16: "bfloat16",
     torch.float16: "float16",
@@ -222,18 +227,21 @@ def _merge_all(
                 yield tensor, None, False
             return
         out_dtype = _out_dtype(settings, base_info.dtype)
-        # mergekit casts inputs to `dtype` before merging; methods then work in float32.
-        # One parent at a time, so only one raw tensor is alive next to the working copies.
+        blocks = base_info.numel >= ROW_BLOCKS_FROM_ELEMENTS and merges_in_row_blocks(
+            settings.method, len(base_info.shape)
+        )
+        # mergekit casts inputs to `dtype` before merging; methods then work in float32 (in row
+        # blocks: on each block, widened as it is merged). One parent at a time, so only one
+        # raw tensor is alive next to the working copies.
         tensors = [
-            _working_copy(read(reader, name), load_dtype)
+            _working_copy(read(reader, name), load_dtype, widen=not blocks)
             for reader, name in zip(plan.readers, job.sources, strict=True)
         ]
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
         )
-        blocks = is_big(job) and merges_in_row_blocks(settings.method, ctx)
         for output in outputs:
-            if blocks:  # no float32 result the size of an embedding matrix
+            if blocks:  # no float32 copies or result of the whole tensor
                 applied = apply_method_in_row_blocks(
                     settings.method, ctx, output.parameters, output.name, out_dtype
                 )
@@ -304,10 +312,13 @@ def _in_order(jobs: list[TensorJob], work: Callable, workers: int, is_big: Calla
                 future.cancel()
 
 
-def _working_copy(tensor: torch.Tensor, load_dtype: torch.dtype | None) -> torch.Tensor:
+def _working_copy(
+    tensor: torch.Tensor, load_dtype: torch.dtype | None, widen: bool = True
+) -> torch.Tensor:
+    """The tensor in the config's `dtype` (mergekit's input cast), then float32 if `widen`."""
     if load_dtype is not None and load_dtype != tensor.dtype:
         tensor = tensor.to(load_dtype)
-    return tensor.float()
+    return tensor.float() if widen else tensor
 
 
 def write_model_files(folder: Path, plan: PreparedMerge, layout: list[tuple]) -> None:

@@ -41,31 +41,48 @@ def slerp_geometry(v0: torch.Tensor, v1: torch.Tensor, eps: float = EPS) -> Sler
 
     mergekit divides each vector by its norm only when the norm exceeds `eps`; a (near) zero
     vector is left as it is. The dot of the normalized copies equals dot(v0, v1) / (|v0| |v1|),
-    which needs no normalized copies in memory. Products in float32 like mergekit; the sum is
-    accumulated per chunk (see `_dot`), so the cosine agrees with mergekit's to ~1e-7.
+    which needs no normalized copies in memory. Products in float32 like mergekit (inputs in
+    another dtype are widened a span at a time); the sum is accumulated per chunk (see `_dots`),
+    so the cosine agrees with mergekit's to ~1e-7.
     """
-    a = v0.reshape(-1).float()
-    b = v1.reshape(-1).float()
-    norm0 = math.sqrt(_dot(a, a))
-    norm1 = math.sqrt(_dot(b, b))
-    dot = _dot(a, b)
-    cos = dot / (norm0 if norm0 > eps else 1.0) / (norm1 if norm1 > eps else 1.0)
+    self0, self1, cross = _dots(v0.reshape(-1), v1.reshape(-1))
+    norm0 = math.sqrt(self0)
+    norm1 = math.sqrt(self1)
+    cos = cross / (norm0 if norm0 > eps else 1.0) / (norm1 if norm1 > eps else 1.0)
     return SlerpGeometry(cos_theta=cos)
 
 
-def _dot(a: torch.Tensor, b: torch.Tensor, chunk: int = 1 << 14) -> float:
-    """Dot product of long float32 vectors: float32 partial sums per chunk, added in float64.
+CHUNK = 1 << 14
+SPAN = CHUNK * 64  # elements widened to float32 at a time: 4 MiB per vector
+
+
+def _dots(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float, float]:
+    """(a.a, b.b, a.b) of two long vectors: float32 partial sums per chunk, added in float64.
 
     One BLAS float32 dot over tens of millions of elements loses several digits (an embedding
     matrix can cross the 0.9995 threshold that way); chunks of 16k keep the error at ~1e-8. The
-    chunk dots are one batched matmul, so a tensor costs one call, not thousands.
+    chunk dots of a span are one batched matmul, so a tensor costs a few calls, not thousands.
+    Each span is widened to float32 once, while it is in cache: a bfloat16 tensor never has a
+    whole float32 copy.
     """
-    whole = a.numel() // chunk * chunk
-    total = float(torch.dot(a[whole:], b[whole:]))
-    if whole:
-        parts = torch.bmm(a[:whole].view(-1, 1, chunk), b[:whole].view(-1, chunk, 1))
-        total += float(parts.sum(dtype=torch.float64))
-    return total
+    whole = a.numel() // CHUNK * CHUNK
+    tail_a, tail_b = a[whole:].float(), b[whole:].float()
+    totals = [float(torch.dot(tail_a, tail_a)), float(torch.dot(tail_b, tail_b)),
+              float(torch.dot(tail_a, tail_b))]  # fmt: skip
+    if not whole:
+        return totals[0], totals[1], totals[2]
+    parts: list[list[torch.Tensor]] = [[], [], []]
+    for start in range(0, whole, SPAN):
+        end = min(start + SPAN, whole)
+        span_a, span_b = a[start:end].float(), b[start:end].float()
+        rows_a, cols_a = span_a.view(-1, 1, CHUNK), span_a.view(-1, CHUNK, 1)
+        rows_b, cols_b = span_b.view(-1, 1, CHUNK), span_b.view(-1, CHUNK, 1)
+        parts[0].append(torch.bmm(rows_a, cols_a))
+        parts[1].append(torch.bmm(rows_b, cols_b))
+        parts[2].append(torch.bmm(rows_a, cols_b))
+    for i, chunk_dots in enumerate(parts):
+        totals[i] += float(torch.cat(chunk_dots).sum(dtype=torch.float64))
+    return totals[0], totals[1], totals[2]
 
 
 def slerp_coefficients(t: float, geometry: SlerpGeometry) -> tuple[float, float]:
