@@ -151,10 +151,15 @@ def preference_throughput(data: dict) -> Iterator[Figure]:
                          "x the peer's pairs/CPU-s",
                          spread(results[ours].get("pairs_per_cpu_s_runs")))  # fmt: skip
     first, online = results.get("alloy_dpo_precompute_first"), results.get("alloy_dpo_online")
-    if first and online:  # issue 16's target: the first run, reference pass included, >= 1.3x
+    if first and online:  # the epoch alone: its reference log-probs were scored before it
         a, b = first["pairs_per_cpu_s"], online["pairs_per_cpu_s"]
-        yield Figure("alloy_dpo_precompute_first pairs/CPU-s (median)", a, "pairs/CPU-s",
+        yield Figure("alloy_dpo_precompute_first pairs/CPU-s of the epoch (median)", a, "pairs/CPU-s",
                      "alloy_dpo_online", b, _ratio(a, b), "x the online reference's pairs/CPU-s")  # fmt: skip
+    if first and online and first.get("pairs_per_cpu_s_with_ref"):  # issue 16's target: >= 1.3x
+        a, b = first["pairs_per_cpu_s_with_ref"], online["pairs_per_cpu_s"]
+        yield Figure("alloy_dpo_precompute_first pairs/CPU-s, reference pass + epoch (median)", a,
+                     "pairs/CPU-s", "alloy_dpo_online", b, _ratio(a, b),
+                     "x the online reference's pairs/CPU-s")  # fmt: skip
 
 
 def _merge_seconds(row: dict) -> float:
