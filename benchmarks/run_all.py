@@ -67,9 +67,10 @@ PLANS = (
          "2026-12-07 13:20 idle run, paper once: 3 x (47.6 + 26.5 + 32.6 + 17.4) + 42.5 s = "
          "415 s; paper in every repeat since: + 2 x ~45 s",
          ("--repeats", "2", "--skip-paper", "--lm-eval", "/nonexistent"), TINY),
-    Plan("merge_speed", ("--repeats", "2", "--mergekit-yaml", str(MERGEKIT)), 180, 480,
-         "recorded: 2 x (12.0 + 21.8 + 60.7 + 34.7) s medians (ours, sweep of 7, mergekit, "
-         "mergekit on 1 thread) at load 6.7-12",
+    Plan("merge_speed", ("--repeats", "3", "--mergekit-yaml", str(MERGEKIT)), 180, 480,
+         "2026-12-07 16:11 idle run, 2 repeats: 2 x (2.7 + 6.2 + 8.4 + 9.0) s plus making the "
+         "inputs; 3 repeats since (a median of 2 is their mean: the sweep's runs were 7.3 and "
+         "5.1 s)",
          ("--repeats", "2", "--mergekit-yaml", "/nonexistent"), TINY),
     Plan("preference_throughput", ("--pairs", "8", "--repeats", "2"), 360, 540,
          "recorded at 32 pairs (8 steps): 87-123 s a round at load ~2; 8 pairs (2 steps) keep "
