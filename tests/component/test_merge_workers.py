@@ -33,7 +33,6 @@ def test_workers_write_what_one_thread_writes(
 ):
     # 1000 elements: the embedding and MLP matrices of the tiny model count as big (run alone)
     monkeypatch.setattr(engine, "BIG_TENSOR_ELEMENTS", big_elements)
-    monkeypatch.setattr(engine, "ROW_BLOCKS_FROM_ELEMENTS", big_elements)
     settings = settings_from_dict(
         {
             "base_model": str(tiny_llama),
@@ -104,7 +103,7 @@ def test_row_blocks_write_what_whole_tensors_write(
     else:
         base.update(method)
     settings = settings_from_dict(base)
-    monkeypatch.setattr(engine, "ROW_BLOCKS_FROM_ELEMENTS", 10**12)  # nothing merged in blocks
+    monkeypatch.setattr(engine, "BIG_TENSOR_ELEMENTS", 10**12)  # nothing merged in blocks
     whole = _merge_all(settings, tmp_path / "whole", workers=1)
     calls = []
     original = apply.apply_method_in_row_blocks
@@ -114,7 +113,6 @@ def test_row_blocks_write_what_whole_tensors_write(
         lambda *a, **k: calls.append(1) or original(*a, **k),
     )
     monkeypatch.setattr(engine, "BIG_TENSOR_ELEMENTS", 1000)
-    monkeypatch.setattr(engine, "ROW_BLOCKS_FROM_ELEMENTS", 1000)  # stored dtype, widened per block
     monkeypatch.setattr(apply, "ROW_BLOCK_ELEMENTS", 300)  # a few rows per block, a short tail
     blocks = _merge_all(settings, tmp_path / "blocks", workers=1)
     assert calls, "no tensor was merged in row blocks"

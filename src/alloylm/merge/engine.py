@@ -61,13 +61,11 @@ TOKENIZER_FILES = (
 # More merging threads than this gain nothing on a memory-bound job and hold more tensors.
 MAX_WORKERS = 4
 # A tensor this large (a 135M model's 49k x 576 embedding has 28M elements) is merged with no
-# other in flight: its working copies dominate peak memory.
+# other in flight: its working copies dominate peak memory. Where the method allows it
+# (`MergeMethod.row_blocks`) it is merged a block of rows at a time: the parents stay in their
+# stored dtype and each block is widened to float32 while it is in cache. Smaller tensors are
+# widened once and merged whole, so that a sweep's variants share the widened copies.
 BIG_TENSOR_ELEMENTS = 8_000_000
-# Tensors at least this large are merged a block of rows at a time when the method allows it
-# (`MergeMethod.row_blocks`): the parents stay in their stored dtype and each block is widened to
-# float32 while it is in cache, instead of float32 copies of whole tensors and a float32 result.
-# Smaller tensors are widened once and merged whole: a sweep's variants share the widened copies.
-ROW_BLOCKS_FROM_ELEMENTS = BIG_TENSOR_ELEMENTS
 TORCH_TO_CONFIG = {
     torch.bfloat16: "bfloat16",
     torch.float16: "float16",
@@ -227,9 +225,7 @@ def _merge_all(
                 yield tensor, None, False
             return
         out_dtype = _out_dtype(settings, base_info.dtype)
-        blocks = base_info.numel >= ROW_BLOCKS_FROM_ELEMENTS and merges_in_row_blocks(
-            settings.method, len(base_info.shape)
-        )
+        blocks = is_big(job) and merges_in_row_blocks(settings.method, len(base_info.shape))
         # mergekit casts inputs to `dtype` before merging; methods then work in float32 (in row
         # blocks: on each block, widened as it is merged). One parent at a time, so only one
         # raw tensor is alive next to the working copies.

@@ -9,7 +9,7 @@ Per tensor: flatten, take the angle between the *normalized* copies, then combin
 *unnormalized* tensors with the sine weights. When |cos| > 0.9995 the tensors are treated as
 colinear and plain linear interpolation is used instead (the "linear fallback"). t = 0 gives v0
 (the base model), t = 1 gives v1. Arithmetic is float32, as in mergekit, except the angle's
-dots, which are float64 (exact where mergekit's float32 sums are within ~1e-7).
+dots, which are float64 (exact; mergekit sums them in float32).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def slerp_geometry(v0: torch.Tensor, v1: torch.Tensor, eps: float = EPS) -> Sler
     mergekit divides each vector by its norm only when the norm exceeds `eps`; a (near) zero
     vector is left as it is. The dot of the normalized copies equals dot(v0, v1) / (|v0| |v1|),
     which needs no normalized copies in memory. The dots are exact to ~1e-14 (see `_dots`), so
-    the cosine is the true one; mergekit's float32 sums are within ~1e-7 of it.
+    the cosine is the true one, where mergekit's comes from float32 sums.
     """
     self0, self1, cross = _dots(v0.reshape(-1), v1.reshape(-1))
     norm0 = math.sqrt(self0)
