@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "src" / "alloylm"
 # from any layer below it, never from a sibling of the same layer or from above.
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("__init__", "errors"),
-    ("atomic", "gc_policy", "hashing", "registry", "resources"),
+    ("atomic", "memory_policy", "hashing", "registry", "resources"),
     ("config",),
     ("data",),
     ("models",),

@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     from alloylm.evals.catalog import resolve_task
     from alloylm.evals.results import format_table, write_results
     from alloylm.evals.runner import EvalSettings, default_baseline, evaluate
-    from alloylm.gc_policy import freeze_what_imports_built
+    from alloylm.memory_policy import freeze_what_imports_built
 
     mapping = parse_mapping(args.mapping)
     tasks = [

@@ -75,8 +75,9 @@ def _load(config: Path, args: argparse.Namespace | None = None):
 def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:
     import contextlib
 
-    from alloylm.gc_policy import freeze_what_imports_built
+    from alloylm.memory_policy import freeze_what_imports_built, reuse_freed_memory
 
+    reuse_freed_memory()
     freeze_what_imports_built(("alloylm.merge.engine", "alloylm.merge.artifacts"))
     from alloylm.atomic import atomic_directory
     from alloylm.merge.artifacts import write_variant_manifest
