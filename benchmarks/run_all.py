@@ -120,6 +120,11 @@ def run_one(plan: Plan, args: argparse.Namespace, env: dict[str, str], seconds: 
     return entry
 
 
+def record_name(only: list[str] | None) -> str:
+    """The runner's record: `_make_bench.json` for a whole run, another file for `--only`."""
+    return "_make_bench_only.json" if only else "_make_bench.json"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     names = [plan.name for plan in PLANS]
@@ -160,7 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "benchmarks": log,
     }
-    (folder / "_make_bench.json").write_text(json.dumps(record, indent=2) + "\n")
+    if args.only:  # the record of the last full run (its duration, every outcome) stays
+        record["only"] = args.only
+    (folder / record_name(args.only)).write_text(json.dumps(record, indent=2) + "\n")
     from summary import main as summary_main
 
     summary_main([str(folder)])

@@ -361,16 +361,20 @@ def markdown(rows: list[list[str]], folder: Path) -> str:
     ]
     lines += ["| " + " | ".join(cell.replace("|", "/") for cell in row) + " |" for row in rows]
     lines += last_make_bench(folder)
+    lines += last_make_bench(folder, "_make_bench_only.json")
     return "\n".join(lines) + "\n"
 
 
-def last_make_bench(folder: Path) -> list[str]:
-    """What the last `make bench` (benchmarks/run_all.py) did with each benchmark."""
-    path = folder / "_make_bench.json"
+def last_make_bench(folder: Path, name: str = "_make_bench.json") -> list[str]:
+    """What the last `make bench` (benchmarks/run_all.py) did with each benchmark; with
+    name="_make_bench_only.json", the last `run_all.py --only ...`."""
+    path = folder / name
     if not path.exists():
         return []
     record = json.loads(path.read_text())
     kind = "make bench-check (tiny sizes)" if record.get("check") else "make bench"
+    if record.get("only"):
+        kind = f"run_all.py --only {' '.join(record['only'])}"
     lines = ["", f"Last {kind}: started {record.get('started', '?')}, budget "
              f"{record.get('budget_s', 0):.0f} s.", "", "| benchmark | outcome | command |",
              "|---|---|---|"]  # fmt: skip

@@ -117,3 +117,4 @@ def test_row_blocks_write_what_whole_tensors_write(
     blocks = _merge_all(settings, tmp_path / "blocks", workers=1)
     assert calls, "no tensor was merged in row blocks"
     assert blocks == whole
+    assert _merge_all(settings, tmp_path / "blocks_in_threads", workers=3) == whole

@@ -150,3 +150,25 @@ def test_eval_speed_reports_bf16_rows_without_lm_eval(monkeypatch, tmp_path, cap
     written = json.loads((tmp_path / "eval_speed.json").read_text())
     assert written["comparison"] == {"bf16_answers_differing_from_fp32": 1}
     assert "lm-eval" not in capsys.readouterr().out.split("\n")[-2]
+
+
+def test_a_run_of_some_benchmarks_keeps_the_record_of_the_last_whole_run(
+    monkeypatch, tmp_path
+) -> None:
+    run_all = _module("run_all")
+    whole = {"budget_s": 1800, "check": False, "started": "2026-12-07T16:31:31Z",
+             "benchmarks": [{"benchmark": "train_throughput", "outcome": "measured"}]}  # fmt: skip
+    (tmp_path / "_make_bench.json").write_text(json.dumps(whole))
+    monkeypatch.setenv("ALLOY_BENCH_RESULTS", str(tmp_path))
+    monkeypatch.setattr(run_all, "wait_until_idle", lambda limit: (0.0, [0.1, 0.2, 0.3]))
+    monkeypatch.setattr(
+        run_all, "run_one", lambda plan, *a: {"benchmark": plan.name, "outcome": "measured"}
+    )
+    assert run_all.main(["--only", "merge_speed"]) == 0
+    assert json.loads((tmp_path / "_make_bench.json").read_text()) == whole
+    partial = json.loads((tmp_path / "_make_bench_only.json").read_text())
+    assert partial["only"] == ["merge_speed"]
+    assert [e["benchmark"] for e in partial["benchmarks"]] == ["merge_speed"]
+    text = (tmp_path / "SUMMARY.md").read_text()
+    assert "Last make bench: started 2026-12-07T16:31:31Z" in text
+    assert "Last run_all.py --only merge_speed: started" in text

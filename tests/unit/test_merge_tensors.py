@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import torch
@@ -40,12 +41,34 @@ def test_round_trip_single_and_sharded(tmp_path):
         reader.close()
 
 
-def test_writer_refuses_out_of_order_tensors(tmp_path):
+def test_tensors_may_arrive_in_any_order_from_several_threads(tmp_path):
+    tensors = {f"t{i}": torch.randn(i + 1, 5).to(torch.bfloat16) for i in range(40)}
+    layout = [(n, tuple(t.shape), t.dtype) for n, t in tensors.items()]
+    writer = StreamingModelWriter(tmp_path, layout, 300)  # several shards
+    with ThreadPoolExecutor(4) as pool:
+        list(pool.map(lambda name: writer.write(name, tensors[name]), reversed(tensors)))
+    writer.finish()
+    loaded = {}
+    for shard in sorted(tmp_path.glob("*.safetensors")):
+        loaded.update(load_file(shard))
+    assert loaded.keys() == tensors.keys()
+    assert all(torch.equal(loaded[name], tensor) for name, tensor in tensors.items())
+
+
+def test_writer_refuses_unknown_misshapen_repeated_and_missing_tensors(tmp_path):
     writer = StreamingModelWriter(
         tmp_path, [("a", (2,), torch.float32), ("b", (2,), torch.float32)], 10**9
     )
-    with pytest.raises(RuntimeError, match="expected a"):
+    with pytest.raises(RuntimeError, match="no tensor of that name"):
+        writer.write("c", torch.zeros(2))
+    with pytest.raises(RuntimeError, match="expected b"):
+        writer.write("b", torch.zeros(3))
+    writer.write("b", torch.zeros(2))
+    with pytest.raises(RuntimeError, match="b twice"):
         writer.write("b", torch.zeros(2))
+    with pytest.raises(RuntimeError, match="next: a"):
+        writer.finish()
+    writer.abort()
 
 
 def test_reader_matches_safetensors(tmp_path):

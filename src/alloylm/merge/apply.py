@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,12 +108,14 @@ def apply_method_in_row_blocks(
     variant: str | None,
     out_dtype: torch.dtype,
     block_elements: int | None = None,
+    map_blocks: Callable[..., Iterable[Any]] = map,
 ) -> Merged:
     """`apply_method`, a block of rows at a time, written into a tensor of `out_dtype`: the same
     values (elementwise arithmetic, one rounding to `out_dtype`) without the float32 result.
 
     `ctx.tensors` may be in any floating dtype: `prepare` sees them whole as they are, `apply`
-    sees each block widened to float32 (exact), so no float32 copy of a whole tensor is made."""
+    sees each block widened to float32 (exact), so no float32 copy of a whole tensor is made.
+    `map_blocks` (a thread pool's `map`) may merge blocks concurrently: each writes its own rows."""
     method = merge_method(name)
     whole = _method_call(method, ctx, parameters, variant)
     if method.prepare is not None:
@@ -121,10 +124,13 @@ def apply_method_in_row_blocks(
     out = torch.empty(first.shape, dtype=out_dtype)
     per_row = first[0].numel() if first.ndim > 1 else 1
     rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
-    merged = None
-    for start in range(0, first.shape[0], rows):
+
+    def merge_block(start: int) -> Merged:
         block = [tensor[start : start + rows].float() for tensor in ctx.tensors]
         merged = method.apply(dataclasses.replace(whole, tensors=block))
         out[start : start + rows] = merged.tensor
-    assert merged is not None, "a tensor with no rows"
-    return Merged(out, merged.linear_fallback, merged.t)
+        return Merged(out[:0], merged.linear_fallback, merged.t)  # the block's result is freed
+
+    merged = list(map_blocks(merge_block, range(0, first.shape[0], rows)))
+    assert merged, "a tensor with no rows"
+    return Merged(out, merged[-1].linear_fallback, merged[-1].t)

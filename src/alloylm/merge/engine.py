@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -216,8 +216,11 @@ def _merge_all(
         with read_lock:
             return reader.get(name)
 
-    def merged_outputs(job: TensorJob) -> Iterator[tuple[torch.Tensor, float | None, bool]]:
-        """(tensor, t, linear fallback) per output, each computed when it is asked for."""
+    def merged_outputs(
+        job: TensorJob, map_blocks: Callable = map
+    ) -> Iterator[tuple[torch.Tensor, float | None, bool]]:
+        """(tensor, t, linear fallback) per output, each computed when it is asked for; a tensor
+        merged in row blocks hands them to `map_blocks`."""
         base_info = plan.readers[0].infos[job.sources[0]]
         if not base_info.dtype.is_floating_point:
             tensor = read(plan.readers[0], job.sources[0])
@@ -239,7 +242,12 @@ def _merge_all(
         for output in outputs:
             if blocks:  # no float32 copies or result of the whole tensor
                 applied = apply_method_in_row_blocks(
-                    settings.method, ctx, output.parameters, output.name, out_dtype
+                    settings.method,
+                    ctx,
+                    output.parameters,
+                    output.name,
+                    out_dtype,
+                    map_blocks=map_blocks,
                 )
             else:
                 applied = apply_method(settings.method, ctx, output.parameters, output.name)
@@ -247,10 +255,19 @@ def _merge_all(
             del applied  # its float32 tensor need not live while the output is written
             yield result, t, fallback
 
-    def record(job: TensorJob, merged: Iterable[tuple[torch.Tensor, float | None, bool]]) -> None:
-        for writer, report, (tensor, t, fallback) in zip(writers, reports, merged, strict=True):
+    def merge_and_write(job: TensorJob, map_blocks: Callable = map) -> list[tuple]:
+        """Merge one tensor for every output and write each result to its place as it comes;
+        (floating, t, linear fallback) per output for the reports."""
+        stats = []
+        merged = merged_outputs(job, map_blocks)
+        for writer, (tensor, t, fallback) in zip(writers, merged, strict=True):
             writer.write(job.out_name, tensor)
-            if not tensor.dtype.is_floating_point:
+            stats.append((tensor.dtype.is_floating_point, t, fallback))
+        return stats
+
+    def record(job: TensorJob, stats: list[tuple]) -> None:
+        for report, (floating, t, fallback) in zip(reports, stats, strict=True):
+            if not floating:
                 continue
             report.tensors += 1
             if t is not None:
@@ -264,27 +281,30 @@ def _merge_all(
 
     progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
     started = time.perf_counter()
-    merged_jobs = _in_order(plan.jobs, merged_outputs, workers, is_big)
-    for step, (job, merged) in enumerate(merged_jobs, start=1):
-        record(job, merged)
+    for step, (job, stats) in enumerate(
+        _in_order(plan.jobs, merge_and_write, workers, is_big), start=1
+    ):
+        record(job, stats)
         progress.update(
             step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
         )
     progress.finish()
 
 
+# Jobs queued ahead per worker: a queued job holds no tensor until a worker starts it, and a
+# worker that finishes early starts the next one instead of waiting for the oldest job's report.
+QUEUED_PER_WORKER = 2
+
+
 def _in_order(jobs: list[TensorJob], work: Callable, workers: int, is_big: Callable):
-    """(job, its outputs) in job order, `workers` jobs in flight at most. `work(job)` yields the
-    outputs: a worker thread computes them all; a big job (an embedding matrix) runs alone in
-    this thread, one output at a time as it is written, so peak memory stays that of a
-    one-tensor-at-a-time merge."""
+    """(job, work(job)) in job order, `workers` jobs merged at once in worker threads (each
+    writes its own results). A big job (an embedding matrix) runs alone, in this thread, so that
+    peak memory stays that of a one-tensor-at-a-time merge; the workers merge its row blocks
+    (`work(job, map_blocks)`)."""
     if workers <= 1:
         for job in jobs:
             yield job, work(job)
         return
-
-    def compute(job: TensorJob) -> list:
-        return list(work(job))
 
     window: deque = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="merge") as pool:
@@ -294,10 +314,10 @@ def _in_order(jobs: list[TensorJob], work: Callable, workers: int, is_big: Calla
                     while window:
                         done_job, future = window.popleft()
                         yield done_job, future.result()
-                    yield job, work(job)
+                    yield job, work(job, pool.map)
                     continue
-                window.append((job, pool.submit(compute, job)))
-                if len(window) >= workers:
+                window.append((job, pool.submit(work, job)))
+                if len(window) >= workers * QUEUED_PER_WORKER:
                     done_job, future = window.popleft()
                     yield done_job, future.result()
             while window:

@@ -4,14 +4,17 @@ Reading: the headers of every shard are parsed up front (names, shapes, dtypes: 
 read), then tensors are read one at a time at their header offsets.
 
 Writing: since the merge plan knows every output name, shape and dtype before any tensor is
-computed, each shard's header is written first and tensor bytes are appended as they are produced;
-peak memory stays at the input tensors of one step, whatever the number of outputs (sweeps).
+computed, each shard's header is written first, and each tensor's bytes go to their place as soon
+as a merge worker has them, in any order; peak memory stays at the input tensors of the steps in
+flight, whatever the number of outputs (sweeps).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -174,7 +177,9 @@ def shard_names(count: int) -> list[str]:
 
 
 class StreamingModelWriter:
-    """Writes a model whose tensor layout is known in advance; tensors arrive in layout order."""
+    """Writes a model whose tensor layout is known in advance. Every shard's header is written
+    when the writer is made, so each tensor has a known place: tensors may arrive in any order and
+    from several threads at once (`os.pwrite` at that offset), as each merge worker finishes one."""
 
     def __init__(
         self,
@@ -187,26 +192,36 @@ class StreamingModelWriter:
         self.shards = plan_shards(entries, max_shard_bytes)
         self.files = shard_names(len(self.shards))
         self._order = [(s, e) for s, shard in enumerate(self.shards) for e in shard]
-        self._next = 0
-        self._handle: IO[bytes] | None = None
-        self._current_shard = -1
+        self._places: dict[str, tuple[int, int, tuple[int, ...], torch.dtype]] = {}
+        self._written: set[str] = set()
+        self._lock = threading.Lock()
+        self._fds: list[int] = []
+        try:
+            for index in range(len(self.shards)):
+                self._fds.append(self._open_shard(index))
+        except BaseException:
+            self.abort()
+            raise
 
     def write(self, name: str, tensor: torch.Tensor) -> None:
-        shard_index, (expected, shape, dtype) = self._order[self._next]
-        if name != expected or tuple(tensor.shape) != tuple(shape) or tensor.dtype != dtype:
+        """Write one tensor of the layout at its place; safe to call from several threads."""
+        place = self._places.get(name)
+        if place is None or tuple(tensor.shape) != place[2] or tensor.dtype != place[3]:
+            expected = f"{place[2]} {place[3]}" if place else "no tensor of that name"
             raise RuntimeError(
-                f"writer expected {expected} {shape} {dtype}, got {name} {tuple(tensor.shape)} {tensor.dtype}"
+                f"writer expected {name}: {expected}, got {tuple(tensor.shape)} {tensor.dtype}"
             )
-        if shard_index != self._current_shard:
-            self._open_shard(shard_index)
-        data = tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy()
-        self._handle.write(memoryview(data))
-        self._next += 1
-        if self._next == len(self._order) or self._order[self._next][0] != shard_index:
-            self._handle.close()
-            self._handle = None
+        with self._lock:
+            if name in self._written:
+                raise RuntimeError(f"writer got {name} twice")
+            self._written.add(name)
+        shard_index, offset, _, _ = place
+        data = memoryview(tensor.detach().contiguous().reshape(-1).view(torch.uint8).numpy())
+        while data:  # a single pwrite stops short of 2 GiB on Linux
+            offset += (count := os.pwrite(self._fds[shard_index], data, offset))
+            data = data[count:]
 
-    def _open_shard(self, index: int) -> None:
+    def _open_shard(self, index: int) -> int:
         header: dict[str, object] = {"__metadata__": {"format": "pt"}}
         offset = 0
         for name, shape, dtype in self.shards[index]:
@@ -219,15 +234,23 @@ class StreamingModelWriter:
             offset = end
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # safetensors aligns the data start to 8 bytes
-        self._handle = open(self.folder / self.files[index], "wb")  # noqa: SIM115 (closed after its last tensor)
-        self._handle.write(struct.pack("<Q", len(text)))
-        self._handle.write(text)
-        self._current_shard = index
+        data_start = 8 + len(text)
+        for name, meta in header.items():
+            if name != "__metadata__":
+                shape, dtype = tuple(meta["shape"]), SAFETENSORS_DTYPES[meta["dtype"]]
+                self._places[name] = (index, data_start + meta["data_offsets"][0], shape, dtype)
+        path = self.folder / self.files[index]
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.pwrite(fd, struct.pack("<Q", len(text)) + text, 0)
+        return fd
 
     def finish(self) -> None:
-        if self._next != len(self._order):
-            missing = self._order[self._next][1][0]
-            raise RuntimeError(f"writer closed before all tensors were written (next: {missing})")
+        missing = [entry[0] for _, entry in self._order if entry[0] not in self._written]
+        if missing:
+            raise RuntimeError(
+                f"writer closed before all tensors were written (next: {missing[0]})"
+            )
+        self.abort()
         if len(self.files) > 1:
             weight_map = {e[0]: self.files[s] for s, e in self._order}
             total = sum(_nbytes(e[1], e[2]) for _, e in self._order)
@@ -235,9 +258,9 @@ class StreamingModelWriter:
             (self.folder / INDEX_FILE).write_text(json.dumps(index, indent=2) + "\n")
 
     def abort(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
+        """Close the shard files (finish() calls it; so does an interrupted merge)."""
+        while self._fds:
+            os.close(self._fds.pop())
 
 
 def parse_size(value: int | str) -> int:
