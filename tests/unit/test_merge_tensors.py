@@ -84,3 +84,17 @@ def test_parse_size():
     assert parse_size("5GB") == 5 * 10**9
     assert parse_size("2GiB") == 2 * 2**30
     assert parse_size(123) == 123
+
+
+def test_a_large_tensor_is_mapped_and_reads_as_the_file_holds_it(tmp_path, monkeypatch):
+    from alloylm.merge import tensors as module
+
+    monkeypatch.setattr(module, "MAP_FROM_BYTES", 64)  # "w" (84 bytes, at an unaligned offset)
+    tensors = {"small": torch.arange(5, dtype=torch.float32), "w": torch.randn(7, 3)}
+    save_file(tensors, str(tmp_path / "model.safetensors"))
+    reader = ModelTensors(tmp_path)
+    mapped = reader.get("w")
+    reader.close()  # the mapping outlives the reader's file handle
+    assert torch.equal(mapped, tensors["w"]) and torch.equal(reader.get("small"), tensors["small"])
+    mapped.mul_(0)  # copy-on-write: the file keeps its bytes
+    assert torch.equal(ModelTensors(tmp_path).get("w"), tensors["w"])

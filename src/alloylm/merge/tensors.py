@@ -12,6 +12,7 @@ flight, whatever the number of outputs (sweeps).
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import struct
 import threading
@@ -131,6 +132,8 @@ class ModelTensors:
         handle = self._handles.get(info.file)
         if handle is None:
             handle = self._handles[info.file] = open(info.file, "rb")  # noqa: SIM115 (closed in close())
+        if nbytes >= MAP_FROM_BYTES:
+            return _mapped(handle, start, nbytes).view(info.dtype).reshape(info.shape)
         buffer = torch.empty(nbytes, dtype=torch.uint8)
         if nbytes:
             handle.seek(start)
@@ -145,6 +148,23 @@ class ModelTensors:
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+
+
+# A tensor this large (an embedding matrix) is mapped from the file rather than read: malloc would
+# map fresh zero-filled pages for it anyway (glibc maps blocks over 32 MiB), and the copy from the
+# page cache costs as much again.
+MAP_FROM_BYTES = 32 << 20
+
+
+def _mapped(handle: IO[bytes], start: int, nbytes: int) -> torch.Tensor:
+    """Bytes [start, start + nbytes) of an open file as a uint8 tensor over a private mapping
+    (copy-on-write: writing to the tensor never reaches the file). The mapping lives as long as
+    the tensor does."""
+    skip = start % mmap.ALLOCATIONGRANULARITY
+    mapping = mmap.mmap(
+        handle.fileno(), nbytes + skip, offset=start - skip, access=mmap.ACCESS_COPY
+    )
+    return torch.frombuffer(mapping, dtype=torch.uint8, count=nbytes, offset=skip)
 
 
 def plan_shards(
