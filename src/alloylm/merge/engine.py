@@ -13,7 +13,7 @@ import shutil
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -207,88 +207,121 @@ def default_workers() -> int:
 def _merge_all(
     plan: PreparedMerge, outputs, writers, reports, progress: Progress, workers: int = 1
 ) -> None:
-    """Every job merged (in `workers` threads, a bounded window ahead) and written in order."""
-    settings = plan.settings
-    load_dtype = torch_dtype(settings.dtype)
-    read_lock = threading.Lock()  # the readers share one file handle per shard
-
-    def read(reader: ModelTensors, name: str) -> torch.Tensor:
-        with read_lock:
-            return reader.get(name)
-
-    def merged_outputs(
-        job: TensorJob, map_blocks: Callable = map
-    ) -> Iterator[tuple[torch.Tensor, float | None, bool]]:
-        """(tensor, t, linear fallback) per output, each computed when it is asked for; a tensor
-        merged in row blocks hands them to `map_blocks`."""
-        base_info = plan.readers[0].infos[job.sources[0]]
-        if not base_info.dtype.is_floating_point:
-            tensor = read(plan.readers[0], job.sources[0])
-            for _ in outputs:
-                yield tensor, None, False
-            return
-        out_dtype = _out_dtype(settings, base_info.dtype)
-        blocks = is_big(job) and merges_in_row_blocks(settings.method, len(base_info.shape))
-        # mergekit casts inputs to `dtype` before merging; methods then work in float32 (in row
-        # blocks: on each block, widened as it is merged). One parent at a time, so only one
-        # raw tensor is alive next to the working copies.
-        tensors = [
-            _working_copy(read(reader, name), load_dtype, widen=not blocks)
-            for reader, name in zip(plan.readers, job.sources, strict=True)
-        ]
-        ctx = TensorContext(
-            job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
-        )
-        for output in outputs:
-            if blocks:  # no float32 copies or result of the whole tensor
-                applied = apply_method_in_row_blocks(
-                    settings.method,
-                    ctx,
-                    output.parameters,
-                    output.name,
-                    out_dtype,
-                    map_blocks=map_blocks,
-                )
-            else:
-                applied = apply_method(settings.method, ctx, output.parameters, output.name)
-            result, t, fallback = applied.tensor.to(out_dtype), applied.t, applied.linear_fallback
-            del applied  # its float32 tensor need not live while the output is written
-            yield result, t, fallback
-
-    def merge_and_write(job: TensorJob, map_blocks: Callable = map) -> list[tuple]:
-        """Merge one tensor for every output and write each result to its place as it comes;
-        (floating, t, linear fallback) per output for the reports."""
-        stats = []
-        merged = merged_outputs(job, map_blocks)
-        for writer, (tensor, t, fallback) in zip(writers, merged, strict=True):
-            writer.write(job.out_name, tensor)
-            stats.append((tensor.dtype.is_floating_point, t, fallback))
-        return stats
-
-    def record(job: TensorJob, stats: list[tuple]) -> None:
-        for report, (floating, t, fallback) in zip(reports, stats, strict=True):
-            if not floating:
-                continue
-            report.tensors += 1
-            if t is not None:
-                report.t_values.append(t)
-            if fallback:
-                report.linear_fallback += 1
-                report.linear_fallback_names.append(job.out_name)
-
-    def is_big(job: TensorJob) -> bool:
-        return plan.readers[0].infos[job.sources[0]].numel >= BIG_TENSOR_ELEMENTS
-
-    progress.start(len(plan.jobs), f"merging ({settings.method}, {len(outputs)} output(s))")
+    """Every job merged and written (in `workers` threads), its figures reported in job order."""
+    merger = _Merger(plan, outputs, writers)
+    progress.start(len(plan.jobs), f"merging ({plan.settings.method}, {len(outputs)} output(s))")
     started = time.perf_counter()
-    for step, (job, stats) in enumerate(
-        _in_order(plan.jobs, merge_and_write, workers, is_big), start=1
-    ):
-        record(job, stats)
+    merged_jobs = _in_order(plan.jobs, merger, workers)
+    for step, (job, stats) in enumerate(merged_jobs, start=1):
+        _record(reports, job, stats)
         progress.update(
             step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
         )
     progress.finish()
+
+
+def _record(reports: list[MergeReport], job: TensorJob, stats: list[tuple]) -> None:
+    for report, (floating, t, fallback) in zip(reports, stats, strict=True):
+        if not floating:
+            continue
+        report.tensors += 1
+        if t is not None:
+            report.t_values.append(t)
+        if fallback:
+            report.linear_fallback += 1
+            report.linear_fallback_names.append(job.out_name)
+
+
+@dataclass
+class _Inputs:
+    """One job's parent tensors, ready for the method (`ctx`; None for a non-float tensor, which
+    every output copies from the base: `raw`)."""
+
+    ctx: TensorContext | None
+    raw: torch.Tensor | None
+    blocks: bool
+    out_dtype: torch.dtype | None
+
+
+class _Merger:
+    """Merges one job (a tensor of the output) for every output and writes the results."""
+
+    def __init__(self, plan: PreparedMerge, outputs: list[MergeOutput], writers: list) -> None:
+        self.plan, self.outputs, self.writers = plan, outputs, writers
+        self.settings = plan.settings
+        self.load_dtype = torch_dtype(plan.settings.dtype)
+        self._read_lock = threading.Lock()  # the readers share one file handle per shard
+
+    def is_big(self, job: TensorJob) -> bool:
+        return self.plan.readers[0].infos[job.sources[0]].numel >= BIG_TENSOR_ELEMENTS
+
+    def _read(self, reader: ModelTensors, name: str) -> torch.Tensor:
+        with self._read_lock:
+            return reader.get(name)
+
+    def inputs(self, job: TensorJob) -> _Inputs:
+        base_info = self.plan.readers[0].infos[job.sources[0]]
+        if not base_info.dtype.is_floating_point:
+            return _Inputs(None, self._read(self.plan.readers[0], job.sources[0]), False, None)
+        settings = self.settings
+        blocks = self.is_big(job) and merges_in_row_blocks(settings.method, len(base_info.shape))
+        # mergekit casts inputs to `dtype` before merging; methods then work in float32 (in row
+        # blocks: on each block, widened as it is merged). One parent at a time, so only one
+        # raw tensor is alive next to the working copies.
+        tensors = [
+            _working_copy(self._read(reader, name), self.load_dtype, widen=not blocks)
+            for reader, name in zip(self.plan.readers, job.sources, strict=True)
+        ]
+        ctx = TensorContext(
+            job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0
+        )
+        return _Inputs(ctx, None, blocks, _out_dtype(settings, base_info.dtype))
+
+    def merged(
+        self, inputs: _Inputs, output: MergeOutput, map_blocks: Callable = map
+    ) -> tuple[torch.Tensor, float | None, bool]:
+        """(tensor, t, linear fallback) for one output; row blocks go through `map_blocks`."""
+        if inputs.ctx is None:
+            return inputs.raw, None, False
+        method = self.settings.method
+        if inputs.blocks:  # no float32 copies or result of the whole tensor
+            applied = apply_method_in_row_blocks(
+                method,
+                inputs.ctx,
+                output.parameters,
+                output.name,
+                inputs.out_dtype,
+                map_blocks=map_blocks,
+            )
+        else:
+            applied = apply_method(method, inputs.ctx, output.parameters, output.name)
+        return applied.tensor.to(inputs.out_dtype), applied.t, applied.linear_fallback
+
+    def _write(self, index: int, job: TensorJob, merged: tuple) -> tuple[bool, float | None, bool]:
+        tensor, t, fallback = merged
+        self.writers[index].write(job.out_name, tensor)
+        return tensor.dtype.is_floating_point, t, fallback
+
+    def __call__(self, job: TensorJob) -> list[tuple]:
+        """Merge one tensor for every output, writing each result before the next is computed;
+        (floating, t, linear fallback) per output for the reports."""
+        inputs = self.inputs(job)
+        return [
+            self._write(index, job, self.merged(inputs, output))
+            for index, output in enumerate(self.outputs)
+        ]
+
+    def big(self, job: TensorJob, pool: ThreadPoolExecutor) -> list[tuple]:
+        """As a call, for a tensor merged with nothing else in flight: the first output's row
+        blocks are shared by the pool's threads (and the method's `prepare`, SLERP's angle, runs
+        once, for all outputs); the other outputs of a sweep are merged one per thread."""
+        inputs = self.inputs(job)
+        first = self._write(0, job, self.merged(inputs, self.outputs[0], pool.map))
+
+        def other(index: int) -> tuple:
+            return self._write(index, job, self.merged(inputs, self.outputs[index]))
+
+        return [first, *pool.map(other, range(1, len(self.outputs)))]
 
 
 # Jobs queued ahead per worker: a queued job holds no tensor until a worker starts it, and a
@@ -296,27 +329,27 @@ def _merge_all(
 QUEUED_PER_WORKER = 2
 
 
-def _in_order(jobs: list[TensorJob], work: Callable, workers: int, is_big: Callable):
-    """(job, work(job)) in job order, `workers` jobs merged at once in worker threads (each
-    writes its own results). A big job (an embedding matrix) runs alone, in this thread, so that
-    peak memory stays that of a one-tensor-at-a-time merge; the workers merge its row blocks
-    (`work(job, map_blocks)`)."""
+def _in_order(jobs: list[TensorJob], merger: _Merger, workers: int):
+    """(job, merger(job)) in job order, `workers` jobs merged at once in worker threads (each
+    writes its own results). A big job (an embedding matrix) runs with no other job in flight, so
+    that peak memory stays that of a one-tensor-at-a-time merge; the workers share its work
+    (`merger.big`)."""
     if workers <= 1:
         for job in jobs:
-            yield job, work(job)
+            yield job, merger(job)
         return
 
     window: deque = deque()
     with ThreadPoolExecutor(workers, thread_name_prefix="merge") as pool:
         try:
             for job in jobs:
-                if is_big(job):
+                if merger.is_big(job):
                     while window:
                         done_job, future = window.popleft()
                         yield done_job, future.result()
-                    yield job, work(job, pool.map)
+                    yield job, merger.big(job, pool)
                     continue
-                window.append((job, pool.submit(work, job)))
+                window.append((job, pool.submit(merger, job)))
                 if len(window) >= workers * QUEUED_PER_WORKER:
                     done_job, future = window.popleft()
                     yield done_job, future.result()
