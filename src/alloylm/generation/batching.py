@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.data.chat_template import format_prompt
+from alloylm.generation.growing_cache import grow_in_place, growing_layer_class, stacked
 from alloylm.generation.sampling import (
     JsonObjectScanner,
     Message,
@@ -257,11 +258,13 @@ def cache_of(output: Any) -> Any:
 
 
 def _is_plain(cache: Any) -> bool:
-    """True when every cache layer is a plain DynamicLayer (keys, values: B x H x T x D)."""
+    """True when every cache layer is a plain DynamicLayer, or our GrowingLayer (keys, values:
+    B x H x T x D)."""
     from transformers.cache_utils import DynamicLayer
 
+    plain = (DynamicLayer, growing_layer_class())
     layers = getattr(cache, "layers", None)
-    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    return bool(layers) and all(type(layer) in plain for layer in layers)
 
 
 class DecodeBatch:
@@ -304,6 +307,7 @@ class DecodeBatch:
             logits = self._decode()
         else:
             return
+        grow_in_place(self.cache)  # later steps append into spare room (growing_cache.py)
         want_logprobs = any(row.params.logprobs for row in self.rows)
         logprobs = torch.log_softmax(logits.float(), dim=-1) if want_logprobs else None
         for index, row in enumerate(self.rows):
@@ -344,8 +348,9 @@ class DecodeBatch:
             return torch.cat([tensor.new_zeros(shape), tensor], dim)
 
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            mine.keys = torch.cat([left_pad(mine.keys, -2), left_pad(theirs.keys, -2)], 0)
-            mine.values = torch.cat([left_pad(mine.values, -2), left_pad(theirs.values, -2)], 0)
+            # into a buffer with room for the next steps' keys and values (growing_cache.py)
+            mine.keys, mine.key_room = stacked([mine.keys, theirs.keys], width)
+            mine.values, mine.value_room = stacked([mine.values, theirs.values], width)
         self.mask = torch.cat([left_pad(self.mask, 1), left_pad(mask, 1)], 0)
 
     def _trim_padding(self) -> None:
