@@ -118,3 +118,58 @@ def test_row_blocks_write_what_whole_tensors_write(
     assert calls, "no tensor was merged in row blocks"
     assert blocks == whole
     assert _merge_all(settings, tmp_path / "blocks_in_threads", workers=3) == whole
+
+
+def test_an_interrupted_merge_stops_every_worker_before_the_files_are_closed(
+    tiny_llama, tiny_llama_other, tmp_path, monkeypatch
+):
+    """Workers write their own tensors: when the merge stops (Ctrl-C, or a failure in this thread
+    while workers run), it waits for them before it closes the shard files, so no worker writes
+    to a closed descriptor, or to another file that reused its number."""
+    import threading
+    import time
+
+    from alloylm.contract import Progress
+    from alloylm.merge import tensors
+
+    settings = settings_from_dict(
+        {
+            "base_model": str(tiny_llama),
+            "models": [str(tiny_llama_other)],
+            "dtype": "bfloat16",
+            "parameters": {"t": 0.5},
+        }
+    )
+    closed = threading.Event()
+    late_writes = []
+    real_write, real_abort = tensors.StreamingModelWriter.write, tensors.StreamingModelWriter.abort
+
+    def write(self, name, tensor):
+        time.sleep(0.05)  # workers are busy when the interruption comes
+        if closed.is_set():
+            late_writes.append(name)
+        return real_write(self, name, tensor)
+
+    def abort(self):
+        closed.set()
+        return real_abort(self)
+
+    class Interrupted(Progress):
+        def update(self, step, **fields):
+            if step == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(tensors.StreamingModelWriter, "write", write)
+    monkeypatch.setattr(tensors.StreamingModelWriter, "abort", abort)
+    ((name, parameters),) = settings.variants()
+    with pytest.raises(KeyboardInterrupt):
+        run_merge(
+            settings,
+            [MergeOutput(name, parameters, tmp_path / "out")],
+            workers=3,
+            progress=Interrupted(),
+        )
+    assert closed.is_set()
+    time.sleep(0.5)
+    assert late_writes == []
+    assert not [t for t in threading.enumerate() if t.name.startswith("merge")]

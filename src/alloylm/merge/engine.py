@@ -7,6 +7,7 @@ the input tensors of one step plus the interpreter, not the sum of the parents.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -211,12 +212,14 @@ def _merge_all(
     merger = _Merger(plan, outputs, writers)
     progress.start(len(plan.jobs), f"merging ({plan.settings.method}, {len(outputs)} output(s))")
     started = time.perf_counter()
-    merged_jobs = _in_order(plan.jobs, merger, workers)
-    for step, (job, stats) in enumerate(merged_jobs, start=1):
-        _record(reports, job, stats)
-        progress.update(
-            step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
-        )
+    # closing() stops the workers (and waits for them) whatever stops this loop, Ctrl-C included,
+    # before the caller closes the files they write to
+    with contextlib.closing(_in_order(plan.jobs, merger, workers)) as merged_jobs:
+        for step, (job, stats) in enumerate(merged_jobs, start=1):
+            _record(reports, job, stats)
+            progress.update(
+                step, tensors_per_s=round(step / max(time.perf_counter() - started, 1e-9), 1)
+            )
     progress.finish()
 
 
