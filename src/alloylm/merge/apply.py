@@ -109,19 +109,23 @@ def apply_method_in_row_blocks(
     out_dtype: torch.dtype,
     block_elements: int | None = None,
     map_blocks: Callable[..., Iterable[Any]] = map,
+    out: torch.Tensor | None = None,
 ) -> Merged:
     """`apply_method`, a block of rows at a time, written into a tensor of `out_dtype`: the same
     values (elementwise arithmetic, one rounding to `out_dtype`) without the float32 result.
 
     `ctx.tensors` may be in any floating dtype: `prepare` sees them whole as they are, `apply`
     sees each block widened to float32 (exact), so no float32 copy of a whole tensor is made.
-    `map_blocks` (a thread pool's `map`) may merge blocks concurrently: each writes its own rows."""
+    `map_blocks` (a thread pool's `map`) may merge blocks concurrently: each writes its own rows.
+    `out`: a tensor of that shape and dtype to write into (a buffer already written out), instead
+    of a new one: a sweep reuses one for the next variant rather than map fresh pages."""
     method = merge_method(name)
     whole = _method_call(method, ctx, parameters, variant)
     if method.prepare is not None:
         method.prepare(whole)
     first = ctx.tensors[0]
-    out = torch.empty(first.shape, dtype=out_dtype)
+    if out is None or out.shape != first.shape or out.dtype != out_dtype:
+        out = torch.empty(first.shape, dtype=out_dtype)
     per_row = first[0].numel() if first.ndim > 1 else 1
     rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
 

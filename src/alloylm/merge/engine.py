@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import threading
 import time
@@ -281,9 +282,14 @@ class _Merger:
         return _Inputs(ctx, None, blocks, _out_dtype(settings, base_info.dtype))
 
     def merged(
-        self, inputs: _Inputs, output: MergeOutput, map_blocks: Callable = map
+        self,
+        inputs: _Inputs,
+        output: MergeOutput,
+        map_blocks: Callable = map,
+        out: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, float | None, bool]:
-        """(tensor, t, linear fallback) for one output; row blocks go through `map_blocks`."""
+        """(tensor, t, linear fallback) for one output; row blocks go through `map_blocks` and
+        into `out` when it is given."""
         if inputs.ctx is None:
             return inputs.raw, None, False
         method = self.settings.method
@@ -295,6 +301,7 @@ class _Merger:
                 output.name,
                 inputs.out_dtype,
                 map_blocks=map_blocks,
+                out=out,
             )
         else:
             applied = apply_method(method, inputs.ctx, output.parameters, output.name)
@@ -319,12 +326,23 @@ class _Merger:
         blocks are shared by the pool's threads (and the method's `prepare`, SLERP's angle, runs
         once, for all outputs); the other outputs of a sweep are merged one per thread."""
         inputs = self.inputs(job)
-        first = self._write(0, job, self.merged(inputs, self.outputs[0], pool.map))
+        # results merged in row blocks and already written: the next variants write into them
+        # (an embedding-sized buffer would otherwise be fresh, zero-filled pages every time)
+        written: queue.SimpleQueue = queue.SimpleQueue()
 
-        def other(index: int) -> tuple:
-            return self._write(index, job, self.merged(inputs, self.outputs[index]))
+        def one(index: int, map_blocks: Callable = map) -> tuple:
+            try:
+                buffer = written.get_nowait()
+            except queue.Empty:
+                buffer = None
+            merged = self.merged(inputs, self.outputs[index], map_blocks, out=buffer)
+            stats = self._write(index, job, merged)
+            if inputs.blocks:
+                written.put(merged[0])
+            return stats
 
-        return [first, *pool.map(other, range(1, len(self.outputs)))]
+        first = one(0, pool.map)
+        return [first, *pool.map(one, range(1, len(self.outputs)))]
 
 
 # Jobs queued ahead per worker: a queued job holds no tensor until a worker starts it, and a
