@@ -129,12 +129,12 @@ def apply_method_in_row_blocks(
     per_row = first[0].numel() if first.ndim > 1 else 1
     rows = max(1, (block_elements or ROW_BLOCK_ELEMENTS) // per_row)
 
-    def merge_block(start: int) -> Merged:
+    def merge_block(start: int) -> tuple[bool, float | None]:
         block = [tensor[start : start + rows].float() for tensor in ctx.tensors]
         merged = method.apply(dataclasses.replace(whole, tensors=block))
         out[start : start + rows] = merged.tensor
-        return Merged(out[:0], merged.linear_fallback, merged.t)  # the block's result is freed
+        return merged.linear_fallback, merged.t  # the same for every block (from `whole`)
 
-    merged = list(map_blocks(merge_block, range(0, first.shape[0], rows)))
-    assert merged, "a tensor with no rows"
-    return Merged(out, merged[-1].linear_fallback, merged[-1].t)
+    flags = list(map_blocks(merge_block, range(0, first.shape[0], rows)))
+    assert flags, "a tensor with no rows"
+    return Merged(out, *flags[-1])

@@ -324,7 +324,8 @@ class _Merger:
     def big(self, job: TensorJob, pool: ThreadPoolExecutor) -> list[tuple]:
         """As a call, for a tensor merged with nothing else in flight: the first output's row
         blocks are shared by the pool's threads (and the method's `prepare`, SLERP's angle, runs
-        once, for all outputs); the other outputs of a sweep are merged one per thread."""
+        once, for all outputs); with row blocks, the other outputs of a sweep are merged one per
+        thread."""
         inputs = self.inputs(job)
         # results merged in row blocks and already written: the next variants write into them
         # (an embedding-sized buffer would otherwise be fresh, zero-filled pages every time)
@@ -342,7 +343,10 @@ class _Merger:
             return stats
 
         first = one(0, pool.map)
-        return [first, *pool.map(one, range(1, len(self.outputs)))]
+        # variants in parallel only in row blocks: a whole-tensor method's float32 result is
+        # the big allocation, one at a time keeps peak memory that of one output
+        others = pool.map if inputs.blocks else map
+        return [first, *others(one, range(1, len(self.outputs)))]
 
 
 # Jobs queued ahead per worker: a queued job holds no tensor until a worker starts it, and a
