@@ -255,10 +255,9 @@ class StreamingModelWriter:
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # safetensors aligns the data start to 8 bytes
         data_start = 8 + len(text)
-        for name, meta in header.items():
-            if name != "__metadata__":
-                shape, dtype = tuple(meta["shape"]), SAFETENSORS_DTYPES[meta["dtype"]]
-                self._places[name] = (index, data_start + meta["data_offsets"][0], shape, dtype)
+        for name, shape, dtype in self.shards[index]:
+            begin = header[name]["data_offsets"][0]
+            self._places[name] = (index, data_start + begin, tuple(shape), dtype)
         path = self.folder / self.files[index]
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         os.pwrite(fd, struct.pack("<Q", len(text)) + text, 0)
