@@ -300,6 +300,8 @@ CASES = [
     Case("merge-vocab-mismatch", merge_case(f"method: linear\nbase_model: {TINY}\nmodels: ['{{tmp}}/model']\n", prepare=other_vocab), ("vocab",)),
     Case("merge-output-is-a-file", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\n", output="taken", prepare=lambda f: write(f, "taken", "x")), ("taken", "a file is in the way")),
     Case("merge-mergekit-unknown-key", merge_case(f"merge_method: slerp\nbase_model: {TINY}\nslices: []\nwhatever: 1\n"), ("whatever",)),
+    Case("merge-bad-shard-size", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\nmax_shard_size: 5XB\n"), ("merge.yaml", "max_shard_size", "5XB")),
+    Case("merge-bad-shard-size-flag", lambda f: merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\n")(f) + ["--max-shard-size", "0"], ("max_shard_size", "positive")),
     Case("merge-parent-missing", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: ['{{tmp}}/nowhere']\n"), ("nowhere",)),
     # --- CLI misuse
     Case("cli-unknown-command", cli("frobnicate"), ("frobnicate",), hint=False),

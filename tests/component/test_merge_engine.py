@@ -93,6 +93,41 @@ def test_bf16_output_and_shards(tiny_llama, tiny_llama_other, tmp_path):
     assert json.loads((tmp_path / "out" / "config.json").read_text())["dtype"] == "bfloat16"
 
 
+def test_sharded_output_loads_in_transformers_as_the_single_file_does(
+    tiny_llama, tiny_llama_other, tmp_path
+):
+    """A Hub-style sharded output (index + model-0000k-of-0000n.safetensors, each shard within
+    the limit unless one tensor alone is larger) loads in plain transformers and computes what
+    the unsharded output computes; the default limit leaves a small model in one file, no index."""
+    from transformers import AutoModelForCausalLM
+
+    common = {"base_model": str(tiny_llama), "models": [str(tiny_llama_other)]}
+    merge(settings_from_dict(common), tmp_path / "single")
+    limit = 200_000
+    merge(settings_from_dict({**common, "max_shard_size": limit}), tmp_path / "sharded")
+    single, sharded = tmp_path / "single", tmp_path / "sharded"
+    assert [p.name for p in single.glob("*.safetensors")] == ["model.safetensors"]
+    assert not (single / "model.safetensors.index.json").exists()
+    shards = sorted(p.name for p in sharded.glob("*.safetensors"))
+    count = len(shards)
+    assert count > 2
+    assert shards == [f"model-{i:05d}-of-{count:05d}.safetensors" for i in range(1, count + 1)]
+    index = json.loads((sharded / "model.safetensors.index.json").read_text())
+    assert sorted(set(index["weight_map"].values())) == shards
+    assert index["weight_map"].keys() == weights(single).keys()
+    assert index["metadata"]["total_size"] == sum(t.nbytes for t in weights(single).values())
+    for name in shards:
+        tensors = load_file(sharded / name)
+        assert sum(t.nbytes for t in tensors.values()) <= limit or len(tensors) == 1
+        assert all(index["weight_map"][key] == name for key in tensors)
+    a = AutoModelForCausalLM.from_pretrained(single)
+    b = AutoModelForCausalLM.from_pretrained(sharded)
+    ids = torch.tensor([[1, 5, 9, 2]])
+    assert torch.equal(a(ids).logits, b(ids).logits)
+    sa, sb = a.state_dict(), b.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
 def test_sweep_equals_separate_merges(tiny_llama, tiny_llama_other, tmp_path):
     sweep = settings_from_dict(
         {

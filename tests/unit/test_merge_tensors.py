@@ -9,7 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from alloylm.merge.tensors import INDEX_FILE, ModelTensors, StreamingModelWriter, parse_size
+from alloylm.merge.config import parse_size
+from alloylm.merge.tensors import INDEX_FILE, ModelTensors, StreamingModelWriter
 
 
 def test_round_trip_single_and_sharded(tmp_path):

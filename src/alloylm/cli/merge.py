@@ -69,7 +69,14 @@ def _load(config: Path, args: argparse.Namespace | None = None):
         for key in ("dtype", "seed", "max_shard_size"):
             if getattr(args, key, None) is not None:
                 overrides[key] = getattr(args, key)
-    return settings.model_copy(update=overrides) if overrides else settings
+    if not overrides:
+        return settings
+    from alloylm.merge.config import settings_from_dict
+
+    # validated like the file's own keys (model_copy would take `--max-shard-size 5XB` unchecked)
+    return settings_from_dict(
+        {**settings.model_dump(exclude_none=True), **overrides}, file=str(config)
+    )
 
 
 def _merge(config: Path, output_dir: Path, args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from alloylm.config.strict import StrictModel
 from alloylm.errors import ConfigError
@@ -82,6 +82,19 @@ class MergeSettings(StrictModel):
     # not 0 (mergekit >= v0.1.2, the default); for reproducing merges made with it (the study's)
     legacy_final_layers: bool = False
     sweep: list[SweepVariant] | SweepGrid | None = None
+
+    @field_validator("max_shard_size")
+    @classmethod
+    def _shard_size(cls, value: int | str) -> int | str:
+        try:
+            size = parse_size(value)
+        except ValueError:
+            raise ValueError(
+                f"max_shard_size must be bytes or a size such as 5GB, 500MB, 2GiB, got {value!r}"
+            ) from None
+        if size <= 0:
+            raise ValueError(f"max_shard_size must be positive, got {value!r}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> MergeSettings:
@@ -153,6 +166,28 @@ class MergeSettings(StrictModel):
                 parameters["t"] = schedule_preset(variant.schedule)
             out.append((variant.name, parameters))
         return out
+
+
+SIZE_UNITS = {
+    "KIB": 1 << 10,
+    "MIB": 1 << 20,
+    "GIB": 1 << 30,
+    "KB": 10**3,
+    "MB": 10**6,
+    "GB": 10**9,
+    "B": 1,
+}
+
+
+def parse_size(value: int | str) -> int:
+    """Bytes from 5000000000, '5GB', '500MB', '2GiB' (GB = 10**9 bytes, as the Hub counts)."""
+    if isinstance(value, int):
+        return value
+    text = value.strip().upper().replace(" ", "")
+    for unit, factor in SIZE_UNITS.items():
+        if text.endswith(unit):
+            return int(float(text[: -len(unit)]) * factor)
+    return int(text)
 
 
 def settings_from_dict(data: dict[str, Any], *, file: str | None = None) -> MergeSettings:

@@ -38,14 +38,13 @@ from alloylm.merge.checks import (
     num_layers,
     read_config,
 )
-from alloylm.merge.config import MergeSettings
+from alloylm.merge.config import MergeSettings, parse_size
 from alloylm.merge.jobs import TensorJob, build_jobs, output_layers
 from alloylm.merge.methods.spec import merge_method
 from alloylm.merge.tensors import (
     DTYPE_NAMES,
     ModelTensors,
     StreamingModelWriter,
-    parse_size,
     torch_dtype,
 )
 

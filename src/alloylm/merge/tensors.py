@@ -280,23 +280,3 @@ class StreamingModelWriter:
         """Close the shard files (finish() calls it; so does an interrupted merge)."""
         while self._fds:
             os.close(self._fds.pop())
-
-
-def parse_size(value: int | str) -> int:
-    """Bytes from 5000000000, '5GB', '500MB', '2GiB'."""
-    if isinstance(value, int):
-        return value
-    text = value.strip().upper().replace(" ", "")
-    units = {
-        "KIB": 1 << 10,
-        "MIB": 1 << 20,
-        "GIB": 1 << 30,
-        "KB": 10**3,
-        "MB": 10**6,
-        "GB": 10**9,
-        "B": 1,
-    }
-    for unit, factor in units.items():
-        if text.endswith(unit):
-            return int(float(text[: -len(unit)]) * factor)
-    return int(text)
