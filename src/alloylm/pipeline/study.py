@@ -96,7 +96,7 @@ class MergeSection(StrictModel):
         "all", description="strategies whose model is also merged (±merge)"
     )
     schedules: dict[str, str | dict[str, Any]] = Field(
-        default_factory=lambda: {"G": "variant_g"},
+        default_factory=lambda: {"ref": "study"},
         description="name -> a schedule preset (study, variant_g, uniform) or merge parameters",
     )
     settings: dict[str, Any] = Field(
@@ -108,7 +108,7 @@ class MergeSection(StrictModel):
     @classmethod
     def _some_schedule(cls, value: dict[str, Any]) -> dict[str, Any]:
         if not value:
-            raise ValueError("give at least one schedule, e.g. {G: variant_g}")
+            raise ValueError("give at least one schedule, e.g. {ref: study}")
         for name in value:
             if not NAME.match(name):
                 raise ValueError(f"schedule name {name!r} must be letters, digits or '-'")
