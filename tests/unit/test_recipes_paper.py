@@ -74,3 +74,30 @@ def test_warmup_ratio_applies_when_no_steps_are_given() -> None:
     assert warmup_steps(TrainConfig(warmup_ratio=0.1)) == 0.1
     assert warmup_steps(TrainConfig(warmup_ratio=0.0)) == 0
     assert warmup_steps(TrainConfig(warmup_ratio=0.1, warmup_steps=7)) == 7
+
+
+REPO = Path(__file__).resolve().parents[2]
+REFERENCE = [
+    {"filter": "self_attn", "value": [0, 0.5, 0.3, 0.7, 1]},
+    {"filter": "mlp", "value": [1, 0.5, 0.7, 0.3, 0]},
+    {"value": 0.5},
+]
+
+
+def test_study_cpu_merges_with_the_reference_schedule() -> None:
+    from alloylm.merge.plan import schedule_preset
+
+    pipeline = load_pipeline(REPO / "recipes" / "study_cpu.yaml")
+    merges = [m for m in pipeline.study.models if m["role"] == "merge"]
+    assert merges and {m["schedule"] for m in merges} == {"ref"}
+    for merge in merges:
+        config = pipeline.stages[merge["stage"]].config
+        assert config.schedule == "study" and schedule_preset(config.schedule) == REFERENCE
+    text = (REPO / "recipes" / "study_cpu.yaml").read_text()
+    assert "# G: variant_g" in text and "Inferred:" in text  # G stays, labelled
+
+
+def test_a_study_merges_with_the_reference_schedule_by_default() -> None:
+    from alloylm.pipeline.study import MergeSection
+
+    assert MergeSection(partner="x").schedules == {"ref": "study"}
