@@ -14,6 +14,9 @@ that is `<|im_start|>`); a tokenizer without BOS gets its EOS token after each d
 Documents of all sources are mixed by weight (seeded), concatenated and cut into rows of exactly
 `max_seq_length` tokens: every trained position is a real token. Held-out documents (per source
 `holdout`) are written to `heldout.jsonl` in the artifact for perplexity on unseen text.
+With `save_epochs: true` the model after each epoch but the last is also kept, as
+`epochs/<k>/` in the artifact: the epoch-k checkpoints of one run under one learning-rate schedule,
+as the study saved them (`save_strategy: epoch`) for its CPT-epoch ablation.
 See docs/training.md.
 """
 
@@ -21,7 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alloylm.config.strict import StageConfig
 from alloylm.contract import InputSpec, StageContext, StageResult
@@ -32,6 +35,7 @@ PRODUCES = "model"
 # runs on every process of a launcher (accelerate, torchrun) when the pipeline has one
 DISTRIBUTED = True
 HELDOUT_FILE = "heldout.jsonl"
+EPOCHS_DIR = "epochs"  # <artifact>/epochs/<k>/: the model after epoch k (save_epochs)
 
 
 class Config(StageConfig):
@@ -41,6 +45,28 @@ class Config(StageConfig):
         min_length=1, description="text sources (jsonl/csv/parquet/txt/md)"
     )
     train: TrainConfig = Field(default_factory=TrainConfig)
+    save_epochs: bool = Field(
+        False,
+        description="also keep the model after each epoch but the last, as epochs/<k>/ in the "
+        "artifact (one run, one schedule: the study's save_strategy: epoch)",
+    )
+
+    @model_validator(mode="after")
+    def _whole_epochs(self) -> Config:
+        if not self.save_epochs:
+            return self
+        if self.train.max_steps != -1 or self.train.epochs != int(self.train.epochs):
+            raise ValueError(
+                "save_epochs needs a whole number of train.epochs and no train.max_steps"
+            )
+        if self.train.lora is not None:
+            raise ValueError("save_epochs saves full models; it does not apply to train.lora")
+        return self
+
+
+def epoch_model(output: str, epoch: int) -> str:
+    """Where a cpt artifact with `save_epochs` keeps the model after `epoch` (not the last)."""
+    return f"{output}/{EPOCHS_DIR}/{epoch}"
 
 
 def inputs(cfg: Config) -> list[InputSpec]:
@@ -101,6 +127,8 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         f"{len(docs)} documents -> {len(rows.input_ids)} rows of {cfg.train.max_seq_length} tokens"
     )
 
+    # under checkpoints/: cleared with them when the config changes, kept when a run resumes
+    epochs_dir = ctx.state_dir / CHECKPOINTS / EPOCHS_DIR if cfg.save_epochs else None
     metrics, trainer = fit_and_save(
         TrainingOutput(ctx.stage_name, ctx.work_dir, ctx.state_dir / CHECKPOINTS, ctx.progress),
         model_dir=model_dir,
@@ -110,7 +138,17 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         seed=seed,
         padding_free=False,
         description="continued pretraining",
+        epoch_models_dir=epochs_dir,
     )
+    saved_epochs: list[int] = []
+    if epochs_dir is not None and trainer.is_world_process_zero():
+        import shutil
+
+        (ctx.work_dir / EPOCHS_DIR).mkdir(exist_ok=True)
+        for folder in sorted(epochs_dir.iterdir() if epochs_dir.is_dir() else []):
+            if folder.name.isdigit():
+                shutil.move(str(folder), str(ctx.work_dir / EPOCHS_DIR / folder.name))
+                saved_epochs.append(int(folder.name))
     heldout = heldout_rows(loaded)
     if heldout and trainer.is_world_process_zero():
         atomic_write_jsonl(ctx.work_dir / HELDOUT_FILE, heldout)
@@ -133,5 +171,9 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             "heldout_file": HELDOUT_FILE if heldout else None,
             "heldout_documents": len(heldout),
             "block_size": cfg.train.max_seq_length,
+            # the model after epoch k < epochs, in the artifact; the last epoch's is the artifact
+            "epoch_models": [f"{EPOCHS_DIR}/{k}" for k in sorted(saved_epochs)]
+            if cfg.save_epochs
+            else None,
         },
     )

@@ -31,6 +31,41 @@ class NoCheckpointAtTheEnd(TrainerCallback):
         return control
 
 
+class EpochModelSaver(TrainerCallback):
+    """Save the model at the end of every epoch but the last into `folder/<epoch>/` (the study's
+    `save_strategy: epoch`: the epoch-k checkpoints of one run, one learning-rate schedule).
+
+    The last epoch's model is the run's final model, saved by the stage. An epoch already saved
+    (a resumed run) is kept. `trainer` is set once the trainer exists; every rank calls the save
+    (it gathers sharded weights), the main process writes.
+    """
+
+    def __init__(self, folder: Any, tokenizer: Any) -> None:
+        from pathlib import Path
+
+        self.folder = Path(folder)
+        self.tokenizer = tokenizer
+        self.trainer: Any = None
+        self.saved: list[int] = []
+
+    def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
+        from alloylm.train._trl import is_main_process, save_trained_model
+
+        if state.max_steps > 0 and state.global_step >= state.max_steps:
+            return control  # the final model
+        epoch = int(round(state.epoch or 0))
+        target = self.folder / str(epoch)
+        if epoch < 1 or target.is_dir():
+            return control
+        partial = self.folder / f".{epoch}.partial"
+        save_trained_model(self.trainer, self.tokenizer, partial)
+        if is_main_process(self.trainer):
+            partial.rename(target)  # complete or absent
+        self.trainer.accelerator.wait_for_everyone()
+        self.saved.append(epoch)
+        return control
+
+
 class ProgressCallback(TrainerCallback):
     """Report step, loss, tokens/s and ETA to an `alloylm.contract.Progress`."""
 

@@ -93,8 +93,12 @@ def fit_and_save(
     seed: int,
     padding_free: bool,
     description: str,
+    epoch_models_dir: Path | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Train on `rows`, save the model into `output.model_dir`; return (metrics, trainer)."""
+    """Train on `rows`, save the model into `output.model_dir`; return (metrics, trainer).
+
+    With `epoch_models_dir`, the model of every epoch but the last is also saved there as
+    `<epoch>/` (train/callbacks.py `EpochModelSaver`)."""
     from alloylm.train._trl import (
         build_training_args,
         make_sft_trainer,
@@ -108,6 +112,11 @@ def fit_and_save(
     trainable, total = trainable_parameter_count(model)
     checkpoint_dir = output.checkpoint_dir
     args = build_training_args(train, checkpoint_dir, seed=seed)
+    saver = None
+    if epoch_models_dir is not None:
+        from alloylm.train.callbacks import EpochModelSaver
+
+        saver = EpochModelSaver(epoch_models_dir, tokenizer)
     trainer = make_sft_trainer(
         model,
         tokenizer,
@@ -116,7 +125,10 @@ def fit_and_save(
         progress=output.progress,
         description=f"{output.name} ({description})",
         padding_free=padding_free,
+        callbacks=[saver] if saver is not None else None,
     )
+    if saver is not None:
+        saver.trainer = trainer
     metrics = train_resumable(trainer, checkpoint_dir)
     save_trained_model(trainer, tokenizer, output.model_dir, train.lora)
     if trainer.is_world_process_zero():
