@@ -21,7 +21,10 @@ Ablations multiply the strategies they apply to:
   each value is its own stage: `independent` (default) trains k epochs from the start model, each
   with the template's full schedule (exact, cost 1 + 2 + ... + N epochs); `chained` trains one epoch
   on the previous value's model (cost N epochs; each link restarts warmup and the LR schedule and
-  the optimizer state, and shuffles with seed + k - 1, so it is not a checkpoint of one N-epoch run).
+  the optimizer state, and shuffles with seed + k - 1, so it is not a checkpoint of one N-epoch run);
+  `checkpoints` trains once for N epochs and takes the model after each epoch k of that run (the
+  cpt stage's `save_epochs`; cost N epochs, one schedule: the study's own ablation). Model k < N
+  is `${stages.<run>.output}/epochs/k`; its plan entry's `stage` is the run.
 
 This module is pure (no torch, no files) except `write_plan`.
 """
@@ -117,7 +120,7 @@ class MergeSection(StrictModel):
 
 class EpochAxis(StrictModel):
     epochs: list[int] = Field(min_length=1)
-    mode: Literal["independent", "chained"] = "independent"
+    mode: Literal["independent", "chained", "checkpoints"] = "independent"
     step: str = "cpt"
     strategies: list[str] | None = Field(
         None, description="strategies it applies to; default: every strategy with the step"
@@ -304,6 +307,16 @@ def expand_study(
                         f"steps: {', '.join(templates)}",
                     )
     _check_axis_strategies(study, error)
+    epoch_axis = study.ablations.cpt_epochs
+    if epoch_axis and epoch_axis.mode == "checkpoints":
+        kind = step_kind(epoch_axis.step, templates[epoch_axis.step])
+        if kind != "cpt":
+            raise error(
+                ("study", "ablations", "cpt_epochs", "mode"),
+                f"mode 'checkpoints' keeps the epoch models of a cpt run; step "
+                f"{epoch_axis.step!r} is a {kind} stage",
+                "use mode: independent or chained for other steps",
+            )
 
     stages: dict[str, dict[str, Any]] = {}
     origins: dict[str, tuple] = {}
@@ -364,6 +377,7 @@ def expand_study(
 
     endpoints: list[dict[str, Any]] = []
     seen_endpoints: set[str] = set()
+    checkpoints: dict[str, tuple[str, str]] = {}  # model id -> (the cpt run's stage, its folder)
     for lineage_id, lineage in study.lineages.items():
         start = lineage if isinstance(lineage, str) else lineage.model
         overrides = {} if isinstance(lineage, str) else lineage.stages
@@ -393,6 +407,18 @@ def expand_study(
                         token += f"-{value}"
                     epochs = variant.get("cpt_epoch")
                     if epoch_axis is not None and epochs is not None and step == epoch_axis.step:
+                        if epoch_axis.mode == "checkpoints":  # one run, its epoch-k models
+                            last = max(epoch_axis.epochs)
+                            run = _set_epochs(config, last)
+                            run["save_epochs"] = last > min(epoch_axis.epochs)
+                            run["model"] = parent_source
+                            stage = register(f"{prefix}_{token}-e{last}", run, origin)
+                            prefix = f"{prefix}_{token}-e{epochs}"
+                            parent_source = stage_ref(stage)
+                            if epochs != last:
+                                parent_source = f"{parent_source}/epochs/{epochs}"
+                                checkpoints[prefix] = (stage, parent_source)
+                            continue
                         links = range(1, epochs + 1) if epoch_axis.mode == "chained" else [epochs]
                         for k in links:
                             linked = _set_epochs(config, 1 if epoch_axis.mode == "chained" else k)
@@ -410,18 +436,19 @@ def expand_study(
                 if prefix in seen_endpoints:
                     continue
                 seen_endpoints.add(prefix)
+                stage_name, source = checkpoints.get(prefix, (prefix, stage_ref(prefix)))
                 entry = {
                     "id": prefix,
                     "role": "stage",
-                    "stage": prefix,
-                    "kind": stages[prefix]["kind"],
-                    "source": stage_ref(prefix),
+                    "stage": stage_name,  # an epoch checkpoint's is the run that saved it
+                    "kind": stages[stage_name]["kind"],
+                    "source": source,
                     "lineage": lineage_id,
                     "strategy": strategy,
                     "merged": False,
                     "steps": list(steps),
                     "variant": variant,
-                    "eval_index": add_source(stage_ref(prefix)),
+                    "eval_index": add_source(source),
                 }
                 models.append(entry)
                 endpoints.append(entry)
@@ -447,7 +474,7 @@ def expand_study(
                 else:
                     config["parameters"] = {**config.get("parameters", {}), **schedule}
                 stage = register(
-                    f"{entry['stage']}_{suffix}",
+                    f"{entry['id']}_{suffix}",
                     config,
                     ("study", "merge", "schedules", schedule_name),
                 )
@@ -580,7 +607,7 @@ def _expand_curves(
                 "parameters": {**merge.settings.get("parameters", {}), "t": t_value},
             }
             stage = register(
-                f"{entry['stage']}_{merge.method}-{label}{round(t * 100):03d}", config, where
+                f"{entry['id']}_{merge.method}-{label}{round(t * 100):03d}", config, where
             )
             if stage not in by_id:
                 model = {
