@@ -37,6 +37,24 @@ def ensure_chat_template(tokenizer: Any) -> bool:
     return True
 
 
+def with_empty_system_turn(tokenizer: Any, messages: Sequence[Message]) -> list[Message]:
+    """`messages` with an empty system message first when they have none and the chat template
+    mentions "system" or `<|im_start|>`: the alignment-handbook's `auto_insert_empty_system_msg`
+    (on by default there, so the study trained with it). Off unless a stage asks for it
+    (`empty_system_turn: true`): for Mistral's template it renders a user turn as `[INST] \n\n...`.
+    """
+    messages = list(messages)
+    if messages and messages[0]["role"] == "system":
+        return messages
+    ensure_chat_template(tokenizer)
+    template = tokenizer.chat_template
+    if not isinstance(template, str):  # a dict of named templates: the default one
+        template = (template or {}).get("default") or ""
+    if "system" in template or "<|im_start|>" in template:
+        return [{"role": "system", "content": ""}, *messages]
+    return messages
+
+
 def with_bos(tokenizer: Any, text: str) -> str:
     """`text` starting with the tokenizer's BOS token once (unchanged for a tokenizer without BOS)."""
     bos = getattr(tokenizer, "bos_token", None)

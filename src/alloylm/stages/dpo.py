@@ -64,6 +64,11 @@ class Config(StageConfig):
         512, ge=1, description="prompt tokens; longer prompts: see long_prompts"
     )
     long_prompts: Literal["drop", "truncate_left"] = "drop"
+    empty_system_turn: bool = Field(
+        False,
+        description="put an empty system message before a conversation without one when the chat "
+        "template mentions system (the alignment-handbook's default, which the study ran with)",
+    )
     precompute_ref_log_probs: bool = Field(
         False, description="compute reference log-probs once, cache them on disk"
     )
@@ -141,6 +146,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         max_length=cfg.train.max_seq_length,
         max_prompt_length=cfg.max_prompt_length,
         long_prompts=cfg.long_prompts,
+        empty_system_turn=cfg.empty_system_turn,
     )
     cache_file = None
     if cfg.precompute_ref_log_probs:

@@ -57,6 +57,7 @@ def prepare_pairs(
     max_prompt_length: int | None,
     max_length: int,
     long_prompts: LongPromptPolicy,
+    empty_system_turn: bool = False,
 ) -> tuple[list[dict[str, str]], dict[str, Any], list[str]]:
     """Load, mix, check and render the pairs: (rows, data summary, files read).
 
@@ -67,6 +68,15 @@ def prepare_pairs(
 
     template_added = ensure_chat_template(tokenizer)
     pairs, report, details = load_preference_sources(sources, seed)
+    if empty_system_turn:  # the alignment-handbook's empty system message before each prompt
+        import dataclasses
+
+        from alloylm.data.chat_template import with_empty_system_turn
+
+        pairs = [
+            dataclasses.replace(pair, prompt=tuple(with_empty_system_turn(tokenizer, pair.prompt)))
+            for pair in pairs
+        ]
     # TRL silently drops pairs whose prompt alone fills max_length: cap the prompt below it, so
     # that such pairs are reported (or cut) like any other long prompt.
     limit = min(max_prompt_length or max_length, max_length - 1)
