@@ -16,11 +16,18 @@ set to a token other than EOS (`pick_pad_token`) so the end-of-turn EOS stays in
 model learns to stop. Whole conversations are packed into rows (best-fit decreasing) and trained
 padding-free: position ids restart per conversation, so packed conversations do not attend to
 each other. See docs/training.md.
+
+`objective: all_tokens_concatenated` is the study's objective instead (TRL's
+`SFTTrainer(packing=True, dataset_text_field="text")` without a completion-only collator, as the
+alignment-handbook ran it): every token of the rendered conversations is in the loss, and the
+conversations are concatenated and cut into rows of exactly `max_seq_length` tokens that attend
+across conversation boundaries (the cpt stage's packing). `empty_system_turn: true` adds the
+handbook's empty system message (chat_template.with_empty_system_turn).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -40,6 +47,17 @@ class Config(StageConfig):
     model: str = Field(description="model source or ${stages.<name>.output}")
     data: list[DataSource] = Field(min_length=1, description="chat sources (see docs/training.md)")
     train: TrainConfig = Field(default_factory=TrainConfig)
+    objective: Literal["assistant_tokens", "all_tokens_concatenated"] = Field(
+        "assistant_tokens",
+        description="assistant_tokens: loss on assistant tokens, packed conversations kept apart; "
+        "all_tokens_concatenated: the study's, loss on every token, conversations concatenated "
+        "into full rows that attend to each other",
+    )
+    empty_system_turn: bool = Field(
+        False,
+        description="put an empty system message before a conversation without one when the chat "
+        "template mentions system (the alignment-handbook's default, which the study ran with)",
+    )
 
 
 def inputs(cfg: Config) -> list[InputSpec]:
@@ -72,11 +90,26 @@ def tokenize_examples(
     return examples, dropped
 
 
+def concatenated_examples(
+    tokenizer: Any, conversations: list[Any]
+) -> list[tuple[list[int], list[int]]]:
+    """(input_ids, labels = input_ids) per whole rendered conversation, for the study's objective:
+    every token is trained, and `pack_wrapped` concatenates them into full rows."""
+    from alloylm.data.chat_template import format_chat
+
+    examples = []
+    for messages in conversations:
+        text = format_chat(tokenizer, list(messages))  # BOS once, as every rendered conversation
+        ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
+        examples.append((ids, list(ids)))
+    return examples
+
+
 def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.atomic import atomic_write_jsonl
     from alloylm.data.chat_template import ensure_chat_template, pick_pad_token
     from alloylm.data.mixing import mix
-    from alloylm.data.packing import pack_best_fit, unpacked_rows
+    from alloylm.data.packing import pack_best_fit, pack_wrapped, unpacked_rows
     from alloylm.data.sources import heldout_rows, load_chat_examples
     from alloylm.hashing import file_hashes
     from alloylm.models.loading import load_tokenizer
@@ -95,9 +128,15 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
                 f"{part.source.path}: {part.report.bad} unusable records skipped, e.g. {part.report.problems[0]}"
             )
     chats, counts = mix([part.records for part in loaded], [s.weight for s in cfg.data], seed)
-    examples, too_long = tokenize_examples(
-        tokenizer, [c.messages for c in chats], cfg.train.max_seq_length
-    )
+    conversations = [list(c.messages) for c in chats]
+    if cfg.empty_system_turn:
+        from alloylm.data.chat_template import with_empty_system_turn
+
+        conversations = [with_empty_system_turn(tokenizer, m) for m in conversations]
+    if cfg.objective == "all_tokens_concatenated":
+        examples, too_long = concatenated_examples(tokenizer, conversations), 0
+    else:
+        examples, too_long = tokenize_examples(tokenizer, conversations, cfg.train.max_seq_length)
     if not examples:
         from alloylm.errors import DataError
 
@@ -108,8 +147,12 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             key="train.max_seq_length",
             hint="raise train.max_seq_length, or give shorter conversations",
         )
-    pack = pack_best_fit if cfg.train.packing else unpacked_rows
-    rows = pack(examples, cfg.train.max_seq_length)
+    concatenated = cfg.objective == "all_tokens_concatenated"
+    if concatenated:
+        rows = pack_wrapped([ids for ids, _ in examples], cfg.train.max_seq_length)
+    else:
+        pack = pack_best_fit if cfg.train.packing else unpacked_rows
+        rows = pack(examples, cfg.train.max_seq_length)
     ctx.log(
         f"{len(examples)} conversations -> {len(rows.input_ids)} rows (<= {cfg.train.max_seq_length} tokens)"
     )
@@ -121,7 +164,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         rows=rows,
         train=cfg.train,
         seed=seed,
-        padding_free=cfg.train.packing,
+        padding_free=cfg.train.packing and not concatenated,
         description="supervised fine-tuning",
     )
     heldout = heldout_rows(loaded)
@@ -144,6 +187,12 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             "dropped_no_assistant_after_truncation": too_long,
             "heldout_file": HELDOUT_FILE if heldout else None,
             "heldout_conversations": len(heldout),
-            "packing": "best_fit_padding_free" if cfg.train.packing else "none",
+            "objective": cfg.objective,
+            "empty_system_turn": cfg.empty_system_turn,
+            "packing": "concatenated_rows"
+            if concatenated
+            else "best_fit_padding_free"
+            if cfg.train.packing
+            else "none",
         },
     )
