@@ -137,6 +137,46 @@ MERGE_METHODS = Registry(
             "alloylm.merge.methods.model_stock:METHOD",
             "move toward the models' average by an angle ratio (Jang et al. 2024)",
         ),
+        "nuslerp": Entry(
+            "alloylm.merge.methods.nuslerp:METHOD",
+            "SLERP of two models (or task vectors) set by weights, whole or by row (mergekit)",
+        ),
+        "multislerp": Entry(
+            "alloylm.merge.methods.multislerp:METHOD",
+            "weighted spherical mean of any number of models (Goddard 2025; mergekit)",
+        ),
+        "karcher": Entry(
+            "alloylm.merge.methods.karcher:METHOD",
+            "Riemannian mean of the models' directions on the sphere (Karcher 1977; mergekit)",
+        ),
+        "breadcrumbs_ties": Entry(
+            "alloylm.merge.methods.breadcrumbs_ties:METHOD",
+            "breadcrumbs' magnitude band, then TIES sign election (Davari & Belilovsky 2024)",
+        ),
+        "della": Entry(
+            "alloylm.merge.methods.della:DELLA",
+            "magnitude-ranked random drops, then TIES sign election (Deep et al. 2024)",
+        ),
+        "della_linear": Entry(
+            "alloylm.merge.methods.della:LINEAR",
+            "magnitude-ranked random drops, then add (Deep et al. 2024)",
+        ),
+        "sce": Entry(
+            "alloylm.merge.methods.sce:METHOD",
+            "select high-variance entries, weight by energy, erase sign conflicts (Wan et al. 2024)",
+        ),
+        "arcee_fusion": Entry(
+            "alloylm.merge.methods.arcee_fusion:METHOD",
+            "take the other model's entries where an importance score is an outlier (Arcee)",
+        ),
+        "nearswap": Entry(
+            "alloylm.merge.methods.nearswap:METHOD",
+            "take the other model's value where the two are within t (alchemonaut; mergekit)",
+        ),
+        "passthrough": Entry(
+            "alloylm.merge.methods.passthrough:METHOD",
+            "copy one model's tensors; with slices, stack layer ranges (frankenmerge)",
+        ),
     },
 )
 

@@ -55,7 +55,7 @@ def _per_model(
             value = resolve_parameter(
                 name, job.sources[i], job.position, [own, job.slice_parameters, parameters], default
             )
-            if value is None and not (has_base and i == 0):
+            if value is None and not (has_base and i == 0 and not method.ignores_base):
                 raise ConfigError(
                     f"missing required parameter {name} for model {i} at {job.out_name}",
                     key=f"parameters.{name}",

@@ -151,7 +151,11 @@ def check_parents(base: Path, others: list[Path], *, same_layers: bool = True) -
 def interpolation_warnings(settings: Any) -> list[str]:
     """Warn about an interpolation factor `t` outside [0, 1]: the merge then extrapolates past
     its parents (mergekit allows it, and the user should know it happened)."""
+    from alloylm.merge.methods.spec import merge_method
+
     found: list[tuple[str, float]] = []
+    if not merge_method(settings.method).t_is_fraction:
+        return []  # nearswap's t is a distance
 
     def walk(value: Any, where: str) -> None:
         if isinstance(value, bool):

@@ -39,5 +39,6 @@ METHOD = MergeMethod(
     parameters={"normalize": True},
     model_parameters={"weight": None},
     needs_base=False,
+    ignores_base=True,  # the base, when named, is averaged with its own weight
     row_blocks=True,  # elementwise
 )

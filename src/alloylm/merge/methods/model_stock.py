@@ -41,4 +41,4 @@ def _apply(call: MethodCall) -> Merged:
     return Merged(model_stock(call.base, call.others))
 
 
-METHOD = MergeMethod(_apply)
+METHOD = MergeMethod(_apply, min_models=2)

@@ -132,4 +132,7 @@ METHOD = MergeMethod(
     default_schedule="study",
     row_blocks=True,
     prepare=_prepare,
+    min_models=1,
+    max_models=1,
+    t_is_fraction=True,
 )

@@ -49,6 +49,20 @@ class MethodCall:
     def densities(self) -> list[float]:
         return [float(row["density"]) for row in self.per_model[1:]]
 
+    def model_values(self, name: str) -> list[float]:
+        """Per-model parameter `name` of each model merged into the base."""
+        return [float(row[name]) for row in self.per_model[1:]]
+
+    @property
+    def non_base(self) -> list[torch.Tensor]:
+        """The models that are not the base: all tensors when the merge has no base."""
+        return self.tensors[1:] if self.has_base else list(self.tensors)
+
+    def non_base_weights(self) -> list[float]:
+        """`weight` of each non-base model (every model when the merge has no base)."""
+        rows = self.per_model[1:] if self.has_base else self.per_model
+        return [float(row["weight"]) for row in rows]
+
     def shared(self, key: str, compute: Callable[[], Any]) -> Any:
         if key not in self.cache:
             self.cache[key] = compute()
@@ -78,6 +92,18 @@ class MergeMethod:
     # time into its output dtype, without a float32 result the size of the tensor.
     row_blocks: bool = False
     prepare: Callable[[MethodCall], None] | None = None
+    # how many models besides the base the method merges (checked before any tensor is read)
+    min_models: int = 1
+    max_models: int | None = None
+    # True when the base model, if one is named, is merged as one more model (karcher, linear)
+    ignores_base: bool = False
+    # True when `t` is an interpolation factor (SLERP): a t outside [0, 1] extrapolates, and the
+    # merge warns (nearswap's t is a distance, any value >= 0 is meant)
+    t_is_fraction: bool = False
+    # a check of parameter values that needs no tensor, called with the method-wide parameters
+    # and again with each model's own over them (constants only, defaults filled in): the
+    # problem in words, or None (DELLA's density +/- epsilon in (0, 1), nearswap's t >= 0)
+    check_values: Callable[[dict[str, Any]], str | None] | None = None
 
 
 def merge_method(name: str) -> MergeMethod:
