@@ -220,6 +220,56 @@ def cli(*argv: str) -> Callable[[Path], list[str]]:
     return lambda folder: [a.replace("{tmp}", str(folder)) for a in argv]
 
 
+def pipeline_merge(body: str) -> Callable[[Path], list[str]]:
+    """A pipeline whose only stage is a merge (`alloy validate`)."""
+    return lambda f: pipeline_yaml(f, stage("    kind: merge\n" + body))
+
+
+_PAIR = f"base_model: {TINY}\nmodels: [tiny:llama:1]\n"
+_TWO = f"base_model: {TINY}\nmodels: [tiny:llama:1, tiny:llama:2]\n"
+# (method, merge body, what the message names): one missing required parameter or a wrong model
+# count per method; the first ones through `alloy validate`, the rest through `alloy merge`
+_METHOD_BAD = [
+    ("linear", "models: [tiny:llama, tiny:llama:1]\n", ("weight", "tiny:llama")),
+    ("slerp", _TWO + "parameters: {t: 0.5}\n", ("exactly 1",)),
+    ("task_arithmetic", _PAIR, ("weight", "tiny:llama:1")),
+    ("ties", _PAIR, ("weight",)),
+    ("dare_linear", _PAIR, ("weight",)),
+    ("dare_ties", _PAIR, ("weight",)),
+    ("breadcrumbs", _PAIR, ("weight",)),
+    ("model_stock", _PAIR, ("at least 2",)),
+    ("nuslerp", _PAIR + "parameters: {weight: 0.5}\n", ("exactly 2",)),
+    (
+        "nuslerp",
+        "models: [tiny:llama, {model: 'tiny:llama:1', parameters: {weight: 1}}]\n",
+        ("weight", "tiny:llama"),
+    ),
+    ("multislerp", "models: [tiny:llama, tiny:llama:1, tiny:llama:2]\n", ("weight",)),
+    ("karcher", "models: [tiny:llama]\n", ("at least 2",)),
+    ("breadcrumbs_ties", _PAIR, ("weight",)),
+    ("della", _PAIR, ("weight",)),
+    ("della", _PAIR + "parameters: {weight: 1, density: 0.9, epsilon: 0.15}\n", ("epsilon",)),
+    ("della_linear", _PAIR, ("weight",)),
+    ("sce", f"base_model: {TINY}\nmodels: [{TINY}]\n", ("at least 1", "gives 0")),
+    ("arcee_fusion", _TWO, ("exactly 1",)),
+    ("nearswap", _PAIR, ("parameters.t",)),
+    ("nearswap", _PAIR + "parameters: {t: -1}\n", ("t is a distance",)),
+    ("passthrough", "models: [tiny:llama, tiny:llama:1]\n", ("exactly 1", "gives 2")),
+]
+METHOD_CASES = [
+    Case(
+        f"{'validate' if i % 2 == 0 else 'merge'}-{method}-{i}",
+        pipeline_merge(
+            f"    method: {method}\n" + "".join(f"    {line}\n" for line in body.splitlines())
+        )
+        if i % 2 == 0
+        else merge_case(f"method: {method}\n" + body),
+        (method, *says),
+    )
+    for i, (method, body, says) in enumerate(_METHOD_BAD)
+]
+
+
 # ------------------------------------------------------------------ the corpus
 CASES = [
     # --- pipeline YAML (alloy validate)
@@ -296,12 +346,15 @@ CASES = [
     Case("merge-unknown-method", merge_case(f"method: slurp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\n"), ("slurp",)),
     Case("merge-no-models", merge_case(f"method: slerp\nbase_model: {TINY}\n"), ("models",)),
     Case("merge-yaml-syntax", merge_case("method: [slerp\n"), ("merge.yaml",), hint=False),
-    Case("merge-shape-mismatch", merge_case(f"method: linear\nbase_model: {TINY}\nmodels: ['{{tmp}}/model']\n", prepare=other_shape), ("hidden_size",)),
-    Case("merge-vocab-mismatch", merge_case(f"method: linear\nbase_model: {TINY}\nmodels: ['{{tmp}}/model']\n", prepare=other_vocab), ("vocab",)),
+    Case("merge-shape-mismatch", merge_case(f"method: linear\nbase_model: {TINY}\nmodels: ['{{tmp}}/model']\nparameters: {{weight: 0.5}}\n", prepare=other_shape), ("hidden_size",)),
+    Case("merge-vocab-mismatch", merge_case(f"method: linear\nbase_model: {TINY}\nmodels: ['{{tmp}}/model']\nparameters: {{weight: 0.5}}\n", prepare=other_vocab), ("vocab",)),
     Case("merge-output-is-a-file", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\n", output="taken", prepare=lambda f: write(f, "taken", "x")), ("taken", "a file is in the way")),
     Case("merge-mergekit-unknown-key", merge_case(f"merge_method: slerp\nbase_model: {TINY}\nslices: []\nwhatever: 1\n"), ("whatever",)),
     Case("merge-bad-shard-size", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\nmax_shard_size: 5XB\n"), ("merge.yaml", "max_shard_size", "5XB")),
     Case("merge-bad-shard-size-flag", lambda f: merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: [tiny:llama:1]\n")(f) + ["--max-shard-size", "0"], ("max_shard_size", "positive")),
+    # every method's required parameters and model counts, refused by `alloy validate` (before
+    # any stage runs) and by `alloy merge` before a tensor is read
+    *METHOD_CASES,
     Case("merge-parent-missing", merge_case(f"method: slerp\nbase_model: {TINY}\nmodels: ['{{tmp}}/nowhere']\n"), ("nowhere",)),
     # --- CLI misuse
     Case("cli-unknown-command", cli("frobnicate"), ("frobnicate",), hint=False),

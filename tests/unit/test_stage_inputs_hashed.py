@@ -250,11 +250,13 @@ def test_merge_chat_template_file_is_relative_to_the_yaml(tmp_path, monkeypatch)
                 kind: merge
                 method: linear
                 models: [tiny:llama, "tiny:llama:1"]
+                parameters: {weight: 0.5}
                 chat_template: template.jinja
               inline:
                 kind: merge
                 method: linear
                 models: [tiny:llama, "tiny:llama:1"]
+                parameters: {weight: 0.5}
                 chat_template: "{{ messages }}"
             """
         )

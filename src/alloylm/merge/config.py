@@ -118,6 +118,7 @@ class MergeSettings(StrictModel):
             raise ValueError("give the models to merge: models: [...] (or mergekit slices)")
         if _declaration(self.method).needs_base and not self.base_model:
             raise ValueError(f"method {self.method!r} needs base_model")
+        check_method_parameters(self)
         if isinstance(self.sweep, list):
             names = [v.name for v in self.sweep]
             if len(set(names)) != len(names):
@@ -190,6 +191,81 @@ def parse_size(value: int | str) -> int:
     return int(text)
 
 
+def _is_constant(value: Any) -> bool:
+    return isinstance(value, int | float | str | bool)
+
+
+def _groups(settings: MergeSettings) -> list[tuple[str, list[ModelInput], dict[str, Any] | None]]:
+    """(where, inputs, slice parameters) per group of models merged together: the model list,
+    or each slice's sources."""
+    if not settings.slices:
+        return [("models", settings.model_inputs(), None)]
+    return [
+        (
+            f"slices[{i}].sources",
+            [ModelInput(model=s.model, parameters=s.parameters) for s in slice_.sources],
+            slice_.parameters,
+        )
+        for i, slice_ in enumerate(settings.slices)
+    ]
+
+
+def check_method_parameters(settings: MergeSettings) -> None:
+    """Refuse, before any stage runs, a merge its method cannot do: too few or too many models,
+    a required parameter (`weight`, slerp's `t`, ...) missing for a model or a variant, or
+    constant values the method rejects (DELLA's density +/- epsilon)."""
+    method = _declaration(settings.method)
+    name = settings.method
+    for where, inputs, slice_parameters in _groups(settings):
+        counted = [
+            (i, m)
+            for i, m in enumerate(inputs)
+            if method.ignores_base or m.model != settings.base_model
+        ]
+        low, high = method.min_models, method.max_models
+        if len(counted) < low or (high is not None and len(counted) > high):
+            besides = "" if method.ignores_base or not settings.base_model else " besides the base"
+            wanted = (
+                f"exactly {low}"
+                if low == high
+                else f"at least {low}"
+                if high is None
+                else f"{low} to {high}"
+            )
+            raise ValueError(
+                f"method {name!r} merges {wanted} model(s){besides}; {where} gives {len(counted)}"
+            )
+        for variant, top in settings.variants():
+            label = f"sweep {variant}: " if variant else ""
+            levels = [slice_parameters, top]
+            shared = {}
+            for key, default in method.parameters.items():
+                value = next((lv[key] for lv in levels if lv and key in lv), default)
+                if value is None:
+                    raise ValueError(f"{label}method {name!r} needs parameters.{key} (none given)")
+                if _is_constant(value):
+                    shared[key] = value
+            problem = method.check_values(shared) if method.check_values else None
+            if problem:
+                raise ValueError(f"{label}{problem}")
+            for i, model in counted:
+                row = dict(shared)
+                for key, default in method.model_parameters.items():
+                    own = [model.parameters, *levels]
+                    value = next((lv[key] for lv in own if lv and key in lv), default)
+                    if value is None:
+                        raise ValueError(
+                            f"{label}method {name!r} needs parameters.{key} for {where}[{i}] "
+                            f"({model.model}): give it in the model's parameters, or once in the "
+                            "top-level parameters"
+                        )
+                    if _is_constant(value):
+                        row[key] = value
+                problem = method.check_values(row) if method.check_values else None
+                if problem:
+                    raise ValueError(f"{label}{where}[{i}] ({model.model}): {problem}")
+
+
 def settings_from_dict(data: dict[str, Any], *, file: str | None = None) -> MergeSettings:
     """Validate a native merge mapping; errors name the file and the key."""
     try:
@@ -197,6 +273,7 @@ def settings_from_dict(data: dict[str, Any], *, file: str | None = None) -> Merg
     except ValidationError as exc:
         error = exc.errors()[0]
         key = ".".join(str(p) for p in error["loc"]) or None
+        message = error["msg"].removeprefix("Value error, ")
         raise ConfigError(
-            error["msg"], file=file, key=key, hint="see docs/merge.md for the merge keys"
+            message, file=file, key=key, hint="see docs/merge.md for the merge keys"
         ) from None
