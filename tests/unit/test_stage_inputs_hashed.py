@@ -51,6 +51,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
     "merge": {
         "method": "task_arithmetic",
         "base_model": "MODEL:base",
+        "parameters": {"weight": 0.5},
         "models": ["MODEL:other", {"model": "MODEL:third"}],
         "slices": [
             {
