@@ -314,7 +314,7 @@ def test_cli_prints_the_summary_and_writes_elsewhere(run_dir, tmp_path, capsys):
 
     assert main(["report", str(run_dir), "-o", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr()
-    assert "cpt_sft_slerp" in printed.err and "A - best parent" in printed.err
+    assert "cpt_sft_slerp" in printed.err and "A vs both parents" in printed.err
     assert f"report: {tmp_path / 'out' / 'report.html'}" in printed.out
     assert (tmp_path / "out" / "study.json").is_file()
     assert main(["report", str(tmp_path)]) == 2

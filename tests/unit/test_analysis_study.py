@@ -118,14 +118,23 @@ def test_per_model_scores_and_relative_improvement(study):
     # per question sft - base = 0, 1, 0, 0: (3/4)^4 = 32% of resamples miss the one gain, so
     # the interval starts at 0 and the verdict is "no evidence"
     assert comparison["verdict"].startswith("no evidence of a difference from base: +25.0 pp [0.0,")
+    # three models against the base on overall/cloze: one family, Holm over 3
+    assert comparison["family"] == "vs base on overall/cloze"
+    assert comparison["correction"] == "Holm over 3" and comparison["verdict"].endswith(
+        "(Holm over 3)"
+    )
     assert models["base"]["vs_baseline"] == {}
-    # perplexity exp(1) vs exp(2): lower is better, relative (e - e^2) / e^2
+    # perplexity exp(1) vs exp(2): lower is better, so the improvement is positive,
+    # (e^2 - e) / e^2 = 1 - 1/e
     heldout = models["sft"]["vs_baseline"]["heldout/perplexity"]
     assert models["sft"]["scores"]["heldout/perplexity"]["score"] == pytest.approx(2.718281828)
-    assert heldout["relative_improvement"] == pytest.approx(
-        (2.718281828 - 7.389056099) / 7.389056099
-    )
-    assert heldout["verdict"].startswith("lower than base's 7.39")
+    assert heldout["relative_improvement"] == pytest.approx(1 - 1 / 2.718281828)
+    # every document is e times less perplexing for sft: the paired ratio is 1/e in every
+    # resample; two documents give an interval, marked approximate
+    assert heldout["paired_ratio"]["ratio"] == pytest.approx(1 / 2.718281828)
+    assert heldout["paired_ratio"]["approximate"] is True
+    assert heldout["verdict"].startswith("lower than base's: ratio x0.368 [0.368, 0.368]")
+    assert "approximate" in heldout["verdict"]
 
 
 def test_merge_numbers_by_hand(study):
@@ -139,10 +148,18 @@ def test_merge_numbers_by_hand(study):
     assert result["diversity"] == pytest.approx(0.25)
     assert result["disagreement_rate"] == pytest.approx(0.75)
     assert result["emergent"] == ["t2::q2"] and result["lost"] == []
-    # the merge is right everywhere, so a resample's gap is 0 only when it draws the two questions
-    # sft gets right alone: (2/4)^4 = 6.25% of resamples, above the 2.5% tail -> interval from 0
-    assert result["verdict_vs_best_parent"].startswith("no evidence of synergy: +50.0 pp [0.0,")
-    assert result["verdict_vs_best_parent"].endswith("against its best parent (sft)")
+    # the merge is right everywhere, so its gap to sft is 0 only when a resample draws just the
+    # two questions sft gets right: (2/4)^4 = 6.25% of resamples, above the 2.5% tail -> "beats
+    # both" fails its intersection-union test; both paired differences are reported
+    both = result["vs_parents"]
+    assert both["vs_a"]["difference"] == pytest.approx(0.5)
+    assert both["vs_b"]["difference"] == pytest.approx(0.75)
+    assert both["p_beats_both"] == both["vs_a"]["p_greater"] > 0.025
+    assert result["verdict_vs_best_parent"].startswith(
+        "no evidence of synergy: vs sft +50.0 pp [0.0,"
+    )
+    assert "vs partner +75.0 pp" in result["verdict_vs_best_parent"]
+    assert result["verdict_vs_best_parent"].endswith("(Holm over 2)")
     assert merge["benchmarks"]["t1/cloze"]["P2"] == 0.0
 
 

@@ -53,12 +53,8 @@ from alloylm.analysis.synergy import (  # noqa: E402
     disagreement_rate,
     emergent_and_lost,
     format_pp,
-    gap_to_best_of_two,
     gap_to_expected,
     score_diversity,
-    verdict_vs_baseline,
-    verdict_vs_best_parent,
-    verdict_vs_expected,
 )
 
 
@@ -98,27 +94,24 @@ def test_gap_to_expected_is_the_paired_difference_to_the_parents_mean():
     assert gap["ci95"][0] < 0 < gap["ci95"][1]
 
 
-def test_gap_to_best_of_two_rechooses_the_best_parent_in_every_resample():
-    # parents equally good on complementary questions; the merge copies parent a. With the best
-    # parent fixed (a), every resampled gap would be 0; re-chosen per resample it is <= 0, mostly < 0.
+def test_analyse_merge_reports_both_paired_differences():
+    # the merge copies parent a; b is right on the other half: vs a exactly 0 in every resample,
+    # vs b 0 on average with spread; neither "beats both" (p = 1) nor "falls short" of a
     a = [1, 0] * 20
     b = [0, 1] * 20
-    gap = gap_to_best_of_two(a, a, b, resamples=500, seed=1)
-    assert gap["difference"] == pytest.approx(0.0)
-    assert gap["ci95"][1] == pytest.approx(0.0) and gap["ci95"][0] < -0.05
-    assert gap["p_not_better"] == pytest.approx(1.0)
-
-
-def test_gap_to_best_of_two_without_variation_has_a_point_interval():
-    gap = gap_to_best_of_two([1, 1, 1], [0, 0, 0], [1, 0, 1], resamples=100)
-    # every question the merge right; best parent b at 2/3 -> +1/3; one question resampled alone
-    # can give b 0 or 1, so the interval is [0, 1]
-    assert gap["difference"] == pytest.approx(1 / 3)
-    assert gap["ci95"][0] >= 0.0 and gap["ci95"][1] <= 1.0
-    single = gap_to_best_of_two([1], [0], [0], resamples=20)
-    assert single["ci95"] == [1.0, 1.0]
-    with pytest.raises(ValueError, match="same questions"):
-        gap_to_best_of_two([1, 0], [1], [0, 1])
+    result = analyse_merge(
+        {f"q{i}": bool(v) for i, v in enumerate(a)},
+        {f"q{i}": bool(v) for i, v in enumerate(a)},
+        {f"q{i}": bool(v) for i, v in enumerate(b)},
+        resamples=500,
+        seed=1,
+    )
+    both = result["vs_parents"]
+    assert both["vs_a"]["ci95"] == [0.0, 0.0] and both["vs_a"]["p_greater"] == 1.0
+    assert both["vs_b"]["difference"] == 0.0 and both["vs_b"]["ci95"][0] < -0.1
+    assert both["p_beats_both"] == 1.0
+    # falls short of b needs P*(m - b >= 0) < 1.25%: about half the resamples are >= 0
+    assert 0.3 < both["vs_b"]["p_less"] < 0.7 and both["p"] == 1.0
 
 
 def test_diversity_and_disagreement():
@@ -127,17 +120,21 @@ def test_diversity_and_disagreement():
 
 
 def test_verdicts_say_the_interval_in_words():
+    from alloylm.analysis.verdicts import words_vs_expected, words_vs_parents
+
     assert format_pp(0.021, [0.004, 0.039]) == "+2.1 pp [0.4, 3.9]"
-    up = {"difference": 0.021, "ci95": [0.004, 0.039]}
-    flat = {"difference": 0.003, "ci95": [-0.015, 0.02]}
-    down = {"difference": -0.03, "ci95": [-0.05, -0.01]}
-    assert verdict_vs_best_parent(up, "sft") == "beats its best parent (sft) by +2.1 pp [0.4, 3.9]"
-    assert verdict_vs_best_parent(flat) == (
-        "no evidence of synergy: +0.3 pp [-1.5, 2.0] against its best parent"
+    up = {"difference": 0.021, "ci95": [0.004, 0.039], "significant": True, "correction": "none"}
+    flat = {"difference": 0.003, "ci95": [-0.015, 0.02], "significant": False}
+    assert words_vs_expected(up) == "beats its parents' mean by +2.1 pp [0.4, 3.9]"
+    assert words_vs_expected(flat).startswith("no evidence it differs from its parents' mean")
+    down = {"difference": -0.03, "ci95": [-0.05, -0.01], "significant": True,
+            "correction": "Holm over 4"}  # fmt: skip
+    assert (
+        words_vs_expected(down)
+        == "falls below its parents' mean: -3.0 pp [-5.0, -1.0] (Holm over 4)"
     )
-    assert verdict_vs_best_parent(down).startswith("falls short of its best parent: -3.0 pp")
-    assert verdict_vs_expected(up) == "beats its parents' mean by +2.1 pp [0.4, 3.9]"
-    assert verdict_vs_expected(flat).startswith("no evidence it differs from its parents' mean")
-    assert verdict_vs_expected(down).startswith("falls below its parents' mean")
-    assert verdict_vs_baseline(down, "instruct") == "worse than instruct: -3.0 pp [-5.0, -1.0]"
-    assert verdict_vs_baseline(up, "instruct").startswith("better than instruct by +2.1 pp")
+    parents = {"vs_a": {**down, "p_less": 0.001}, "vs_b": {**up, "p_less": 0.9},
+               "direction": "down", "significant": True, "correction": "Holm over 4"}  # fmt: skip
+    assert words_vs_parents(parents, ("sft", "instruct")) == (
+        "falls short of sft: vs sft -3.0 pp [-5.0, -1.0], vs instruct +2.1 pp [0.4, 3.9] (Holm over 4)"
+    )

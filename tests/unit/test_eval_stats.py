@@ -5,12 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from alloylm.evals.results import add_baseline_comparisons, perplexity_record
 from alloylm.evals.stats import (
     bootstrap_ci,
     bootstrap_indices,
     paired_bootstrap,
+    paired_ratio_bootstrap,
     percentile_interval,
     ratio_bootstrap_ci,
+    ratio_interval,
     relative_improvement,
 )
 
@@ -44,15 +47,71 @@ def test_interval_contains_the_mean_and_is_seeded():
     assert bootstrap_ci(scores, seed=3) == (low, high)
 
 
-def test_paired_bootstrap():
-    same = paired_bootstrap([1, 0, 1], [1, 0, 1])
-    assert same["difference"] == 0 and same["ci95"] == [0.0, 0.0] and same["p_not_better"] == 1.0
-    better = paired_bootstrap([1, 1, 1, 1], [0, 0, 0, 0])
-    assert (
-        better["difference"] == 1 and better["ci95"] == [1.0, 1.0] and better["p_not_better"] == 0.0
-    )
+def test_paired_bootstrap_tails_by_hand():
+    # differences per question a - b = 1, 0: a resampled mean difference is 0, 1/2, 1 with
+    # probability 1/4, 1/2, 1/4; so P*(d <= 0) = 1/4 (p_greater), P*(d >= 0) = 1 (p_less),
+    # two-sided p = 2 x 1/4, and the 95% interval is [0, 1]
+    result = paired_bootstrap([1, 0], [0, 0], resamples=4000, seed=1)
+    assert result["difference"] == 0.5 and result["ci95"] == [0.0, 1.0]
+    assert result["p_greater"] == pytest.approx(0.25, abs=0.02)
+    assert result["p_less"] == 1.0 and result["p"] == pytest.approx(0.5, abs=0.04)
+    # the pairing matters: b is a shifted by one question on 20 questions (diff +1 on one item
+    # only), so the difference is 1/20 and a resample misses that item with (19/20)^20 = 36%
+    a = [1] * 10 + [0] * 10
+    b = [1] * 9 + [0] * 11
+    paired = paired_bootstrap(a, b, resamples=4000, seed=2)
+    assert paired["difference"] == pytest.approx(0.05)
+    assert paired["p_greater"] == pytest.approx((19 / 20) ** 20, abs=0.03)
     with pytest.raises(ValueError):
         paired_bootstrap([1, 0], [1])
+
+
+def test_paired_ratio_of_perplexities_by_hand():
+    # model a: NLL/token 1.0 and 3.0 on two documents of 10 tokens; b: 10% lower on each.
+    # ppl_a / ppl_b: every resample's log ratio is 0.1 x (a's NLL/token of that resample) > 0,
+    # between 0.1 (both picks the easy document) and 0.3 (both the hard one); overall 0.1 x 2
+    result = paired_ratio_bootstrap([10, 30], [10, 10], [9, 27], [10, 10], resamples=500)
+    assert result["ratio"] == pytest.approx(np.exp(0.2))
+    low, high = result["ci95"]
+    assert low == pytest.approx(np.exp(0.1)) and high == pytest.approx(np.exp(0.3))
+    assert result["p_greater"] == 0.0 and result["p_less"] == 1.0  # a's perplexity is higher
+    assert result["approximate"] is True and "only 2 documents" in result["ci_note"]
+    one = paired_ratio_bootstrap([10], [10], [9], [10])
+    assert one["ci95"] == [None, None] and one["p"] == 1.0
+
+
+def test_no_perplexity_interval_from_one_document_and_approximate_below_30():
+    # issue 23 defect 5: one document gave a zero-width interval
+    record = perplexity_record([(20.0, 10)], resamples=100, seed=0)
+    assert record["ci95"] == [None, None] and "no interval" in record["ci_note"]
+    eight = perplexity_record([(float(i + 10), 10) for i in range(8)], resamples=100, seed=0)
+    assert eight["ci95"][0] < eight["score"] < eight["ci95"][1]
+    assert eight["approximate"] is True
+    thirty = perplexity_record([(float(i + 10), 10) for i in range(30)], resamples=100, seed=0)
+    assert thirty["approximate"] is False and thirty["ci_note"] is None
+
+
+def test_a_resample_with_no_denominator_gives_no_interval():
+    # extract F1 over passages where one has no field at all: a resample of only that passage
+    # divides 0 by 0 (two passages: 1/4 of resamples); the interval was NaN
+    assert ratio_bootstrap_ci([0.0, 2.0], [0.0, 2.0], resamples=200) == (None, None)
+    interval = ratio_interval([0.0, 2.0], [0.0, 2.0], resamples=200, what="passages")
+    assert interval["ci95"] == [None, None] and "denominator of 0" in interval["ci_note"]
+
+
+def test_perplexity_improvement_is_positive_when_perplexity_falls():
+    # issue 23 defect 8: models.csv labels it an improvement
+    assert relative_improvement(8.0, 10.0, higher_is_better=False) == pytest.approx(0.2)
+    records = [
+        {**perplexity_record([(20.0 + i, 10) for i in range(3)], resamples=50, seed=0),
+         "model": "base", "task": "h", "protocol": "perplexity"},
+        {**perplexity_record([(10.0 + i, 10) for i in range(3)], resamples=50, seed=0),
+         "model": "tuned", "task": "h", "protocol": "perplexity"},
+    ]  # fmt: skip
+    add_baseline_comparisons(records, "base", resamples=50, seed=0)
+    comparison = records[1]["vs_baseline"]
+    assert comparison["relative_improvement"] > 0
+    assert comparison["paired"]["ratio"] < 1 and comparison["verdict"] == "better"
 
 
 def test_ratio_bootstrap_is_exact_when_every_document_has_the_same_ratio():

@@ -21,10 +21,14 @@ REPORT_FOLDER = "report"
 TEMPLATE = "report.html.j2"
 
 
-def write_report(run_dir: Path | str, *, out_dir: Path | str | None = None) -> Path:
+def write_report(
+    run_dir: Path | str, *, out_dir: Path | str | None = None, correction: str | None = None
+) -> Path:
     """Analyse the study in `run_dir` and write report.html, study.json, models.csv, merges.csv.
 
-    Returns the path of report.html (default folder: `<run_dir>/report/`).
+    `correction` is the multiplicity correction of every family of verdicts: 'holm' (the
+    default) or 'none' (`alloylm.analysis.verdicts`). Returns the path of report.html (default
+    folder: `<run_dir>/report/`).
     """
     from alloylm.analysis.plots import all_figures
     from alloylm.analysis.study import analyse_study, load_study
@@ -32,7 +36,7 @@ def write_report(run_dir: Path | str, *, out_dir: Path | str | None = None) -> P
 
     started = time.perf_counter()
     inputs = load_study(run_dir)
-    study = analyse_study(inputs)
+    study = analyse_study(inputs, correction=correction)
     figures = all_figures(study)
     folder = Path(out_dir) if out_dir is not None else inputs.run_dir / REPORT_FOLDER
     folder.mkdir(parents=True, exist_ok=True)
@@ -67,9 +71,14 @@ def format_score(score: dict[str, Any] | None, metric: str = "accuracy") -> str:
     if not score or score.get("score") is None:
         return ""
     low, high = score["ci95"]
+    mark = " (approximate)" if score.get("approximate") else ""
     if metric == "perplexity":
-        return f"{score['score']:.2f} [{low:.2f}, {high:.2f}]"
-    return f"{score['score'] * 100:.1f}% [{low * 100:.1f}, {high * 100:.1f}]"
+        if low is None:
+            return f"{score['score']:.2f} [no interval]"
+        return f"{score['score']:.2f} [{low:.2f}, {high:.2f}]{mark}"
+    if low is None:
+        return f"{score['score'] * 100:.1f}% [no interval]"
+    return f"{score['score'] * 100:.1f}% [{low * 100:.1f}, {high * 100:.1f}]{mark}"
 
 
 def format_relative(value: float | None) -> str:
@@ -107,10 +116,7 @@ def summary_rows(
             if model["id"] == study.get("baseline"):
                 row.append("baseline")
             elif comparison:
-                paired = comparison["paired"]
-                row.append(
-                    f"{paired['difference'] * 100:+.1f} pp [{paired['ci95'][0] * 100:.1f}, {paired['ci95'][1] * 100:.1f}]"
-                )
+                row.append(comparison.get("verdict") or "")
             else:
                 row.append("")
         for key in perplexity:
@@ -130,7 +136,7 @@ def merge_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "E",
         "A",
         "A - E",
-        "A - best parent",
+        "A vs both parents",
         "diversity |P1-P2|",
         "disagreement",
         "linear fallback",
@@ -195,13 +201,16 @@ def models_csv(study: dict[str, Any]) -> str:
             "paired_difference",
             "paired_ci_low",
             "paired_ci_high",
+            "p_adjusted",
+            "family",
+            "correction",
             "verdict",
         ]
     )
     for model in study["models"]:
         for key, score in model["scores"].items():
             comparison = model["vs_baseline"].get(key) or {}
-            paired = comparison.get("paired") or {}
+            paired = comparison.get("paired") or comparison.get("paired_ratio") or {}
             interval = paired.get("ci95") or [None, None]
             writer.writerow(
                 [
@@ -217,9 +226,12 @@ def models_csv(study: dict[str, Any]) -> str:
                     score["ci95"][1],
                     score["n"],
                     comparison.get("relative_improvement"),
-                    paired.get("difference"),
+                    paired.get("difference", paired.get("ratio")),
                     interval[0],
                     interval[1],
+                    comparison.get("p_adjusted"),
+                    comparison.get("family"),
+                    comparison.get("correction"),
                     comparison.get("verdict", ""),
                 ]
             )
@@ -250,11 +262,19 @@ def merges_csv(study: dict[str, Any]) -> str:
             "gain_over_best_parent_ci_low",
             "gain_over_best_parent_ci_high",
             "best_parent",
+            "vs_parent_1",
+            "vs_parent_1_ci_low",
+            "vs_parent_1_ci_high",
+            "vs_parent_2",
+            "vs_parent_2_ci_low",
+            "vs_parent_2_ci_high",
             "diversity",
             "disagreement_rate",
             "linear_fallback_share",
             "emergent",
             "lost",
+            "family",
+            "correction",
             "verdict_vs_expected",
             "verdict_vs_best_parent",
         ]
@@ -282,11 +302,17 @@ def merges_csv(study: dict[str, Any]) -> str:
                     r["vs_best_parent"]["difference"],
                     *r["vs_best_parent"]["ci95"],
                     r["best_parent"],
+                    r["vs_parents"]["vs_a"]["difference"],
+                    *r["vs_parents"]["vs_a"]["ci95"],
+                    r["vs_parents"]["vs_b"]["difference"],
+                    *r["vs_parents"]["vs_b"]["ci95"],
                     r["diversity"],
                     r["disagreement_rate"],
                     fallback,
                     len(r["emergent"]),
                     len(r["lost"]),
+                    r.get("family"),
+                    r.get("correction"),
                     r["verdict_vs_expected"],
                     r["verdict_vs_best_parent"],
                 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from alloylm.analysis.synergy import format_pp, gap_to_best_of_two
+from alloylm.analysis.verdicts import correct_family, inner_point_test, words_curve
 from alloylm.evals.stats import bootstrap_ci, paired_bootstrap, relative_improvement
 
 
@@ -67,9 +67,10 @@ def interpolation_curve(
 ) -> dict[str, Any]:
     """Accuracy with its interval at each t, and whether an inner point beats both ends.
 
-    `points` are (t, {question id: correct}); the ends are the smallest and largest t. An inner
-    point "beats both ends" when its paired gap to the better end (per resample) has an interval
-    above 0: the same test as a merge against its best parent.
+    `points` are (t, {question id: correct}); the ends are the smallest and largest t. The verdict
+    is `verdicts.inner_point_test`: every inner point against both ends (intersection-union),
+    Bonferroni over the inner points; its `p` is corrected again across curves by the study
+    (`correct_family`). Alone, this function treats the curve as a family of one.
     """
     ordered = sorted(points, key=lambda point: point[0])
     if not ordered:
@@ -93,22 +94,17 @@ def interpolation_curve(
         }
     low_end = [float(ordered[0][1][k]) for k in shared]
     high_end = [float(ordered[-1][1][k]) for k in shared]
-    best: tuple[float, dict[str, Any]] | None = None
-    for row, (t, answers) in zip(rows[1:-1], ordered[1:-1], strict=True):
-        gap = gap_to_best_of_two(
-            [float(answers[k]) for k in shared], low_end, high_end, resamples=resamples, seed=seed
-        )
-        row["vs_best_end"] = gap
-        if best is None or gap["difference"] > best[1]["difference"]:
-            best = (t, gap)
-    assert best is not None
-    t, gap = best
-    low, high = gap["ci95"]
-    amount = format_pp(gap["difference"], gap["ci95"])
-    if low > 0:
-        verdict = f"t = {t:g} beats both ends by {amount}"
-    elif high < 0:
-        verdict = f"no inner point beats both ends; the best, t = {t:g}, is below the better end: {amount}"
-    else:
-        verdict = f"no evidence that any inner point beats both ends: the best, t = {t:g}, is {amount} from the better end"
-    return {"points": rows, "n": len(shared), "verdict": verdict}
+    inner = [[float(answers[k]) for k in shared] for _, answers in ordered[1:-1]]
+    test = inner_point_test(inner, low_end, high_end, resamples=resamples, seed=seed)
+    for row, result in zip(rows[1:-1], test["inner"], strict=True):
+        row["vs_low_end"], row["vs_high_end"] = result["vs_low_end"], result["vs_high_end"]
+        row["p_beats_both"] = result["p_beats_both"]
+    correct_family([test], family="this curve", correction="none")
+    ts = [t for t, _ in ordered[1:-1]]
+    return {
+        "points": rows,
+        "n": len(shared),
+        "test": test,
+        "inner_ts": ts,
+        "verdict": words_curve(test, ts),
+    }

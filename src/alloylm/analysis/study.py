@@ -181,7 +181,6 @@ def score_models(
     inputs: StudyInputs, rows: list[dict[str, Any]], *, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
     from alloylm.analysis.scores import accuracy_with_interval, improvement_over_baseline
-    from alloylm.analysis.synergy import verdict_vs_baseline
     from alloylm.evals.stats import relative_improvement
 
     per_model = model_records(inputs)
@@ -233,7 +232,6 @@ def score_models(
                         mine, theirs, resamples=resamples, seed=seed
                     )
                     if comparison:
-                        comparison["verdict"] = verdict_vs_baseline(comparison["paired"], baseline)
                         entry["vs_baseline"][bench["key"]] = comparison
             else:
                 record = records.get(bench["key"])
@@ -244,30 +242,49 @@ def score_models(
                     "ci95": record["ci95"],
                     "n": record["n"],
                     "tokens": record.get("tokens"),
+                    "approximate": bool(record.get("approximate")),
+                    "ci_note": record.get("ci_note"),
                 }
                 reference = base_records.get(bench["key"])
                 if reference is not None and model["id"] != baseline:
-                    entry["vs_baseline"][bench["key"]] = {
+                    comparison = {
                         "relative_improvement": relative_improvement(
-                            record["score"], reference["score"]
+                            record["score"],
+                            reference["score"],
+                            higher_is_better=bench["metric"] != "perplexity",
                         ),
-                        "verdict": perplexity_verdict(record, reference, baseline or ""),
                     }
+                    if bench["metric"] == "perplexity":
+                        paired = paired_perplexity(
+                            record, reference, resamples=resamples, seed=seed
+                        )
+                        if paired is not None:
+                            comparison["paired_ratio"] = paired
+                    entry["vs_baseline"][bench["key"]] = comparison
         out.append(entry)
     return out
 
 
-def perplexity_verdict(record: dict[str, Any], reference: dict[str, Any], baseline: str) -> str:
-    """Lower is better. The intervals are per model (documents resampled), so the verdict says
-    whether the two intervals are apart; overlapping intervals are no evidence either way."""
-    low, high = record["ci95"]
-    ref_low, ref_high = reference["ci95"]
-    theirs = f"{baseline}'s {reference['score']:.2f} [{ref_low:.2f}, {ref_high:.2f}]"
-    if high < ref_low:
-        return f"lower than {theirs}, the intervals apart"
-    if low > ref_high:
-        return f"higher than {theirs}, the intervals apart"
-    return f"no evidence of a difference from {theirs}: the intervals overlap"
+def paired_perplexity(
+    record: dict[str, Any], reference: dict[str, Any], *, resamples: int, seed: int
+) -> dict[str, Any] | None:
+    """The paired document bootstrap of the perplexity ratio against the baseline, over the
+    documents both records scored (`evals.stats.paired_ratio_bootstrap`)."""
+    from alloylm.evals.stats import paired_ratio_bootstrap
+
+    mine = {str(p["id"]): p for p in record.get("predictions") or []}
+    theirs = {str(p["id"]): p for p in reference.get("predictions") or []}
+    shared = [key for key in mine if key in theirs]
+    if not shared:
+        return None
+    return paired_ratio_bootstrap(
+        [float(mine[k]["nll"]) for k in shared],
+        [float(mine[k]["tokens"]) for k in shared],
+        [float(theirs[k]["nll"]) for k in shared],
+        [float(theirs[k]["tokens"]) for k in shared],
+        resamples=resamples,
+        seed=seed,
+    )
 
 
 # --- merges ----------------------------------------------------------------------------------------
@@ -297,7 +314,7 @@ def linear_fallback(manifest: dict[str, Any] | None) -> dict[str, Any] | None:
 def analyse_merges(
     inputs: StudyInputs, rows: list[dict[str, Any]], *, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
-    from alloylm.analysis.synergy import analyse_merge, verdict_vs_best_parent, verdict_vs_expected
+    from alloylm.analysis.synergy import analyse_merge
 
     per_model = model_records(inputs)
     out = []
@@ -343,10 +360,6 @@ def analyse_merges(
                 continue
             best = parents[0] if result["P1"] >= result["P2"] else parents[1]
             result["best_parent"] = best
-            result["verdict_vs_best_parent"] = verdict_vs_best_parent(
-                result["vs_best_parent"], best
-            )
-            result["verdict_vs_expected"] = verdict_vs_expected(result["vs_expected"])
             entry["benchmarks"][bench["key"]] = result
         out.append(entry)
     return out
@@ -600,17 +613,152 @@ def lineage_graph(inputs: StudyInputs) -> dict[str, Any]:
     return {"nodes": list(nodes.values()), "edges": sorted(edges)}
 
 
+# --- strategies and verdicts -------------------------------------------------------------------------
+
+
+def analyse_strategies(
+    inputs: StudyInputs,
+    rows: list[dict[str, Any]],
+    key: str | None,
+    *,
+    resamples: int,
+    seed: int,
+    correction: str,
+) -> list[dict[str, Any]]:
+    """Strategy against strategy on the headline benchmark: one paired matrix per lineage and
+    merge state (`verdicts.strategy_matrix`), each its own family, with a best-strategy verdict."""
+    from alloylm.analysis.verdicts import strategy_matrix
+
+    bench = next((r for r in rows if r["key"] == key), None)
+    if bench is None:
+        return []
+    per_model = model_records(inputs)
+    groups: dict[tuple[str, bool], dict[str, dict[str, bool]]] = {}
+    for model in inputs.plan["models"]:
+        if not model.get("strategy") or model.get("role") == "curve" or model.get("variant"):
+            continue
+        got = answers(bench, per_model.get(model["id"], {}))
+        if got is None:
+            continue
+        group = (str(model.get("lineage") or ""), bool(model.get("merged")))
+        groups.setdefault(group, {})[model["id"]] = got
+    out = []
+    for (lineage, merged), members in groups.items():
+        if len(members) < 2:
+            continue
+        family = f"strategies of {lineage}{' merged' if merged else ''} on {key}"
+        matrix = strategy_matrix(
+            members, resamples=resamples, seed=seed, family=family, correction=correction
+        )
+        out.append({"lineage": lineage, "merged": merged, "family": family, **matrix})
+    return out
+
+
+def apply_verdicts(
+    models: list[dict[str, Any]],
+    merges: list[dict[str, Any]],
+    curves: list[dict[str, Any]],
+    strategies: list[dict[str, Any]],
+    baseline: str | None,
+    correction: str,
+) -> list[dict[str, Any]]:
+    """Group every verdict into its family, apply the correction, write its words; return one
+    summary per family (`verdicts.family_sentence`)."""
+    from alloylm.analysis import verdicts as v
+
+    families: list[dict[str, Any]] = []
+
+    def record(name: str, kind: str, members: list[dict[str, Any]]) -> None:
+        size = len(members)
+        significant = sum(1 for m in members if m.get("significant"))
+        families.append(
+            {
+                "family": name,
+                "kind": kind,
+                "size": size,
+                "correction": correction if size > 1 else "none",
+                "significant": significant,
+                "sentence": v.family_sentence(name, kind, size, correction, significant),
+            }
+        )
+
+    keys = list(dict.fromkeys(k for m in models for k in m["vs_baseline"]))
+    for key in keys:
+        members = []
+        for model in models:
+            comparison = model["vs_baseline"].get(key)
+            test = (comparison or {}).get("paired") or (comparison or {}).get("paired_ratio")
+            if test is not None:
+                members.append((comparison, test))
+        if not members:
+            continue
+        name = f"vs {baseline} on {key}"
+        v.correct_family([t for _, t in members], family=name, correction=correction)
+        for comparison, test in members:
+            comparison["verdict"] = (
+                v.words_perplexity(test, baseline or "")
+                if "ratio" in test
+                else v.words_vs_baseline(test, baseline or "")
+            )
+            for name_ in ("family", "correction", "p_adjusted", "significant"):
+                comparison[name_] = test[name_]
+        record(name, "vs_baseline", [t for _, t in members])
+    merge_keys = list(dict.fromkeys(k for m in merges for k in m["benchmarks"]))
+    for key in merge_keys:
+        results = [(m, m["benchmarks"][key]) for m in merges if key in m["benchmarks"]]
+        tests = [t for _, r in results for t in (r["vs_expected"], r["vs_parents"])]
+        name = f"merges on {key}"
+        v.correct_family(tests, family=name, correction=correction)
+        for merge, result in results:
+            result["verdict_vs_expected"] = v.words_vs_expected(result["vs_expected"])
+            result["verdict_vs_best_parent"] = v.words_vs_parents(
+                result["vs_parents"], merge["parents"]
+            )
+            result["family"], result["correction"] = name, result["vs_parents"]["correction"]
+        record(name, "merge", tests)
+    tested = [c for c in curves if c.get("test")]
+    if tested:
+        name = f"curves on {tested[0].get('benchmark')}"
+        v.correct_family([c["test"] for c in tested], family=name, correction=correction)
+        for curve in tested:
+            curve["verdict"] = v.words_curve(curve["test"], curve["inner_ts"])
+        record(name, "curve", [c["test"] for c in tested])
+    for matrix in strategies:
+        if matrix.get("pairs"):
+            record(matrix["family"], "strategies", matrix["pairs"])
+    return families
+
+
 # --- everything ---------------------------------------------------------------------------------------
 
 
-def analyse_study(inputs: StudyInputs) -> dict[str, Any]:
-    """study.json: every number of the report, with the uncertainty of each."""
+def analyse_study(inputs: StudyInputs, *, correction: str | None = None) -> dict[str, Any]:
+    """study.json: every number of the report, with the uncertainty of each.
+
+    `correction` ('holm', the default, or 'none'; else the plan's `correction`) is applied to
+    every family of verdicts (`alloylm.analysis.verdicts`)."""
+    from alloylm.analysis.verdicts import ALPHA, CORRECTIONS
+
+    correction = correction or str(inputs.plan.get("correction") or "holm")
+    if correction not in CORRECTIONS:
+        raise AlloyError(
+            f"unknown multiplicity correction {correction!r}",
+            key="correction",
+            hint=f"use one of {', '.join(CORRECTIONS)}",
+        )
     resamples = int(inputs.eval_settings.get("resamples") or 1000)
     seed = int(inputs.eval_settings.get("seed") or 0)
     rows = benchmarks(inputs.records)
     key = headline_benchmark(rows)
     models = score_models(inputs, rows, resamples=resamples, seed=seed)
     merges = analyse_merges(inputs, rows, resamples=resamples, seed=seed)
+    curves = analyse_curves(inputs, rows, key, resamples=resamples, seed=seed)
+    strategies = analyse_strategies(
+        inputs, rows, key, resamples=resamples, seed=seed, correction=correction
+    )
+    families = apply_verdicts(
+        models, merges, curves, strategies, inputs.plan.get("baseline"), correction
+    )
     notes = list(inputs.notes)
     not_scored = [m["id"] for m in models if not m["evaluated"]]
     if not_scored:
@@ -629,12 +777,14 @@ def analyse_study(inputs: StudyInputs) -> dict[str, Any]:
             "resamples": resamples,
             "seed": seed,
         },
+        "verdicts": {"alpha": ALPHA, "correction": correction, "families": families},
         "benchmarks": rows,
         "headline": key,
         "models": models,
         "merges": merges,
         "across": analyse_across(merges, key, seed=seed),
-        "curves": analyse_curves(inputs, rows, key, resamples=resamples, seed=seed),
+        "curves": curves,
+        "strategies": strategies,
         "training": training_histories(inputs),
         "schedules": merge_schedules(inputs),
         "lineage": lineage_graph(inputs),

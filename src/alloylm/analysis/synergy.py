@@ -9,9 +9,10 @@ Parent diversity is one of the study's explanations of when synergy appears: the
 diversity is |P_A - P_B| (`score_diversity`); the per-question disagreement (how often exactly one
 parent is right, `disagreement_rate`) says how different the parents' answers are.
 
-`analyse_merge` is what the study report uses: its interval against the best parent re-chooses the
-best parent in every resample (`gap_to_best_of_two`), where the older `synergy_report` pairs the
-merge with the parent that is best on the full set.
+`analyse_merge` is what the study report uses: it tests the merge against *both* parents with
+the intersection-union test of `alloylm.analysis.verdicts.versus_both_parents` (Berger 1982) and
+reports both paired differences. (An earlier percentile bootstrap of m - max(a, b), with the best
+parent re-chosen per resample, said "falls short" about twice as often as it claimed: issue 23.)
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
-
+from alloylm.analysis.verdicts import format_pp as _format_pp
+from alloylm.analysis.verdicts import versus_both_parents
 from alloylm.evals.stats import paired_bootstrap
 
 
@@ -100,41 +101,6 @@ def disagreement_rate(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> f
     return parent_diversity(correct_a, correct_b)
 
 
-def gap_to_best_of_two(
-    merged: Sequence[float],
-    parent_a: Sequence[float],
-    parent_b: Sequence[float],
-    *,
-    resamples: int = 1000,
-    seed: int = 0,
-    level: float = 0.95,
-) -> dict[str, Any]:
-    """P_merged - max(P1, P2) with a paired bootstrap interval over questions.
-
-    Each resample draws one set of question indices for all three models and takes the better
-    parent *of that resample*, so the interval also carries the uncertainty of which parent is
-    best (fixing the best parent from the full set would make the merge look better than it is).
-    """
-    from alloylm.evals.stats import bootstrap_indices, percentile_interval
-
-    m, a, b = (np.asarray(v, dtype=float) for v in (merged, parent_a, parent_b))
-    if not (m.shape == a.shape == b.shape):
-        raise ValueError(
-            f"the merge and its parents need the same questions: {m.size}, {a.size}, {b.size} scores"
-        )
-    if m.size == 0:
-        raise ValueError("a merge analysis needs at least one question")
-    picks = bootstrap_indices(m.size, resamples, seed)
-    diffs = m[picks].mean(axis=1) - np.maximum(a[picks].mean(axis=1), b[picks].mean(axis=1))
-    low, high = percentile_interval(diffs, level)
-    return {
-        "difference": float(m.mean() - max(a.mean(), b.mean())),
-        "ci95": [low, high],
-        "p_not_better": float((diffs <= 0).mean()),
-        "n": int(m.size),
-    }
-
-
 def gap_to_expected(
     merged: Sequence[float],
     parent_a: Sequence[float],
@@ -186,6 +152,7 @@ def analyse_merge(
     b = [float(bool(parent_b[k])) for k in shared]
     p1, p2, pm = sum(a) / len(a), sum(b) / len(b), sum(m) / len(m)
     changed = emergent_and_lost(merged, parent_a, parent_b)
+    parents = versus_both_parents(m, a, b, resamples=resamples, seed=seed)
     return {
         "n": len(shared),
         "P1": p1,
@@ -193,7 +160,9 @@ def analyse_merge(
         "E": (p1 + p2) / 2,
         "P_merged": pm,
         "vs_expected": gap_to_expected(m, a, b, resamples=resamples, seed=seed),
-        "vs_best_parent": gap_to_best_of_two(m, a, b, resamples=resamples, seed=seed),
+        "vs_parents": parents,
+        # the paired difference to the parent that is better on the full set (for tables)
+        "vs_best_parent": parents["vs_a"] if p1 >= p2 else parents["vs_b"],
         "diversity": score_diversity(p1, p2),
         "disagreement_rate": disagreement_rate(a, b),
         "emergent": changed["emergent"],
@@ -201,42 +170,5 @@ def analyse_merge(
     }
 
 
-# --- verdicts: every number in words, with its interval ------------------------------------------
-
-
-def format_pp(value: float, ci95: Sequence[float]) -> str:
-    """'+2.1 pp [0.4, 3.9]' for a difference of two accuracies (fractions)."""
-    low, high = ci95
-    return f"{value * 100:+.1f} pp [{low * 100:.1f}, {high * 100:.1f}]"
-
-
-def verdict_vs_best_parent(gap: dict[str, Any], best_parent: str | None = None) -> str:
-    """'beats its best parent by +2.1 pp [0.4, 3.9]' when the interval excludes 0 from below, etc."""
-    low, high = gap["ci95"]
-    amount = format_pp(gap["difference"], gap["ci95"])
-    who = f" ({best_parent})" if best_parent else ""
-    if low > 0:
-        return f"beats its best parent{who} by {amount}"
-    if high < 0:
-        return f"falls short of its best parent{who}: {amount}"
-    return f"no evidence of synergy: {amount} against its best parent{who}"
-
-
-def verdict_vs_expected(gap: dict[str, Any]) -> str:
-    low, high = gap["ci95"]
-    amount = format_pp(gap["difference"], gap["ci95"])
-    if low > 0:
-        return f"beats its parents' mean by {amount}"
-    if high < 0:
-        return f"falls below its parents' mean: {amount}"
-    return f"no evidence it differs from its parents' mean: {amount}"
-
-
-def verdict_vs_baseline(paired: dict[str, Any], baseline: str) -> str:
-    low, high = paired["ci95"]
-    amount = format_pp(paired["difference"], paired["ci95"])
-    if low > 0:
-        return f"better than {baseline} by {amount}"
-    if high < 0:
-        return f"worse than {baseline}: {amount}"
-    return f"no evidence of a difference from {baseline}: {amount}"
+# --- words: see alloylm.analysis.verdicts, which owns every verdict --------------------------------
+format_pp = _format_pp

@@ -28,7 +28,7 @@ examples:
 
 
 # the terminal is narrower than the page: the merge table's key columns (all are in the HTML)
-TERMINAL_MERGE_COLUMNS = ("merge", "P1", "P2", "E", "A", "A - best parent", "linear fallback")
+TERMINAL_MERGE_COLUMNS = ("merge", "P1", "P2", "E", "A", "A vs both parents", "linear fallback")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="folder for report.html, study.json and the CSV files (default: RUN_DIR/report)",
     )
     parser.add_argument(
+        "--correction",
+        choices=("holm", "none"),
+        default=None,
+        help="multiplicity correction within each family of verdicts (default: holm; 'none' "
+        "tests every verdict alone at 5%%: docs/study.md)",
+    )
+    parser.add_argument(
         "--quiet", action="store_true", help="print only the report's path, not the summary tables"
     )
 
@@ -52,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from alloylm.analysis.report import write_report
 
     started = time.perf_counter()
-    path = write_report(args.run_dir, out_dir=args.output)
+    path = write_report(args.run_dir, out_dir=args.output, correction=args.correction)
     elapsed = time.perf_counter() - started
     if not args.quiet:
         print_summary(path)
@@ -89,5 +96,7 @@ def print_summary(report_path: Path) -> None:
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
+    for family in (study.get("verdicts") or {}).get("families") or []:
+        console.print(Text(family["sentence"]))
     for note in study.get("notes") or []:
         console.print(Text(f"note: {note}"))

@@ -167,7 +167,7 @@ def extract_record(
 ) -> dict[str, Any]:
     """The result record: micro F1 (score) with a passage bootstrap CI, precision, recall, the
     valid-JSON share, and per-field precision/recall/F1."""
-    from alloylm.evals.stats import ratio_bootstrap_ci
+    from alloylm.evals.stats import ratio_interval
 
     def totals(rows: Sequence[dict[str, Any]], names: Sequence[str]) -> tuple[int, int, int]:
         tp = sum(r["fields"][f]["tp"] for r in rows for f in names)
@@ -181,7 +181,8 @@ def extract_record(
         float(sum(r["fields"][f]["predicted"] + r["fields"][f]["gold"] for f in fields))
         for r in predictions
     ]
-    low, high = ratio_bootstrap_ci(doubled, sizes, resamples=resamples, seed=seed)
+    interval = ratio_interval(doubled, sizes, resamples=resamples, seed=seed, what="passages")
+    low, high = interval["ci95"]  # type: ignore[misc]
     per_field = {}
     for field in fields:
         ftp, fpred, fgold = totals(predictions, [field])
@@ -198,6 +199,8 @@ def extract_record(
         "metric": "field_f1",
         "score": _ratio(2 * tp, pred + gold),
         "ci95": [low, high],
+        "approximate": interval["approximate"],
+        "ci_note": interval["ci_note"],
         "n": len(predictions),
         "precision": _ratio(tp, pred),
         "recall": _ratio(tp, gold),

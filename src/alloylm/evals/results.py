@@ -17,10 +17,15 @@ from typing import Any
 from alloylm.atomic import atomic_write_json
 from alloylm.evals.stats import (
     bootstrap_ci,
+    difference_words,
+    holm_adjust,
     paired_bootstrap,
-    ratio_bootstrap_ci,
+    paired_ratio_bootstrap,
+    ratio_interval,
     relative_improvement,
 )
+
+ALPHA = 0.05
 
 Record = dict[str, Any]
 SUMMARY_KEYS = (
@@ -63,15 +68,19 @@ def accuracy_record(predictions: Sequence[dict[str, Any]], *, resamples: int, se
 def perplexity_record(
     per_document: Sequence[tuple[float, int]], *, resamples: int, seed: int
 ) -> Record:
-    """exp(total NLL / total tokens) with a document-level bootstrap interval."""
+    """exp(total NLL / total tokens) with a document-level bootstrap interval: none below 2
+    documents, marked approximate below 30 (`evals.stats.ratio_interval`)."""
     nll = [total for total, _ in per_document]
     tokens = [count for _, count in per_document]
-    low, high = ratio_bootstrap_ci(nll, tokens, resamples=resamples, seed=seed)
+    interval = ratio_interval(nll, tokens, resamples=resamples, seed=seed)
+    low, high = interval["ci95"]  # type: ignore[misc]
     per_token = sum(nll) / max(sum(tokens), 1)
     return {
         "metric": "perplexity",
         "score": math.exp(per_token),
-        "ci95": [math.exp(low), math.exp(high)],
+        "ci95": [None, None] if low is None else [math.exp(low), math.exp(high)],
+        "approximate": interval["approximate"],
+        "ci_note": interval["ci_note"],
         "nll_per_token": per_token,
         "n": len(per_document),
         "tokens": sum(tokens),
@@ -85,32 +94,78 @@ def perplexity_record(
 
 
 def add_baseline_comparisons(
-    records: list[Record], baseline: str | None, *, resamples: int, seed: int
+    records: list[Record],
+    baseline: str | None,
+    *,
+    resamples: int,
+    seed: int,
+    correction: str = "holm",
 ) -> None:
-    """Relative improvement (P - P_base) / P_base and a paired bootstrap against the baseline model."""
+    """Relative improvement and a paired comparison against the baseline model, on the items both
+    scored: the paired bootstrap of the accuracy difference, or the paired document bootstrap of
+    the perplexity ratio. Every model against the baseline on one (task, protocol) is one family:
+    its verdicts are Holm-adjusted (`correction="none"` turns that off)."""
     if not baseline:
         return
     base = {(r["task"], r["protocol"]): r for r in records if r["model"] == baseline}
+    families: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for record in records:
         reference = base.get((record["task"], record["protocol"]))
         if reference is None or record is reference:
             continue
+        lower_is_better = record["metric"] == "perplexity"
         comparison: dict[str, Any] = {
             "baseline": baseline,
-            "relative_improvement": relative_improvement(record["score"], reference["score"]),
+            "relative_improvement": relative_improvement(
+                record["score"], reference["score"], higher_is_better=not lower_is_better
+            ),
         }
-        if record["metric"] == "accuracy":
-            mine = {p["id"]: p["correct"] for p in record["predictions"]}
-            theirs = {p["id"]: p["correct"] for p in reference["predictions"]}
-            shared = [key for key in mine if key in theirs]
-            if shared:
-                comparison["paired"] = paired_bootstrap(
-                    [float(mine[k]) for k in shared],
-                    [float(theirs[k]) for k in shared],
-                    resamples=resamples,
-                    seed=seed,
-                )
+        paired = _paired(record, reference, resamples=resamples, seed=seed)
+        if paired is not None:
+            comparison["paired"] = paired
+            families[(record["task"], record["protocol"])].append(comparison)
         record["vs_baseline"] = comparison
+    for (task, protocol), comparisons in families.items():
+        adjusted = (
+            holm_adjust([c["paired"]["p"] for c in comparisons])
+            if correction == "holm"
+            else [c["paired"]["p"] for c in comparisons]
+        )
+        for comparison, p_adjusted in zip(comparisons, adjusted, strict=True):
+            paired = comparison["paired"]
+            paired["p_adjusted"] = p_adjusted
+            paired["family"] = f"vs {baseline} on {task}/{protocol} ({len(comparisons)} models)"
+            paired["correction"] = correction if len(comparisons) > 1 else "none (one test)"
+            signed = -paired["log_ratio"] if "log_ratio" in paired else paired["difference"]
+            comparison["verdict"] = difference_words(signed, p_adjusted < ALPHA)
+
+
+def _paired(
+    record: Record, reference: Record, *, resamples: int, seed: int
+) -> dict[str, Any] | None:
+    """The paired comparison of one record with the baseline's, over the items both scored."""
+    mine = {str(p["id"]): p for p in record.get("predictions") or []}
+    theirs = {str(p["id"]): p for p in reference.get("predictions") or []}
+    shared = [key for key in mine if key in theirs]
+    if not shared:
+        return None
+    if record["metric"] == "accuracy":
+        return paired_bootstrap(
+            [float(mine[k]["correct"]) for k in shared],
+            [float(theirs[k]["correct"]) for k in shared],
+            resamples=resamples,
+            seed=seed,
+        )
+    if record["metric"] == "perplexity":
+        return paired_ratio_bootstrap(
+            [float(mine[k]["nll"]) for k in shared],
+            [float(mine[k]["tokens"]) for k in shared],
+            [float(theirs[k]["nll"]) for k in shared],
+            [float(theirs[k]["tokens"]) for k in shared],
+            resamples=resamples,
+            seed=seed,
+        )
+    return None
 
 
 def summary(record: Record) -> Record:
@@ -127,8 +182,29 @@ def write_results(path: str | Path, records: list[Record], **extra: Any) -> Path
 def _format_score(record: Record) -> str:
     score, (low, high) = record["score"], record["ci95"]
     if record["metric"] == "perplexity":
-        return f"ppl {score:.2f} [{low:.2f}, {high:.2f}]"
+        interval = "[no interval]" if low is None else f"[{low:.2f}, {high:.2f}]"
+        return f"ppl {score:.2f} {interval}" + (" ~" if record.get("approximate") else "")
+    if low is None:
+        return f"{score:.3f} [no interval]"
     return f"{score:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def format_paired(comparison: dict[str, Any] | None) -> str:
+    """'+2.1 pp [0.4, 3.9] better (Holm)' or 'ppl x0.95 [0.91, 0.99] better': the paired
+    difference against the baseline, its 95% interval and the verdict words."""
+    paired = (comparison or {}).get("paired")
+    if not paired:
+        return ""
+    low, high = paired["ci95"]
+    if "ratio" in paired:
+        interval = "[no interval]" if low is None else f"[{low:.3f}, {high:.3f}]"
+        text = f"ppl x{paired['ratio']:.3f} {interval}"
+    else:
+        text = f"{paired['difference'] * 100:+.1f} pp [{low * 100:.1f}, {high * 100:.1f}]"
+    words = comparison.get("verdict") or ""
+    correction = paired.get("correction") or ""
+    suffix = f" ({correction})" if correction == "holm" else ""
+    return f"{text} {words}{suffix}".rstrip()
 
 
 def format_table(records: Sequence[Record]) -> str:
@@ -142,6 +218,7 @@ def format_table(records: Sequence[Record]) -> str:
         "answered",
         "unparseable",
         "vs baseline",
+        "paired vs baseline [95% CI]",
     )
     rows = [header]
     for record in sorted(records, key=lambda r: (r["task"], r["protocol"])):
@@ -156,6 +233,7 @@ def format_table(records: Sequence[Record]) -> str:
                 str(record["answered"]),
                 str(record["unparseable"]),
                 f"{relative:+.1%}" if relative is not None else "",
+                format_paired(record.get("vs_baseline")),
             )
         )
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
@@ -164,7 +242,27 @@ def format_table(records: Sequence[Record]) -> str:
         for row in rows
     ]
     lines.insert(1, "  ".join("-" * width for width in widths))
-    return "\n".join(lines)
+    notes = table_notes(records)
+    return "\n".join(lines + notes)
+
+
+def table_notes(records: Sequence[Record]) -> list[str]:
+    """The lines under the table: how the paired comparisons were corrected, approximate intervals."""
+    notes = []
+    corrections = {
+        (r.get("vs_baseline") or {}).get("paired", {}).get("family"): (r.get("vs_baseline") or {})
+        .get("paired", {})
+        .get("correction")
+        for r in records
+        if (r.get("vs_baseline") or {}).get("paired")
+    }
+    for family, correction in corrections.items():
+        if correction == "holm":
+            notes.append(f"paired verdicts {family}: Holm step-down, family-wise 5%")
+    for record in records:
+        if record.get("ci_note"):
+            notes.append(f"{_short(record['model'])} on {record['task']}: {record['ci_note']}")
+    return [""] + notes if notes else []
 
 
 def _short(model: str, limit: int = 48) -> str:
