@@ -30,6 +30,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     _common(plan)
     plan.add_argument("--json", action="store_true", help="print the study plan as JSON")
+    from alloylm.cli.memory import add_arguments as memory_arguments
+
+    memory_arguments(plan)  # the memory plan of each training stage, for this launch
     run = sub.add_parser(
         "run",
         help="run the expanded pipeline, then write the report (alloy report)",
@@ -109,7 +112,9 @@ def plan(args: argparse.Namespace) -> int:
     pipeline = _load(args, check_data=not args.no_data_check)
     document = plan_document(pipeline)
     if args.json:
-        print(json.dumps(document, indent=2))
+        from alloylm.cli.memory import plan_rows_json
+
+        print(json.dumps({**document, "memory_plan": plan_rows_json(pipeline, args)}, indent=2))
         return 0
     status = stage_status(pipeline)
     by_stage = {m["stage"]: m for m in document["models"] if m.get("stage")}
@@ -148,6 +153,9 @@ def plan(args: argparse.Namespace) -> int:
         f"{roles['curve']} curve points "
         f"(baseline {document['baseline']})."
     )
+    from alloylm.cli.memory import print_plan
+
+    print_plan(pipeline, args)
     return 0
 
 

@@ -13,12 +13,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not require data files to exist (recipes for data you will provide)",
     )
+    from alloylm.cli.memory import add_arguments as memory_arguments
+
+    memory_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
+    from alloylm.cli.memory import device_memory, launch_from_args
     from alloylm.pipeline.graph import topological_order
     from alloylm.pipeline.load import load_pipeline
 
+    device_memory(args)  # a bad --device-memory or --config-file is refused before anything else
+    launch_from_args(args)
     pipeline = load_pipeline(args.pipeline, args.overrides, check_data=not args.no_data_check)
     order = topological_order(pipeline)
     print(f"{pipeline.file}: valid; {len(order)} stages, output {pipeline.output_dir}")
@@ -34,4 +40,7 @@ def run(args: argparse.Namespace) -> int:
             f"{len({m['eval_index'] for m in study.models})} models evaluated by {study.eval_stage!r}; "
             f"the grid with what is built: alloy study plan {args.pipeline}"
         )
+    from alloylm.cli.memory import print_plan
+
+    print_plan(pipeline, args)
     return 0

@@ -90,6 +90,13 @@ class TrainConfig(StrictModel):
     lora: LoraConfig | None = Field(
         None, description="train low-rank adapters instead of all weights"
     )
+    effective_batch_size: int | None = Field(
+        None,
+        ge=1,
+        description="the global batch the recipe intends (rows, or pairs for dpo and orpo): "
+        "per_device_batch_size x gradient_accumulation_steps x processes; `alloy validate` "
+        "warns when the launch gives another",
+    )
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainConfig:
