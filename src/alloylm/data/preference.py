@@ -125,6 +125,11 @@ class PreferenceSource(StrictModel):
         1.0, gt=0.0, description="times each pair is used: 2.0 twice, 0.5 a seeded half"
     )
     limit: int | None = Field(None, ge=1, description="use only the first N usable pairs")
+    fraction: Literal["sample", "first"] = Field(
+        "sample",
+        description="the records a fractional weight takes: a seeded sample, or the first ones "
+        "in file order (the alignment-handbook's dataset_mixer, as the study ran it)",
+    )
     strict: bool = Field(
         False, description="an unusable record is an error (default: skipped, counted, located)"
     )
@@ -242,7 +247,12 @@ def load_preference_sources(
                 file=source.path,
                 hint="each record needs prompt, chosen and rejected (see docs/preference.md)",
             )
-    mixed, counts = mix([pairs for pairs, _ in loaded], [s.weight for s in sources], seed)
+    mixed, counts = mix(
+        [pairs for pairs, _ in loaded],
+        [s.weight for s in sources],
+        seed,
+        first=[s.fraction == "first" for s in sources],
+    )
     total = PreferenceReport()
     details = []
     for source, (_, report), count in zip(sources, loaded, counts, strict=True):

@@ -71,6 +71,11 @@ class DataSource(StrictModel):
     )
     holdout: HoldoutConfig | None = None
     limit: int | None = Field(None, ge=1, description="use only the first N usable records")
+    fraction: Literal["sample", "first"] = Field(
+        "sample",
+        description="the records a fractional weight takes: a seeded sample, or the first ones "
+        "in file order (the alignment-handbook's dataset_mixer, as the study ran it)",
+    )
     strict: bool = Field(
         False, description="an unusable record is an error (default: skipped, counted, located)"
     )

@@ -119,7 +119,12 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             ctx.log(
                 f"{part.source.path}: {part.report.bad} unusable records skipped, e.g. {part.report.problems[0]}"
             )
-    docs, counts = mix([part.records for part in loaded], [s.weight for s in cfg.data], seed)
+    docs, counts = mix(
+        [part.records for part in loaded],
+        [s.weight for s in cfg.data],
+        seed,
+        first=[s.fraction == "first" for s in cfg.data],
+    )
     rows = pack_wrapped(
         tokenize_documents(tokenizer, [doc.text for doc in docs]), cfg.train.max_seq_length
     )

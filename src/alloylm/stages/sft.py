@@ -127,7 +127,12 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             ctx.log(
                 f"{part.source.path}: {part.report.bad} unusable records skipped, e.g. {part.report.problems[0]}"
             )
-    chats, counts = mix([part.records for part in loaded], [s.weight for s in cfg.data], seed)
+    chats, counts = mix(
+        [part.records for part in loaded],
+        [s.weight for s in cfg.data],
+        seed,
+        first=[s.fraction == "first" for s in cfg.data],
+    )
     conversations = [list(c.messages) for c in chats]
     if cfg.empty_system_turn:
         from alloylm.data.chat_template import with_empty_system_turn
