@@ -6,7 +6,8 @@
 #   (MERGEKIT_YAML, default .ci-venvs/mergekit/bin/mergekit-yaml);
 # - lm-evaluation-harness, into the project's .venv through the `lm-eval` extra: it installs
 #   alongside our torch / transformers / trl (checked below: nothing of ours changes version), so
-#   tests/integration/test_eval_lm_eval_end_to_end.py imports it directly.
+#   tests/integration/test_eval_lm_eval_end_to_end.py imports it directly; the `tracking` extra
+#   (tensorboard, mlflow-skinny) the same way, for tests/component/test_tracking.py.
 # Re-running is cheap: an existing mergekit venv is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,11 +44,11 @@ echo "side-venvs: transformers $("$tf4/bin/python" -c 'import transformers; prin
 started=$SECONDS
 ours() { "$VENV/bin/pip" list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|trl|peft|accelerate|datasets)=='; }
 before="$(ours)"
-"$VENV/bin/pip" install --quiet -e ".[lm-eval]"
+"$VENV/bin/pip" install --quiet -e ".[lm-eval,tracking]"
 after="$(ours)"
 if [ "$before" != "$after" ]; then
   echo "side-venvs: installing the lm-eval extra changed our pinned packages:" >&2
   diff <(echo "$before") <(echo "$after") >&2 || true
   exit 1
 fi
-echo "side-venvs: lm-eval $("$VENV/bin/pip" show lm_eval | sed -n 's/^Version: //p') in $VENV ($((SECONDS - started)) s)"
+echo "side-venvs: lm-eval $("$VENV/bin/pip" show lm_eval | sed -n 's/^Version: //p'), tensorboard, mlflow-skinny in $VENV ($((SECONDS - started)) s)"

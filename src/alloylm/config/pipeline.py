@@ -6,6 +6,9 @@ Interpolation in string values:
 - ``${vars.NAME}``: a value from the file's ``vars:`` section (overridable on the command line);
 - ``${stages.NAME.output}``: the artifact folder of another stage (resolved when it has run);
   this is also how the stage graph is built.
+A `tracking:` section (`TrackingConfig`) sends every stage's metrics to experiment trackers; a
+stage's own `tracking:` mapping, or a training stage's `train.report_to`, overrides it. Neither
+is part of a stage's content hash (see docs/tracking.md).
 Relative paths (keys named path/paths/file/files or ending in _path/_file/_dir, and a
 `chat_template` that names a file rather than holding a Jinja template) are relative to the YAML
 file.
@@ -22,6 +25,7 @@ from types import ModuleType
 from typing import Any
 
 import yaml
+from pydantic import Field, field_validator
 
 from alloylm.config.strict import StageConfig, StrictModel
 from alloylm.config.yaml_lines import KeyPath, line_of
@@ -34,6 +38,79 @@ PATH_SUFFIXES = ("_path", "_file", "_dir", "_paths", "_files")
 # Keys holding a file path or inline text: a path unless the text has a "{" (a Jinja template).
 PATH_OR_TEXT_KEYS = ("chat_template",)
 STAGE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+# transformers' reporting integrations (transformers.integrations.INTEGRATION_TO_CALLBACK in 5.x)
+# plus its "all" and "none", listed here so that a pipeline validates without importing
+# transformers; tests/unit/test_tracking_config.py checks the list against the installed version.
+REPORT_TO_NAMES = (
+    "azure_ml",
+    "clearml",
+    "codecarbon",
+    "comet_ml",
+    "dagshub",
+    "dvclive",
+    "flyte",
+    "kubeflow",
+    "mlflow",
+    "neptune",
+    "swanlab",
+    "tensorboard",
+    "trackio",
+    "wandb",
+    "all",
+    "none",
+)
+
+
+def check_report_to(value: Any) -> list[str]:
+    """A `report_to` value as a list of tracker names: a name or a list of names, each one
+    transformers knows; "none" (or an empty list) is no tracker. Raises ValueError with
+    did-you-mean for an unknown name."""
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ValueError(f"report_to is a list of tracker names (got {value!r})")
+    for name in names:
+        if name not in REPORT_TO_NAMES:
+            raise ValueError(
+                f"unknown tracker {name!r}{did_you_mean(name, REPORT_TO_NAMES)}; "
+                f"known: {', '.join(REPORT_TO_NAMES)}"
+            )
+    return [n for n in names if n != "none"]
+
+
+class TrackingConfig(StrictModel):
+    """The `tracking:` section: which experiment trackers get the run's metrics.
+
+    Training stages hand `report_to` to transformers' integrations (loss, learning rate, the
+    preference diagnostics, every logging step); after any stage succeeds, its own metrics (eval
+    accuracy with intervals, perplexity, merge linear fallback, synergy verdicts) are logged to
+    TensorBoard and MLflow by `alloylm.pipeline.tracking`. The experiment is the pipeline's name
+    (a study's name for a study) and the run is the stage's name.
+    """
+
+    report_to: list[str] = Field(
+        default_factory=list,
+        description="tracker names, e.g. [tensorboard, mlflow]; default none",
+    )
+    experiment: str | None = Field(
+        None, description="the experiment's name; default: the study's name, else run.name"
+    )
+    logging_dir: str | None = Field(
+        None,
+        description="TensorBoard's folder (one subfolder per experiment, then per stage); "
+        "default <run output>/.alloy/tracking/tensorboard",
+    )
+    mlflow_uri: str | None = Field(
+        None,
+        description="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else a file store "
+        "file:<run output>/.alloy/tracking/mlruns",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_names(cls, value: Any) -> list[str]:
+        return check_report_to(value)
 
 
 class RunSection(StrictModel):
@@ -51,6 +128,7 @@ class StageSpec:
     config: StageConfig  # validated, paths absolute, refs still as ${stages..} strings
     depends_on: list[str] = field(default_factory=list)
     line: int | None = None
+    tracking: dict[str, Any] | None = None  # the stage's own `tracking:` (overrides the pipeline's)
 
 
 @dataclass
@@ -61,6 +139,7 @@ class Pipeline:
     lines: dict[KeyPath, int]
     vars: dict[str, Any]
     study: Any = None  # the StudyExpansion of a `study:` section (alloylm.pipeline.study)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     @property
     def base_dir(self) -> Path:

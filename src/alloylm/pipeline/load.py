@@ -20,6 +20,7 @@ from alloylm.config.pipeline import (
     Pipeline,
     RunSection,
     StageSpec,
+    TrackingConfig,
     absolutize_paths,
     apply_overrides,
     stage_references,
@@ -124,12 +125,12 @@ def load_pipeline(
     study = None
     if "study" in data:  # a study expands into ordinary stages (see docs/study.md)
         data, study = expand_section(data, lines, file)
-    unknown = set(data) - {"run", "vars", "stages"}
+    unknown = set(data) - {"run", "vars", "stages", "tracking"}
     for key in sorted(unknown):
         raise ctx.error(
             (key,),
-            f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages', 'study'])}",
-            "top-level keys: run, vars, stages, study",
+            f"unknown top-level key {key!r}{did_you_mean(key, ['run', 'vars', 'stages', 'study', 'tracking'])}",
+            "top-level keys: run, vars, stages, study, tracking",
         )
     variables = data.get("vars") or {}
     if not isinstance(variables, dict):
@@ -155,10 +156,21 @@ def load_pipeline(
             "stages: must be a non-empty mapping of name -> {kind, ...}",
             "e.g. stages: {cpt: {kind: cpt, model: tiny:llama, data: [{path: text.jsonl}]}}",
         )
+    tracking = _load_tracking(
+        ctx, ("tracking",), data.get("tracking"), variables, data_dir, file.parent
+    )
     stages: dict[str, StageSpec] = {}
     for name, raw in stages_raw.items():
         stages[name] = _load_stage(ctx, name, raw, variables, data_dir, file.parent)
-    pipeline = Pipeline(file=file, run=run, stages=stages, lines=lines, vars=variables, study=study)
+    pipeline = Pipeline(
+        file=file,
+        run=run,
+        stages=stages,
+        lines=lines,
+        vars=variables,
+        study=study,
+        tracking=tracking or TrackingConfig(),
+    )
     check_graph(pipeline, check_data=check_data)
     return pipeline
 
@@ -186,6 +198,9 @@ def _load_stage(
         raise ctx.error(
             (*where, "kind"), f"stage kind {kind!r} is not available in this installation: {error}"
         ) from None
+    raw = dict(raw)
+    tracking_raw = raw.pop("tracking", None)  # not the stage's config: not in its content hash
+    tracking = _load_tracking(ctx, (*where, "tracking"), tracking_raw, variables, data, base)
     interpolated = _substitute_vars(raw, variables, data, where, ctx)
     absolute = absolutize_paths(interpolated, base)
     try:
@@ -206,4 +221,36 @@ def _load_stage(
         config=config,
         depends_on=depends,
         line=line_of(ctx.lines, where),
+        tracking=tracking.model_dump(exclude_unset=True) if tracking else None,
     )
+
+
+def _load_tracking(
+    ctx: _Ctx,
+    where: KeyPath,
+    raw: Any,
+    variables: dict[str, Any],
+    data: Path,
+    base: Path,
+) -> TrackingConfig | None:
+    """A `tracking:` mapping (the pipeline's, or a stage's override), validated."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        raise ctx.error(
+            where, "tracking: must be a mapping", "e.g. tracking: {report_to: [tensorboard]}"
+        )
+    interpolated = _substitute_vars(raw, variables, data, where, ctx)
+    try:
+        return TrackingConfig.model_validate(absolutize_paths(interpolated, base))
+    except ValidationError as error:
+        first = error.errors()[0]
+        loc = tuple(first["loc"])
+        names = list(TrackingConfig.model_fields)
+        if first["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}{did_you_mean(str(loc[-1]), names)}"
+        else:
+            message = str(first["msg"]).removeprefix("Value error, ")
+        raise ctx.error(
+            (*where, *loc[:1]), message, f"tracking: keys: {', '.join(names)}"
+        ) from None

@@ -33,6 +33,12 @@ from alloylm.errors import AlloyError
 from alloylm.hashing import hash_json, sha256_path
 from alloylm.lineage import read_manifest, write_manifest
 from alloylm.pipeline.graph import topological_order
+from alloylm.pipeline.tracking import (
+    check_trackers_installed,
+    log_stage_metrics,
+    resolve_tracking,
+    tracking_environment,
+)
 
 
 @dataclass
@@ -109,6 +115,25 @@ def location_free(value: Any, base_dir: Path, declared: dict[str, str]) -> Any:
         return value
 
 
+def without_tracking(raw: dict[str, Any]) -> dict[str, Any]:
+    """A stage's config without `train.report_to`: where the metrics go is not what the stage
+    builds, so it stays out of the content hash (a stage's own `tracking:` never enters it)."""
+    train = raw.get("train")
+    if not isinstance(train, dict) or "report_to" not in train:
+        return raw
+    return {**raw, "train": {k: v for k, v in train.items() if k != "report_to"}}
+
+
+def with_report_to(config: Any, report_to: tuple[str, ...]) -> Any:
+    """A training stage's config with the trackers resolved for it (`train.report_to`)."""
+    train = getattr(config, "train", None)
+    if train is None or not hasattr(train, "report_to"):
+        return config
+    return config.model_copy(
+        update={"train": train.model_copy(update={"report_to": list(report_to)})}
+    )
+
+
 class PipelineRunner:
     def __init__(
         self,
@@ -143,6 +168,7 @@ class PipelineRunner:
 
     def run(self) -> list[StageOutcome]:
         order = topological_order(self.pipeline)  # load_pipeline has run every check
+        check_trackers_installed(self.pipeline)
         self._prepare_output_dir()
         outcomes: list[StageOutcome] = []
         hashes: dict[str, str] = {}
@@ -218,7 +244,7 @@ class PipelineRunner:
                 declared[item.value] = item.key
                 if files[item.key] is not None:
                     data_hashes[item.value] = files[item.key]["sha256"]
-        config = absolutize_paths(spec.raw, self.pipeline.base_dir)
+        config = absolutize_paths(without_tracking(spec.raw), self.pipeline.base_dir)
         payload = {
             "kind": spec.kind,
             "config": location_free(config, self.pipeline.base_dir, declared),
@@ -253,12 +279,13 @@ class PipelineRunner:
             raise (storage_error(error) or error) from None
         started = time.time()
         progress = self.progress_factory(spec.name)
+        tracking = resolve_tracking(self.pipeline, spec)
         try:
             outputs = {name: self.artifact_dir(name) for name in hashes}
             resolved = absolutize_paths(
                 resolve_stage_refs(spec.raw, outputs), self.pipeline.base_dir
             )
-            config = spec.module.Config.model_validate(resolved)
+            config = with_report_to(spec.module.Config.model_validate(resolved), tracking.report_to)
             with atomic_directory(target) as work_dir:
                 ctx = StageContext(
                     stage_name=spec.name,
@@ -270,7 +297,8 @@ class PipelineRunner:
                     progress=progress,
                     launcher=self.launcher.__dict__.copy(),
                 )
-                result = self._execute(spec, config, ctx)
+                with tracking_environment(tracking):
+                    result = self._execute(spec, config, ctx)
                 wall = time.time() - started
                 write_manifest(
                     work_dir,
@@ -308,6 +336,15 @@ class PipelineRunner:
                 outcome.error += "\n" + traceback.format_exc(limit=8)
             self.on_event("failed", outcome)
             return outcome
+        if tracking.report_to and getattr(config, "train", None) is None:
+            # a training stage's curves went to the trackers through transformers already
+            try:
+                log_stage_metrics(tracking, result.metrics, spec.kind)
+            except Exception as error:  # the stage is built; a tracker's failure must not undo it
+                progress.log(
+                    f"[{spec.name}] warning: its metrics were not logged to "
+                    f"{', '.join(tracking.report_to)}: {type(error).__name__}: {error}"
+                )
         progress.finish()
         shutil.rmtree(state_dir / "checkpoints", ignore_errors=True)
         outcome.status, outcome.wall_s, outcome.metrics = "built", wall, result.metrics

@@ -112,7 +112,7 @@ def build_training_args(
         "logging_first_step": True,
         "seed": seed,
         "data_seed": seed,
-        "report_to": "none",
+        **tracking_kwargs(train),
         "disable_tqdm": True,  # ProgressCallback reports instead
         "include_num_input_tokens_seen": "all",
         "remove_unused_columns": False,
@@ -132,6 +132,27 @@ def build_training_args(
         )
     kwargs.update(overrides)
     return args_class(**kwargs)
+
+
+def tracking_kwargs(train: TrainConfig) -> dict[str, Any]:
+    """`report_to` (default "none", as in transformers 5), and the run's names for the trackers.
+
+    The pipeline runner resolves the stage's trackers into `train.report_to` and sets the
+    variables transformers' integrations read (alloylm.pipeline.tracking.tracking_environment):
+    here the stage's name becomes `run_name` (MLflow's and W&B's run) and the experiment becomes
+    `project` (trackio's project).
+    """
+    import os
+
+    report_to = list(train.report_to or [])
+    if not report_to:
+        return {"report_to": "none"}
+    kwargs: dict[str, Any] = {"report_to": report_to}
+    if os.environ.get("ALLOY_TRACKING_RUN"):
+        kwargs["run_name"] = os.environ["ALLOY_TRACKING_RUN"]
+    if os.environ.get("ALLOY_TRACKING_EXPERIMENT"):
+        kwargs["project"] = os.environ["ALLOY_TRACKING_EXPERIMENT"]
+    return kwargs
 
 
 def warmup_steps(train: TrainConfig) -> int | float:

@@ -9,10 +9,11 @@ that a recipe sets explicitly for its model (see docs/training.md).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from alloylm.config.pipeline import check_report_to
 from alloylm.config.strict import StrictModel
 
 Dtype = Literal["auto", "float32", "bfloat16", "float16"]
@@ -97,6 +98,17 @@ class TrainConfig(StrictModel):
         "per_device_batch_size x gradient_accumulation_steps x processes; `alloy validate` "
         "warns when the launch gives another",
     )
+    report_to: list[str] | None = Field(
+        None,
+        description="experiment trackers transformers logs this stage's training to (tensorboard, "
+        "mlflow, trackio, wandb, ...); [] or none: no tracker; unset: the pipeline's `tracking:` "
+        "(default none). Not part of the content hash (docs/tracking.md)",
+    )
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _known_trackers(cls, value: Any) -> list[str] | None:
+        return None if value is None else check_report_to(value)
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> TrainConfig:
