@@ -181,6 +181,10 @@ def test_pairwise_both_orders_counts_inconsistent_verdicts(fake_judge, transcrip
     assert pairwise["judged_both_orders"] == 1 and pairwise["inconsistent"] == 0
     ratings = pairwise["ratings"]["judge"]
     assert [r["model"] for r in ratings] == ["good", "fair"] and ratings[0]["wins"] == 2
+    # judge.json records every setting that changes its numbers (issue 23): resamples and prior
+    written = json.loads((tmp_path / "out" / "judge.json").read_text())
+    assert written["settings"]["resamples"] == 100 and written["settings"]["prior"] == 0.5
+    assert "cluster bootstrap" in written["settings"]["interval"]
     # A position-biased judge (always "A") contradicts itself when the order is swapped
     server.biased = True
     cache2 = CallCache(tmp_path / "cache2.sqlite")

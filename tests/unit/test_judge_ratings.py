@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 
 import pytest
 
@@ -98,18 +100,68 @@ def test_prior_keeps_a_winless_model_finite():
     assert p[0] / p[1] == pytest.approx(5.0, rel=1e-8)
 
 
-def test_ratings_with_bootstrap_intervals():
-    comparisons = (
-        [("a", "b", "a")] * 6 + [("a", "b", "b")] * 2 + [("b", "c", "a")] * 3 + [("b", "c", "tie")]
-    )
-    rows = bradley_terry_ratings(comparisons, resamples=200, seed=1)
-    assert [r["model"] for r in rows] == ["a", "b", "c"]
-    for row in rows:
-        assert row["ci_low"] <= row["rating"] <= row["ci_high"]
-    assert rows[0]["wins"] == 6 and rows[0]["losses"] == 2
-    assert rows[1]["wins"] == 2 + 3 and rows[1]["losses"] == 6 and rows[1]["ties"] == 1
-    again = bradley_terry_ratings(comparisons, resamples=200, seed=1)
+def test_ratings_resample_whole_scripts_by_hand():
+    # two scripts: in s1 a beats b three times, in s2 b beats a once. Resampling the two scripts
+    # gives {s1, s1} (a 6-0), {s1, s2} twice (3-1), {s2, s2} (0-2), each with the prior's 0.5
+    # virtual wins each way: a's strength over b is 6.5/0.5 = 13, 3.5/1.5, 0.5/2.5 = 0.2, with
+    # probability 1/4, 1/2, 1/4. a's rating is 1000 + 200 log10(ratio); the 2.5th and 97.5th
+    # percentiles of 1000 resamples fall in the outer quarters.
+    comparisons = [("a", "b", "a")] * 3 + [("a", "b", "b")]
+    clusters = ["s1"] * 3 + ["s2"]
+    rows = bradley_terry_ratings(comparisons, resamples=1000, seed=1, clusters=clusters)
+    a = next(r for r in rows if r["model"] == "a")
+    assert a["rating"] == pytest.approx(1000 + 200 * math.log10(3.5 / 1.5), abs=0.05)
+    assert a["ci_low"] == pytest.approx(1000 + 200 * math.log10(0.2), abs=0.05)
+    assert a["ci_high"] == pytest.approx(1000 + 200 * math.log10(13), abs=0.05)
+    assert a["clusters"] == 2 and a["wins"] == 3 and a["losses"] == 1
+    again = bradley_terry_ratings(comparisons, resamples=1000, seed=1, clusters=clusters)
     assert again == rows  # seeded bootstrap
+
+
+def test_repeating_the_same_verdicts_does_not_narrow_the_interval():
+    # issue 23 defect 6: the same verdicts of the same scripts 10 times are no new evidence; a
+    # bootstrap over single verdicts narrowed the interval from 260 to 146 Elo
+    rng = random.Random(3)
+    models = ["w", "x", "y", "z"]
+    comparisons, clusters = [], []
+    for script in range(20):
+        for first, second in itertools.combinations(models, 2):
+            for _ in range(3):
+                comparisons.append((first, second, rng.choice(["a", "b", "tie"])))
+                clusters.append(script)
+
+    def width(times: int) -> float:
+        rows = bradley_terry_ratings(comparisons * times, models, resamples=200, seed=0,
+                                     clusters=clusters * times)  # fmt: skip
+        row = next(r for r in rows if r["model"] == "w")
+        return row["ci_high"] - row["ci_low"]
+
+    assert width(10) > 0.9 * width(1)
+
+
+def test_a_disconnected_comparison_graph_is_rated_per_group():
+    # issue 23 defect 7: a and b never met c and d; one fit gave all four comparable ratings
+    comparisons = [("a", "b", "a"), ("a", "b", "b"), ("a", "b", "a"), ("c", "d", "b")]
+    rows = bradley_terry_ratings(comparisons, ["a", "b", "c", "d", "e"], resamples=20)
+    groups = {r["model"]: r["component"] for r in rows}
+    assert groups == {"a": 0, "b": 0, "c": 1, "d": 1, "e": 2}
+    assert all("not comparable" in r["note"] or "only comparable" in r["note"] for r in rows
+               if r["model"] != "e")  # fmt: skip
+    e = next(r for r in rows if r["model"] == "e")
+    assert e["rating"] is None and e["note"] == "never compared: no rating"
+    # within a group the ratings are the two-model fit: (2 + 0.5) / (1 + 0.5)
+    a, b = (next(r for r in rows if r["model"] == m) for m in "ab")
+    assert a["rating"] - b["rating"] == pytest.approx(400 * math.log10(2.5 / 1.5), abs=0.2)
+
+
+def test_a_prior_of_zero_is_refused():
+    with pytest.raises(ValueError, match="prior must be a number > 0"):
+        bradley_terry_ratings([("a", "b", "a")], prior=0)
+    from alloylm.chat.judge import JudgeSettings
+    from alloylm.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="prior must be > 0"):
+        JudgeSettings(prior=0.0)
 
 
 def test_percentile_matches_linear_interpolation():

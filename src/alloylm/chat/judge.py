@@ -96,6 +96,15 @@ class JudgeSettings:
             )
         if not self.criteria:
             raise ConfigError("no criteria", key="criteria")
+        if not self.prior > 0:
+            raise ConfigError(
+                f"prior must be > 0, got {self.prior}",
+                key="prior",
+                hint="the virtual wins each way per compared pair keep ratings finite; the "
+                "default is 0.5 (with 0 a model that never wins is rated at -infinity)",
+            )
+        if self.resamples < 0:
+            raise ConfigError("resamples must be 0 or more", key="resamples")
 
 
 # ---------------------------------------------------------------- templates
@@ -362,6 +371,21 @@ class Judge:
 
 
 # ---------------------------------------------------------------- votes
+def vote_clusters(path: str | Path) -> list[str]:
+    """The cluster of each vote of `load_votes(path)`, in its order: the record's
+    "conversation", else its "vote" id (one vote on several columns gives several records), else
+    its line. Votes of one conversation share its answers, so they are resampled together."""
+    keys = []
+    for number, record in iter_jsonl(Path(path), objects=True):
+        for key in ("conversation", "vote"):
+            if isinstance(record.get(key), (str, int)):
+                keys.append(f"{key}:{record[key]}")
+                break
+        else:
+            keys.append(f"line:{number}")
+    return keys
+
+
 def load_votes(path: str | Path) -> list[Comparison]:
     """Human votes, one JSON object a line: {"a": model, "b": model, "winner": a|b|tie|both_bad}."""
     path = Path(path)
@@ -396,6 +420,7 @@ def run_judge(
     out_dir: Path,
     *,
     votes: Sequence[Comparison] = (),
+    vote_clusters: Sequence[str] | None = None,
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Grade and/or compare; write judge.json and judge.md into `out_dir`; return the results."""
@@ -413,6 +438,12 @@ def run_judge(
             "parse_retries": settings.parse_retries,
             "seed": settings.seed,
             "criteria": list(settings.criteria),
+            # every setting that changes a number of judge.json (issue 23)
+            "resamples": settings.resamples,
+            "prior": settings.prior,
+            "confidence": 0.95,
+            "interval": "cluster bootstrap: scripts for the judge's verdicts, conversations "
+            "(else votes) for human votes; conditional on the transcripts",
         },
         "templates": {name: t.version for name, t in judge.templates.items()},
         "transcripts": [
@@ -438,7 +469,9 @@ def run_judge(
             jobs2 = [(x, y, s) for x, y in pairs for s in range(settings.samples)]
             forward = list(pool.map(lambda job: judge.compare(job[0], job[1], job[2]), jobs2))
             backward = list(pool.map(lambda job: judge.compare(job[1], job[0], job[2]), jobs2))
-            results["pairwise"] = _pairwise_results(jobs2, forward, backward, votes, settings)
+            results["pairwise"] = _pairwise_results(
+                jobs2, forward, backward, votes, settings, vote_clusters
+            )
             log(f"compared {len(pairs)} pairs x {settings.samples} samples, both orders")
     results["calls"] = {
         "made": judge.tally.calls_made,
@@ -485,9 +518,11 @@ def _pairwise_results(
     backward: Sequence[str | None],
     votes: Sequence[Comparison],
     settings: JudgeSettings,
+    vote_clusters: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     verdicts = []
     comparisons: list[Comparison] = []
+    scripts: list[str] = []  # the cluster of each comparison: its script
     inconsistent = 0
     judged_both = 0
     for (x, y, sample), first, second in zip(jobs, forward, backward, strict=True):
@@ -509,8 +544,10 @@ def _pairwise_results(
         )
         if first is not None:
             comparisons.append((x.label, y.label, first))
+            scripts.append(f"script:{x.script}")
         if second is not None:
             comparisons.append((y.label, x.label, second))
+            scripts.append(f"script:{x.script}")
     section: dict[str, Any] = {
         "verdicts": verdicts,
         "judged_both_orders": judged_both,
@@ -519,13 +556,16 @@ def _pairwise_results(
     }
     options = {"resamples": settings.resamples, "seed": settings.seed, "prior": settings.prior}
     section["ratings"] = {}
+    human = list(vote_clusters) if vote_clusters else [f"vote:{i}" for i in range(len(votes))]
     if comparisons:
-        section["ratings"]["judge"] = bradley_terry_ratings(comparisons, **options)
+        section["ratings"]["judge"] = bradley_terry_ratings(
+            comparisons, clusters=scripts, **options
+        )
     if votes:
-        section["ratings"]["human"] = bradley_terry_ratings(list(votes), **options)
+        section["ratings"]["human"] = bradley_terry_ratings(list(votes), clusters=human, **options)
         if comparisons:
             section["ratings"]["combined"] = bradley_terry_ratings(
-                [*comparisons, *votes], **options
+                [*comparisons, *votes], clusters=[*scripts, *human], **options
             )
         section["human_votes"] = len(votes)
     return section
@@ -560,6 +600,12 @@ def judge_markdown(results: dict[str, Any]) -> str:
             f"{pairwise['inconsistent']} inconsistent (the verdict changed with the order)."
         )
         lines.append("")
+        lines.append(
+            f"Bradley-Terry intervals: 95% cluster bootstrap ({results['settings'].get('resamples')} "
+            f"resamples over scripts, prior {results['settings'].get('prior')}); they are "
+            "conditional on these transcripts."
+        )
+        lines.append("")
         for source, rows in pairwise["ratings"].items():
             lines += [
                 f"### Bradley-Terry ({source})",
@@ -572,6 +618,8 @@ def judge_markdown(results: dict[str, Any]) -> str:
                     f"| {row['model']} | {row['rating']} | {row['ci_low']} to {row['ci_high']} | "
                     f"{row['wins']}-{row['losses']}-{row['ties']} |"
                 )
+            for note in dict.fromkeys(row["note"] for row in rows if row.get("note")):
+                lines.append(f"\nNote: {note}.")
             lines.append("")
     return "\n".join(lines)
 

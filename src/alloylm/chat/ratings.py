@@ -9,7 +9,16 @@ Pure functions of plain values; `chat/judge.py` feeds them.
   MM algorithm (Hunter 2004, "MM algorithms for generalized Bradley-Terry models", Ann. Statist.
   32(1), eq. 3): p_i <- W_i / sum_j n_ij / (p_i + p_j). A tie (or "both bad") counts as half a win
   for each side, as in Chatbot Arena's fits. Ratings are on the Elo scale, 1000 + 400 log10 of the
-  strength over the models' geometric mean; intervals come from a bootstrap over comparisons.
+  strength over the models' geometric mean.
+- Intervals: a cluster bootstrap (Field & Welsh 2007, "Bootstrapping clustered data", J. R.
+  Statist. Soc. B 69:369). Every verdict about one script (both orders, all k judge samples, every pair)
+  shares that script's transcripts, so verdicts are not independent: resampling verdicts one by
+  one gave 95% intervals that missed a true rating 47% of the time (issue 23), and repeating the
+  same verdicts narrowed them. Whole clusters (scripts; conversations or votes for human votes)
+  are resampled instead. The intervals are conditional on the transcripts: they say how much the
+  ratings move with other scripts like these, not with other answers of the same models.
+- A comparison graph that is not connected has no joint Bradley-Terry estimate (Hunter 2004,
+  Assumption 1): each connected component is rated on its own, and the rows say so.
 """
 
 from __future__ import annotations
@@ -17,7 +26,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,7 +105,7 @@ def win_matrix(comparisons: Sequence[Comparison], models: Sequence[str]) -> list
     """wins[i][j]: times model i beat model j, a tie or 'both bad' counting 1/2 to each."""
     index = {name: i for i, name in enumerate(models)}
     wins = [[0.0] * len(models) for _ in models]
-    for a, b, outcome in comparisons:
+    for a, b, outcome in (c[:3] for c in comparisons):
         i, j = index[a], index[b]
         if outcome == "a":
             wins[i][j] += 1
@@ -151,6 +160,36 @@ def elo_ratings(strengths: Sequence[float]) -> list[float]:
     return [1000 + 400 * (value - centre) for value in logs]
 
 
+def check_prior(prior: float) -> None:
+    """The prior must be a positive number of virtual wins: with 0, a model that never wins (or
+    never loses) has no finite rating and the fit drifts to +-60,000 Elo without a warning."""
+    if not (isinstance(prior, (int, float)) and math.isfinite(prior) and prior > 0):
+        raise ValueError(
+            f"prior must be a number > 0 (virtual wins each way per compared pair), got {prior!r}"
+        )
+
+
+def connected_components(
+    comparisons: Sequence[Comparison], models: Sequence[str]
+) -> list[list[str]]:
+    """The models grouped by who was compared with whom (directly or through others), each group
+    in the order of `models`; a model never compared is a group of its own."""
+    parent = {name: name for name in models}
+
+    def root(name: str) -> str:
+        while parent[name] != name:
+            parent[name] = parent[parent[name]]
+            name = parent[name]
+        return name
+
+    for a, b, _ in (c[:3] for c in comparisons):
+        parent[root(a)] = root(b)
+    groups: dict[str, list[str]] = {}
+    for name in models:
+        groups.setdefault(root(name), []).append(name)
+    return list(groups.values())
+
+
 def bradley_terry_ratings(
     comparisons: Sequence[Comparison],
     models: Sequence[str] | None = None,
@@ -159,20 +198,63 @@ def bradley_terry_ratings(
     seed: int = 0,
     prior: float = 0.5,
     confidence: float = 0.95,
+    clusters: Sequence[Hashable] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per model: Elo-scale rating, strength, percentile-bootstrap interval (comparisons resampled
-    with replacement), wins/losses/ties; best first."""
+    """Per model: Elo-scale rating, strength, percentile-bootstrap interval, wins/losses/ties;
+    best first.
+
+    `clusters` names the cluster of each comparison (the judge's script; a human vote's
+    conversation): the bootstrap resamples whole clusters. Without it every comparison is its own
+    cluster, which is right only for independent verdicts. A disconnected comparison graph is
+    rated per connected component: rows carry `component` (0, 1, ...) and a `note`, and ratings
+    of different components are not comparable.
+    """
+    check_prior(prior)
     if models is None:
-        models = sorted({name for a, b, _ in comparisons for name in (a, b)})
+        models = sorted({name for c in comparisons for name in c[:2]})
     models = list(models)
     if not comparisons:
         return []
+    if clusters is not None and len(clusters) != len(comparisons):
+        raise ValueError(f"{len(clusters)} cluster keys for {len(comparisons)} comparisons")
+    keys = list(clusters) if clusters is not None else list(range(len(comparisons)))
+    components = connected_components(comparisons, models)
+    if len(components) > 1:
+        rows = []
+        for number, members in enumerate(components):
+            inside = set(members)
+            picked = [i for i, c in enumerate(comparisons) if c[0] in inside]
+            note = (
+                f"the comparison graph has {len(components)} separate groups; this rating is "
+                f"only comparable within group {number} ({', '.join(members)})"
+            )
+            if not picked:
+                rows.append({"model": members[0], "rating": None, "ci_low": None,
+                             "ci_high": None, "strength": None, "wins": 0, "losses": 0,
+                             "ties": 0, "component": number,
+                             "note": "never compared: no rating"})  # fmt: skip
+                continue
+            for row in bradley_terry_ratings(
+                [comparisons[i] for i in picked],
+                members,
+                resamples=resamples,
+                seed=seed,
+                prior=prior,
+                confidence=confidence,
+                clusters=[keys[i] for i in picked],
+            ):
+                rows.append({**row, "component": number, "note": note})
+        return sorted(rows, key=lambda r: (r["component"], -(r["rating"] or 0)))
     point = bradley_terry(win_matrix(comparisons, models), prior=prior)
     ratings = elo_ratings(point)
+    by_cluster: dict[Hashable, list[Comparison]] = {}
+    for key, comparison in zip(keys, comparisons, strict=True):
+        by_cluster.setdefault(key, []).append(comparison)
+    groups = list(by_cluster.values())
     rng = random.Random(seed)
     draws: list[list[float]] = [[] for _ in models]
     for _ in range(resamples):
-        sample = [comparisons[rng.randrange(len(comparisons))] for _ in comparisons]
+        sample = [c for _ in groups for c in groups[rng.randrange(len(groups))]]
         resampled = elo_ratings(bradley_terry(win_matrix(sample, models), prior=prior))
         for i, value in enumerate(resampled):
             draws[i].append(value)
@@ -180,7 +262,7 @@ def bradley_terry_ratings(
     rows = []
     for i, name in enumerate(models):
         record = {"wins": 0, "losses": 0, "ties": 0}
-        for a, b, outcome in comparisons:
+        for a, b, outcome in (c[:3] for c in comparisons):
             if name not in (a, b):
                 continue
             if outcome in ("tie", "both_bad"):
@@ -201,6 +283,7 @@ def bradley_terry_ratings(
                 "ci_low": None if low is None else round(low, 1),
                 "ci_high": None if high is None else round(high, 1),
                 "strength": point[i],
+                "clusters": len(groups),
                 **record,
             }
         )

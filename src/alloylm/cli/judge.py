@@ -52,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         load_transcripts,
         load_votes,
         run_judge,
+        vote_clusters,
     )
     from alloylm.distill.cache import CallCache
     from alloylm.distill.engine import make_teacher
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         judge = Judge(make_teacher(teacher_cfg), cache, settings, prompts_dir=args.prompts_dir,
                       timeout_s=args.timeout)  # fmt: skip
-        run_judge(transcripts, judge, out, votes=votes, log=print)
+        clusters = vote_clusters(args.votes) if args.votes else None
+        run_judge(transcripts, judge, out, votes=votes, vote_clusters=clusters, log=print)
     finally:
         cache.close()
     print((out / "judge.md").read_text())

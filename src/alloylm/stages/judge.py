@@ -49,7 +49,7 @@ class Config(StageConfig):
     parse_retries: int = Field(2, ge=0)
     criteria: list[str] | None = None  # default: the study's four
     resamples: int = Field(1000, ge=0)
-    prior: float = Field(0.5, ge=0)
+    prior: float = Field(0.5, gt=0)  # virtual wins each way; 0 lets ratings run to infinity
     concurrency: int = Field(4, ge=1, le=64)
     prompts_dir: str | None = None  # rubric.j2 / judge_single.j2 / judge_pairwise.j2 of your own
     votes_file: str | None = None  # human votes JSONL ({"a", "b", "winner"})
@@ -74,6 +74,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         load_transcripts,
         load_votes,
         run_judge,
+        vote_clusters,
     )
     from alloylm.distill.cache import CallCache
     from alloylm.distill.config import TeacherConfig
@@ -114,7 +115,14 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             backoff_s=source.backoff_s,
             timeout_s=source.timeout_s,
         )
-        results = run_judge(transcripts, judge, ctx.work_dir, votes=votes, log=ctx.log)
+        results = run_judge(
+            transcripts,
+            judge,
+            ctx.work_dir,
+            votes=votes,
+            vote_clusters=vote_clusters(cfg.votes_file) if cfg.votes_file else None,
+            log=ctx.log,
+        )
     finally:
         cache.close()
     metrics: dict[str, Any] = {
