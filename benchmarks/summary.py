@@ -319,6 +319,8 @@ def rows_for(folder: Path) -> list[list[str]]:
         except (OSError, json.JSONDecodeError) as error:
             out.append([path.stem, f"unreadable ({error})", *["-"] * 7, "not published"])
             continue
+        if isinstance(data, dict) and data.get("timing") is False:
+            continue  # error rates, not timings (calibration.json): not a figure of this table
         status = status_of(data)
         figures, problem = figures_of(path.stem, data)
         machine = f"{status.cpu}, {status.cores or '?'} cores"

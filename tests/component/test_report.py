@@ -375,6 +375,18 @@ def test_report_in_a_headless_browser(report, tmp_path):
             page.on("pageerror", lambda error: problems.append(str(error)))
             page.goto(report.as_uri(), wait_until="load")
             sizes = {figure: page.locator(f"#{figure} svg").bounding_box() for figure in FIGURES}
+            # issue 23: the page names the correction of every family of verdicts
+            families = page.locator("li.family-sentence").all_inner_texts()
+            # issue 23 defect 11: no table reaches past the content column; a wide table
+            # scrolls inside its own container (the merge table was cut off at 1280 px)
+            column = page.locator("#models").bounding_box()
+            tables = page.evaluate(
+                """() => [...document.querySelectorAll('table')].map(t => {
+                    const box = t.parentElement.getBoundingClientRect();
+                    return {id: t.id || t.className, right: box.right, width: box.width,
+                            scrolls: t.parentElement.classList.contains('scroll')};
+                })"""
+            )
             page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         finally:
             browser.close()
@@ -383,3 +395,10 @@ def test_report_in_a_headless_browser(report, tmp_path):
     for figure, box in sizes.items():
         assert box is not None and box["width"] > 0 and box["height"] > 0, figure
     assert (tmp_path / "report.png").stat().st_size > 10_000
+    assert any(text.startswith("Family 'vs ") and "Holm's step-down correction" in text
+               for text in families), families  # fmt: skip
+    assert any(text.startswith("Family 'merges on ") for text in families), families
+    assert tables and column is not None
+    for table in tables:
+        assert table["scrolls"], table
+        assert table["right"] <= column["x"] + column["width"] + 1, (table, column)

@@ -122,3 +122,24 @@ def test_relative_improvement_as_the_study_reports_it():
     assert relative_improvement(0.30, 0.25) == pytest.approx(0.2)
     assert relative_improvement(0.20, 0.25) == pytest.approx(-0.2)
     assert relative_improvement(0.5, 0.0) is None
+
+
+def test_the_eval_table_prints_the_paired_difference_and_its_verdict():
+    # the quickstart printed "+19.4 %" on 100 questions; it now prints the paired difference with
+    # its interval and the verdict words, Holm over the models compared with the baseline
+    from alloylm.evals.results import accuracy_record, format_table
+
+    def scored(model: str, right: int, n: int = 40) -> dict:
+        predictions = [{"id": f"q{i}", "correct": i < right, "parsed": True} for i in range(n)]
+        record = accuracy_record(predictions, resamples=200, seed=0)
+        return {**record, "model": model, "task": "t", "protocol": "cloze"}
+
+    records = [scored("base", 20), scored("tuned", 40), scored("same", 20)]
+    add_baseline_comparisons(records, "base", resamples=200, seed=0)
+    table = format_table(records)
+    tuned = next(line for line in table.splitlines() if line.startswith("tuned"))
+    # tuned is right wherever base is, and on 20 more: +50 pp, every resample above 0
+    assert "+50.0 pp [" in tuned and tuned.endswith("better (holm)")
+    same = next(line for line in table.splitlines() if line.startswith("same"))
+    assert "+0.0 pp [0.0, 0.0] no evidence of a difference (holm)" in same
+    assert "paired verdicts vs base on t/cloze (2 models): Holm step-down, family-wise 5%" in table

@@ -618,6 +618,11 @@ def judge_markdown(results: dict[str, Any]) -> str:
                     f"| {row['model']} | {row['rating']} | {row['ci_low']} to {row['ci_high']} | "
                     f"{row['wins']}-{row['losses']}-{row['ties']} |"
                 )
+            if any(row.get("approximate") for row in rows):
+                lines.append(
+                    f"\nApproximate: only {rows[0].get('clusters')} scripts; with fewer than 30 "
+                    "the intervals cover less than 95%."
+                )
             for note in dict.fromkeys(row["note"] for row in rows if row.get("note")):
                 lines.append(f"\nNote: {note}.")
             lines.append("")

@@ -31,6 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 OUTCOMES = ("a", "b", "tie", "both_bad")
+# below this many clusters (scripts) a cluster bootstrap interval covers less than it claims
+# (benchmarks/calibration.py: 20 scripts); the rows say "approximate"
+APPROXIMATE_BELOW = 30
 
 
 # ---------------------------------------------------------------- Table 3
@@ -284,6 +287,7 @@ def bradley_terry_ratings(
                 "ci_high": None if high is None else round(high, 1),
                 "strength": point[i],
                 "clusters": len(groups),
+                "approximate": len(groups) < APPROXIMATE_BELOW,
                 **record,
             }
         )
