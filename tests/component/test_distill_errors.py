@@ -287,3 +287,99 @@ def test_api_key_is_sent_but_never_written(
         assert not any(secret in line for line in logged)
     finally:
         fake.close()
+
+
+def _count_cached(state: Path) -> int:
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(state / "distill-cache.sqlite")) as db:
+        return db.execute("select count(*) from calls").fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("mode", "says"),
+    [
+        ("500", "answered HTTP 500: try later"),
+        ("malformed", "not an OpenAI chat.completion (not JSON): '<html>gateway hiccup</html>'"),
+        ("slow", "within 0.2 s (raise teacher.timeout_s"),
+        ("refused", "connection refused at http://127.0.0.1:"),
+        ("wrong_url", "answered HTTP 404"),
+    ],
+)
+def test_a_teacher_that_never_answers_is_named_and_the_cache_is_kept(
+    corpus: Path, tmp_path: Path, mode: str, says: str
+) -> None:
+    """Two documents answered and cached; then the teacher breaks and a run of all six stops
+    with an error naming the teacher and what happened; the two answers stay cached and are
+    reused by the next run against a working teacher."""
+    from alloylm.distill.teachers import TeacherUnavailable
+    from alloylm.errors import AlloyError
+
+    server = FakeTeacherServer(["ok"])
+    state = tmp_path / "state"
+    wrong = _WrongPath() if mode == "wrong_url" else None
+    try:
+        first = _config(corpus, server.base_url).model_copy(update={"max_documents": 2})
+        stats = run_distill(first, tmp_path / "a", state, log=lambda m: None).stats
+        assert stats["teacher"]["calls_made"] == 2 and _count_cached(state) == 2
+        base_url = server.base_url
+        if mode == "refused":
+            server.close()  # nothing listens there any more
+        elif wrong is not None:
+            base_url = wrong.base_url
+        else:
+            server.cycle = itertools.cycle([mode])
+        cfg = _config(corpus, base_url, max_retries=1)
+        logs: list[str] = []
+        with pytest.raises(TeacherUnavailable) as caught:  # the 4 new documents all fail
+            run_distill(
+                cfg.model_copy(update={"paths": [str(_four_new(corpus, tmp_path))]}),
+                tmp_path / "b",
+                state,
+                log=logs.append,
+            )
+        text = caught.value.render()
+        assert isinstance(caught.value, AlloyError)
+        assert f"teacher openai:{base_url}|fake" in text and says in text, text
+        assert "kept" in text and _count_cached(state) == 2
+        if wrong is None:  # all six: the two cached answers, a warning naming the failure
+            again = run_distill(cfg, tmp_path / "c", state, log=logs.append).stats
+            assert again["teacher"]["cache_hits"] == 2 and again["units"]["qa"]["done"] == 2
+            assert any("warning: some calls failed" in line and says in line for line in logs)
+    finally:
+        if mode != "refused":
+            server.close()
+        if wrong is not None:
+            wrong.close()
+
+
+def _four_new(corpus: Path, tmp_path: Path) -> Path:
+    lines = corpus.read_text().splitlines()[2:]
+    path = tmp_path / "new.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class _WrongPath:
+    """A server whose every path is unknown (a base_url without /v1 on a real server)."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                payload = b'{"detail": "Not Found"}'
+                self.send_response(404)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

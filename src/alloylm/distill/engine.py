@@ -53,6 +53,7 @@ class Tally:
     completion_tokens: int = 0
     units: dict[str, Counter] = field(default_factory=dict)  # generator -> {done, failed}
     rejects: Counter = field(default_factory=Counter)  # "generator:reason" -> n
+    teacher_errors: dict[str, str] = field(default_factory=dict)  # reason -> first description
 
     @property
     def tokens(self) -> int:
@@ -131,24 +132,14 @@ class TeacherClient:
                 raise BudgetExhausted()
             self.tally.calls_made += 1
 
-        def on_retry(reason: str) -> None:
+        try:
+            completion = self._call(messages, temperature, input_hash)
+        except TeacherError as error:
             with self.tally.lock:
-                self.tally.retries[reason] += 1
-
-        completion: Completion = call_with_retries(
-            lambda: self.teacher.complete(
-                messages,
-                max_tokens=self.cfg.max_tokens,
-                temperature=temperature,
-                # One seed per call, derived from everything the cache key holds: a server that
-                # honours seeds would otherwise draw the same random numbers for every prompt.
-                seed=int(input_hash[:15], 16),
-            ),
-            max_retries=self.cfg.max_retries,
-            base_s=self.cfg.backoff_s,
-            max_s=self.cfg.max_backoff_s,
-            on_retry=on_retry,
-        )
+                self.tally.teacher_errors.setdefault(
+                    error.reason, error.describe(self.teacher.identity)
+                )
+            raise
         self.cache.put(
             key,
             teacher=self.teacher.identity,
@@ -162,6 +153,28 @@ class TeacherClient:
             self.tally.prompt_tokens += completion.prompt_tokens
             self.tally.completion_tokens += completion.completion_tokens
         return completion.text
+
+    def _call(
+        self, messages: list[dict[str, str]], temperature: float, input_hash: str
+    ) -> Completion:
+        def on_retry(reason: str) -> None:
+            with self.tally.lock:
+                self.tally.retries[reason] += 1
+
+        return call_with_retries(
+            lambda: self.teacher.complete(
+                messages,
+                max_tokens=self.cfg.max_tokens,
+                temperature=temperature,
+                # One seed per call, derived from everything the cache key holds: a server that
+                # honours seeds would otherwise draw the same random numbers for every prompt.
+                seed=int(input_hash[:15], 16),
+            ),
+            max_retries=self.cfg.max_retries,
+            base_s=self.cfg.backoff_s,
+            max_s=self.cfg.max_backoff_s,
+            on_retry=on_retry,
+        )
 
 
 def run_unit(
@@ -313,7 +326,28 @@ def _generate(
     if progress:
         progress.finish()
     log(f"teacher: {tally.calls_made} calls, {tally.cache_hits} cached, {tally.tokens} tokens")
+    check_teacher_answered(tally, cache, log)
     return [r for unit_records in results for r in unit_records]
+
+
+def check_teacher_answered(tally: Tally, cache: CallCache, log: Any) -> None:
+    """Every call failed for a teacher reason: stop with what went wrong, naming the teacher.
+    Some calls failed: say so in the log. The answers already cached are never dropped."""
+    if not tally.teacher_errors:
+        return
+    if tally.cache_hits > 0 or tally.tokens > 0:  # it answered some: the failures are counted
+        for description in tally.teacher_errors.values():
+            log(f"warning: some calls failed; first of its kind: {description}")
+        return
+    from alloylm.distill.teachers import TeacherUnavailable
+
+    reasons = "; ".join(tally.teacher_errors.values())
+    raise TeacherUnavailable(
+        f"no teacher call succeeded ({tally.calls_made} tried): {reasons}",
+        key="teacher",
+        hint="fix teacher.base_url / teacher.model, or start the server, then rerun: answers "
+        f"already in the cache ({cache.path}) are kept and not asked again",
+    )
 
 
 def _filter(

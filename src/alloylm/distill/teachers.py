@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -20,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from alloylm.errors import ConfigError
+from alloylm.errors import AlloyError, ConfigError
 
 
 @dataclass(frozen=True)
@@ -31,11 +32,52 @@ class Completion:
 
 
 class TeacherError(Exception):
-    def __init__(self, reason: str, *, retryable: bool, retry_after: float | None = None) -> None:
+    """A failed teacher call. `reason` is a short code (counted in the stats: http_500, timeout,
+    connection_error, malformed_response, ...); `detail` says what happened, for people."""
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        retryable: bool,
+        retry_after: float | None = None,
+        detail: str = "",
+    ) -> None:
         super().__init__(reason)
         self.reason = reason
         self.retryable = retryable
         self.retry_after = retry_after
+        self.detail = detail
+
+    def describe(self, teacher: str) -> str:
+        """One sentence naming the teacher (its identity: endpoint and model)."""
+        return f"teacher {teacher}: {self.detail or self.reason}"
+
+
+class TeacherUnavailable(AlloyError):
+    """Every teacher call of a run failed: the teacher is down, misnamed or misconfigured.
+    Answers already cached are kept (the cache is written call by call)."""
+
+
+def _error_body(error: urllib.error.HTTPError) -> str:
+    """The server's own words from an error reply: OpenAI's {"error": {"message"}}, llama.cpp's
+    and vLLM's variants of it, else the first characters of the body."""
+    try:
+        raw = error.read()[:2000]
+    except Exception:
+        return ""
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        return raw.decode("utf-8", "replace").strip()[:300]
+    if isinstance(data, dict):
+        inner = data.get("error", data)
+        if isinstance(inner, dict):
+            return str(inner.get("message") or inner.get("detail") or inner)[:300]
+        if "detail" in data:
+            return str(data["detail"])[:300]
+        return str(inner)[:300]
+    return str(data)[:300]
 
 
 def _estimate_tokens(text: str) -> int:
@@ -90,11 +132,9 @@ class OpenAITeacher:
         headers = {"Content-Type": "application/json"}
         if self.api_key_env:
             headers["Authorization"] = f"Bearer {os.environ.get(self.api_key_env, '')}"
+        url = f"{self.base_url}/chat/completions"
         request = urllib.request.Request(
-            f"{self.base_url}/chat/completions",
-            data=json.dumps(body).encode(),
-            headers=headers,
-            method="POST",
+            url, data=json.dumps(body).encode(), headers=headers, method="POST"
         )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
@@ -102,21 +142,52 @@ class OpenAITeacher:
         except urllib.error.HTTPError as error:
             retry_after = error.headers.get("Retry-After") if error.headers else None
             retryable = error.code == 429 or error.code >= 500
+            said = _error_body(error)
+            detail = f"POST {url} answered HTTP {error.code}" + (f": {said}" if said else "")
+            if error.code == 404:
+                detail += (
+                    " (is base_url the API root, e.g. http://127.0.0.1:8000/v1, and "
+                    f"{self.model!r} a model the server has?)"
+                )
+            elif error.code in (401, 403):
+                detail += f" (check the key in ${self.api_key_env or 'the api_key_env variable'})"
             raise TeacherError(
                 f"http_{error.code}",
                 retryable=retryable,
                 retry_after=float(retry_after)
                 if retry_after and retry_after.replace(".", "").isdigit()
                 else None,
+                detail=detail,
             ) from None
         except TimeoutError:
-            raise TeacherError("timeout", retryable=True) from None
+            raise self._timeout(url) from None
         except (urllib.error.URLError, ConnectionError, OSError) as error:
             reason = getattr(error, "reason", error)
             if isinstance(reason, TimeoutError):
-                raise TeacherError("timeout", retryable=True) from None
-            raise TeacherError("connection_error", retryable=True) from None
-        return parse_chat_response(raw, messages)
+                raise self._timeout(url) from None
+            if isinstance(reason, ConnectionRefusedError):
+                detail = f"connection refused at {url} (is the server running on that port?)"
+            elif isinstance(reason, socket.gaierror):
+                detail = f"cannot resolve the host of {url} ({reason})"
+            else:
+                detail = f"no connection to {url}: {reason}"
+            raise TeacherError("connection_error", retryable=True, detail=detail) from None
+        try:
+            return parse_chat_response(raw, messages)
+        except TeacherError as error:
+            error.detail = (
+                f"POST {url} answered with a body that is not an OpenAI chat.completion "
+                f"({error.detail}): {raw[:200].decode('utf-8', 'replace')!r}"
+            )
+            raise
+
+    def _timeout(self, url: str) -> TeacherError:
+        return TeacherError(
+            "timeout",
+            retryable=True,
+            detail=f"no answer from {url} within {self.timeout_s:g} s (raise teacher.timeout_s "
+            "for a slow server)",
+        )
 
 
 def parse_chat_response(raw: bytes, messages: list[dict[str, str]]) -> Completion:
@@ -126,8 +197,12 @@ def parse_chat_response(raw: bytes, messages: list[dict[str, str]]) -> Completio
         text = data["choices"][0]["message"]["content"]
         if not isinstance(text, str):
             raise TypeError("content is not a string")
-    except (ValueError, KeyError, IndexError, TypeError):
-        raise TeacherError("malformed_response", retryable=True) from None
+    except ValueError:
+        raise TeacherError("malformed_response", retryable=True, detail="not JSON") from None
+    except (KeyError, IndexError, TypeError):
+        raise TeacherError(
+            "malformed_response", retryable=True, detail="no choices[0].message.content string"
+        ) from None
     usage = data.get("usage") or {}
     prompt = usage.get("prompt_tokens") or _estimate_tokens(
         " ".join(m["content"] for m in messages)
