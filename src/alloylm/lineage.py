@@ -385,6 +385,7 @@ def model_card(
             yaml.safe_dump(_without_none(manifest["config"]), sort_keys=False).rstrip(),
             "```",
         ]
+        lines += _slice_lines(manifest["config"].get("slices"))
     lines += [
         "",
         "## Configuration",
@@ -396,6 +397,25 @@ def model_card(
     ]
     lines += ["Lineage: `alloy lineage <this folder>`.", ""]
     return "\n".join(lines)
+
+
+def _slice_lines(slices: list[dict[str, Any]] | None) -> list[str]:
+    """A merge built from layer slices: which model layers make each output layer."""
+    if not slices:
+        return []
+    lines = ["", "## Layers", "", "| output layers | from |", "|---|---|"]
+    out = 0
+    for slice_ in slices:
+        sources = slice_.get("sources") or []
+        start, end = sources[0]["layer_range"]
+        takes = "; ".join(
+            f"`{s['model']}` layers {s['layer_range'][0]}-{s['layer_range'][1] - 1}"
+            for s in sources
+        )
+        lines.append(f"| {out}-{out + end - start - 1} | {takes} |")
+        out += end - start
+    lines.append(f"\n{out} layers in all.")
+    return lines
 
 
 def _add_evaluations_to_cards(

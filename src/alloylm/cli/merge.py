@@ -163,14 +163,18 @@ class _RichProgress:
 
 
 def _explain(config: Path, layers: int | None, plot: str | None) -> int:
-    from alloylm.merge.explain import format_table, plot_schedule, schedule_rows
+    from alloylm.merge.explain import format_table, plot_schedule, schedule_rows, slice_layout
 
     settings = _load(config)
     if layers is None:
         layers = _base_layers(settings)
     rows = schedule_rows(settings, layers)
     print(f"{config}: method {settings.method}, {layers} layers")
+    for line in slice_layout(settings):
+        print(line)
     print(format_table(rows))
+    if all(row.attention == "-" for variant in rows.values() for row in variant):
+        return 0  # no t to plot (passthrough, linear, ...)
     path = plot_schedule(rows, Path(plot) if plot else Path(f"{config.stem}-schedule.png"))
     print(f"plot: {path}")
     return 0

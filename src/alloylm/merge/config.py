@@ -132,10 +132,13 @@ class MergeSettings(StrictModel):
     def model_inputs(self) -> list[ModelInput]:
         """All input models, base first (added when missing), each once."""
         inputs = [m if isinstance(m, ModelInput) else ModelInput(model=m) for m in self.models]
-        if self.slices:
-            inputs = []
-            for source in self.slices[0].sources:
-                inputs.append(ModelInput(model=source.model, parameters=source.parameters))
+        if self.slices:  # every model some slice takes, in order of first appearance
+            inputs, seen = [], set()
+            for slice_ in self.slices:
+                for source in slice_.sources:
+                    if source.model not in seen:
+                        seen.add(source.model)
+                        inputs.append(ModelInput(model=source.model, parameters=source.parameters))
         if self.base_model and all(m.model != self.base_model for m in inputs):
             inputs.insert(0, ModelInput(model=self.base_model))
         inputs.sort(key=lambda m: m.model != self.base_model)  # stable: base first

@@ -129,7 +129,7 @@ def prepare_merge(settings: MergeSettings, model_path: Callable[[str], Path]) ->
     layers = num_layers(read_config(folders[0]))
     jobs = build_jobs(settings, readers[0].names(), layers, model_ids)
     for job in jobs:
-        for reader, name in zip(readers, job.sources, strict=False):
+        for reader, name in zip(job.inputs_of(readers), job.sources, strict=False):
             if name not in reader.infos:
                 raise ConfigError(
                     f"tensor {name} (for {job.out_name}) is not in {reader.folder}", key="slices"
@@ -167,14 +167,10 @@ def run_merge(
     plan = prepared or prepare_merge(settings, model_path)
     for warning in plan.warnings:
         progress.log(f"warning: {warning}")
-    base_info = plan.readers[0].infos
+    infos = [j.inputs_of(plan.readers)[0].infos[j.sources[0]] for j in plan.jobs]
     layout = [
-        (
-            j.out_name,
-            base_info[j.sources[0]].shape,
-            _out_dtype(settings, base_info[j.sources[0]].dtype),
-        )
-        for j in plan.jobs
+        (j.out_name, info.shape, _out_dtype(settings, info.dtype))
+        for j, info in zip(plan.jobs, infos, strict=True)
     ]
     max_bytes = parse_size(settings.max_shard_size)
     writers = [StreamingModelWriter(o.folder, layout, max_bytes) for o in outputs]
@@ -256,16 +252,19 @@ class _Merger:
         self._read_lock = threading.Lock()  # the readers share one file handle per shard
 
     def is_big(self, job: TensorJob) -> bool:
-        return self.plan.readers[0].infos[job.sources[0]].numel >= BIG_TENSOR_ELEMENTS
+        return (
+            job.inputs_of(self.plan.readers)[0].infos[job.sources[0]].numel >= BIG_TENSOR_ELEMENTS
+        )
 
     def _read(self, reader: ModelTensors, name: str) -> torch.Tensor:
         with self._read_lock:
             return reader.get(name)
 
     def inputs(self, job: TensorJob) -> _Inputs:
-        base_info = self.plan.readers[0].infos[job.sources[0]]
+        readers = job.inputs_of(self.plan.readers)  # a slice may take some of the models
+        base_info = readers[0].infos[job.sources[0]]
         if not base_info.dtype.is_floating_point:
-            return _Inputs(None, self._read(self.plan.readers[0], job.sources[0]), False, None)
+            return _Inputs(None, self._read(readers[0], job.sources[0]), False, None)
         settings = self.settings
         blocks = self.is_big(job) and merges_in_row_blocks(settings.method, len(base_info.shape))
         # mergekit casts inputs to `dtype` before merging; methods then work in float32 (in row
@@ -273,7 +272,7 @@ class _Merger:
         # raw tensor is alive next to the working copies.
         tensors = [
             _working_copy(self._read(reader, name), self.load_dtype, widen=not blocks)
-            for reader, name in zip(self.plan.readers, job.sources, strict=True)
+            for reader, name in zip(readers, job.sources, strict=True)
         ]
         ctx = TensorContext(
             job, tensors, has_base=settings.base_model is not None, seed=settings.seed or 0

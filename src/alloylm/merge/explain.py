@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from alloylm.merge.config import MergeSettings
-from alloylm.merge.plan import LayerRow, explain_schedule
+from alloylm.merge.plan import LayerRow, explain_schedule, layer_position
 
 
 def schedule_rows(
@@ -15,11 +15,43 @@ def schedule_rows(
     """Rows per variant name ('merge' without a sweep) for a model of `layers` layers."""
     rows = {}
     for name, parameters in settings.variants():
-        setting: Any = parameters.get(parameter)
-        if setting is None and settings.slices and settings.slices[0].parameters:
-            setting = settings.slices[0].parameters.get(parameter)
-        rows[name or "merge"] = explain_schedule(setting, layers)
+        if settings.slices:  # positions run over each slice, as the merge reads them
+            rows[name or "merge"] = _slice_rows(settings, parameters, parameter)
+            continue
+        rows[name or "merge"] = _explained(parameters.get(parameter), layers)
     return rows
+
+
+def _explained(setting: Any, layers: int) -> list[LayerRow]:
+    """The rows of a setting; '-' everywhere when the method has no such parameter."""
+    if setting is None:
+        return [LayerRow(i, layer_position(i, layers), "-", "-") for i in range(layers)]
+    return explain_schedule(setting, layers)
+
+
+def _slice_rows(
+    settings: MergeSettings, parameters: dict[str, Any], parameter: str
+) -> list[LayerRow]:
+    rows: list[LayerRow] = []
+    for slice_ in settings.slices or []:
+        setting = (slice_.parameters or {}).get(parameter, parameters.get(parameter))
+        start, end = slice_.sources[0].layer_range
+        for row in _explained(setting, end - start):
+            rows.append(LayerRow(len(rows), row.position, row.attention, row.mlp))
+    return rows
+
+
+def slice_layout(settings: MergeSettings) -> list[str]:
+    """Where each output layer comes from, a line per slice: the depth a `slices` merge builds."""
+    lines, out = [], 0
+    for slice_ in settings.slices or []:
+        start, end = slice_.sources[0].layer_range
+        takes = ", ".join(
+            f"{s.model} layers {s.layer_range[0]}-{s.layer_range[1] - 1}" for s in slice_.sources
+        )
+        lines.append(f"output layers {out}-{out + end - start - 1}: {takes}")
+        out += end - start
+    return lines
 
 
 def format_table(rows: dict[str, list[LayerRow]], parameter: str = "t") -> str:

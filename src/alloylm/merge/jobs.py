@@ -17,6 +17,13 @@ class TensorJob:
     position: float  # layer position for gradients; outside the layers see plan.outside_position
     slice_parameters: dict[str, Any] | None = None
     model_parameters: tuple[dict[str, Any] | None, ...] = ()
+    # the models (indices in the merge's model list) that `sources` name; None: all of them (a
+    # slice of a passthrough "frankenmerge" takes one model, another slice another)
+    inputs: tuple[int, ...] | None = None
+
+    def inputs_of(self, items: list[Any]) -> list[Any]:
+        """The entries of a per-model list (readers, folders) that this job reads."""
+        return list(items) if self.inputs is None else [items[i] for i in self.inputs]
 
 
 def _order_key(name: str) -> tuple[int, int, str]:
@@ -64,10 +71,10 @@ def _slice_jobs(
     post = [n for n in outside if "embed" not in n]
     jobs: list[TensorJob] = []
     first, last = settings.slices[0], settings.slices[-1]
-    jobs += _outside_jobs(pre, first, model_ids, settings.legacy_final_layers)
+    jobs += _outside_jobs(pre, settings, first, model_ids, 0)
     out_layer = 0
     for number, slice_ in enumerate(settings.slices):
-        sources = _sources_by_model(slice_, model_ids, number)
+        sources, inputs = _slice_sources(settings, slice_, model_ids, number)
         lengths = {s.layer_range[1] - s.layer_range[0] for s in sources}
         if len(lengths) != 1:
             raise ConfigError(
@@ -85,35 +92,44 @@ def _slice_jobs(
                         position=layer_position(offset, length),
                         slice_parameters=slice_.parameters,
                         model_parameters=tuple(s.parameters for s in sources),
+                        inputs=inputs,
                     )
                 )
             out_layer += 1
-    jobs += _outside_jobs(post, last, model_ids, settings.legacy_final_layers)
+    jobs += _outside_jobs(post, settings, last, model_ids, len(settings.slices) - 1)
     return jobs
 
 
-def _sources_by_model(slice_, model_ids: list[str], number: int):
+def _slice_sources(settings: MergeSettings, slice_, model_ids: list[str], number: int):
+    """The slice's sources in the merge's model order (base first), and their model indices
+    (None when the slice takes every model)."""
     by_model = {s.model: s for s in slice_.sources}
-    if set(by_model) != set(model_ids):
+    if len(by_model) != len(slice_.sources):
+        raise ConfigError(f"slice {number} names a model twice", key=f"slices.{number}.sources")
+    if settings.base_model and settings.base_model not in by_model:
         raise ConfigError(
-            f"slice {number} merges {sorted(by_model)} but the merge's models are {sorted(model_ids)}",
+            f"slice {number} does not take the base model {settings.base_model}",
             key=f"slices.{number}.sources",
-            hint="every slice must take the same models (stacking different models is not supported)",
+            hint="every slice of a merge with a base_model takes layers of the base too",
         )
-    return [by_model[m] for m in model_ids]
+    inputs = tuple(i for i, m in enumerate(model_ids) if m in by_model)
+    sources = [by_model[model_ids[i]] for i in inputs]
+    return sources, (None if len(inputs) == len(model_ids) else inputs)
 
 
 def _outside_jobs(
-    names: list[str], slice_, model_ids: list[str], legacy_final_layers: bool
+    names: list[str], settings: MergeSettings, slice_, model_ids: list[str], number: int
 ) -> list[TensorJob]:
-    sources = _sources_by_model(slice_, model_ids, 0)
+    """Embeddings (from the first slice's models) or final norm and head (the last slice's)."""
+    sources, inputs = _slice_sources(settings, slice_, model_ids, number)
     return [
         TensorJob(
             name,
-            (name,) * len(model_ids),
-            outside_position(name, legacy_final_layers),
+            (name,) * len(sources),
+            outside_position(name, settings.legacy_final_layers),
             slice_.parameters,
             tuple(s.parameters for s in sources),
+            inputs,
         )
         for name in names
     ]

@@ -17,15 +17,18 @@ from alloylm.merge.methods.task_arithmetic import mix_deltas, task_vectors
 
 
 def magnitude_trim(delta: torch.Tensor, density: float) -> torch.Tensor:
-    """Keep the `density` fraction of entries with the largest magnitude, zero the rest."""
+    """Keep the `density` fraction of entries with the largest magnitude (at least one when
+    density > 0, as mergekit), zero the rest. Entries of equal magnitude at the cut are chosen
+    as mergekit chooses them (the order of a descending argsort): `topk` chose others, and a
+    tiny model's embedding differed from mergekit's by up to 70 bf16 ulps."""
     if density >= 1.0:
         return delta
-    keep = int(density * delta.numel())
-    if keep <= 0:
+    if density <= 0.0 or delta.numel() == 0:
         return torch.zeros_like(delta)
+    keep = max(1, int(density * delta.numel()))
     flat = delta.reshape(-1)
     mask = torch.zeros_like(flat)
-    mask[torch.topk(flat.abs(), keep, sorted=False).indices] = 1.0
+    mask[torch.argsort(flat.abs(), descending=True)[:keep]] = 1.0
     return (flat * mask).view_as(delta)
 
 
