@@ -117,7 +117,11 @@ def plan(args: argparse.Namespace) -> int:
         print(json.dumps({**document, "memory_plan": plan_rows_json(pipeline, args)}, indent=2))
         return 0
     status = stage_status(pipeline)
-    by_stage = {m["stage"]: m for m in document["models"] if m.get("stage")}
+    by_stage: dict[str, dict] = {}  # a stage's own model first (an epoch checkpoint shares it)
+    for model in document["models"]:
+        if model.get("stage") and (model["stage"] not in by_stage or model["id"] == model["stage"]):
+            by_stage[model["stage"]] = model
+    notes = document.get("notes") or {}
     table = Table(title=f"study {document['study']} -> {document['output']}", show_lines=False)
     table.add_column("stage", no_wrap=True)
     for column in ("kind", "strategy", "variant", "parents", "status"):
@@ -126,6 +130,8 @@ def plan(args: argparse.Namespace) -> int:
         spec = pipeline.stages[name]
         entry = by_stage.get(name, {})
         strategy = entry.get("strategy", "")
+        if strategy in notes or any(step in notes for step in entry.get("steps") or []):
+            strategy += " *"
         if entry.get("merged"):
             strategy += f" + merge ({entry.get('schedule')})"
         elif entry.get("role") == "curve":
@@ -139,6 +145,11 @@ def plan(args: argparse.Namespace) -> int:
         shown = {"built": "[green]built[/]", "stale": "[yellow]stale[/]", "missing": "to build"}
         table.add_row(name, spec.kind, strategy, variant, parents, shown[state["status"]])
     console.print(table)
+    for model in document["models"]:  # models that are not a stage's output: epoch checkpoints
+        if model.get("stage") and model["id"] != model["stage"] and model["role"] == "stage":
+            console.print(f"  {model['id']}: {model['source']} (saved by {model['stage']})")
+    for key, note in notes.items():
+        console.print(f"  * {key}: {note}")
     counts = {
         s: sum(v["status"] == s for v in status.values()) for s in ("built", "stale", "missing")
     }

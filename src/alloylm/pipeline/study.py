@@ -167,6 +167,11 @@ class StudySection(StrictModel):
         None, description="lineage id or 'partner': the general model; default the partner"
     )
     eval_stage: str = "eval"
+    notes: dict[str, str] = Field(
+        default_factory=dict,
+        description="strategy or step -> a note `alloy study plan` prints with the grid (e.g. "
+        "which values the study does not give)",
+    )
 
 
 # -- the expansion's result -----------------------------------------------------------------------
@@ -182,6 +187,7 @@ class StudyExpansion:
     baseline: str
     lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)  # the plan's `curves`
+    notes: dict[str, str] = field(default_factory=dict)  # strategy or step -> note
 
     def stage_names(self) -> list[str]:
         return list(self.stages)
@@ -256,6 +262,21 @@ def _set_epochs(config: dict[str, Any], epochs: int) -> dict[str, Any]:
     return config
 
 
+def _checkpoint_run(
+    config: dict[str, Any], epochs: list[int], *, last: bool = True
+) -> dict[str, Any]:
+    """The cpt run whose epoch models the `checkpoints` mode takes: the step's config at the axis's
+    largest epoch count, saving each epoch. With `last=False`, the step's own config, which is
+    that run (and so shared with it) when it already trains that many epochs without max_steps."""
+    n = max(epochs)
+    train = config.get("train") or {}
+    if not last and (train.get("epochs") != n or train.get("max_steps", -1) != -1):
+        return config
+    run = _set_epochs(config, n)
+    run["save_epochs"] = n > min(epochs)
+    return run
+
+
 def expand_study(
     section: Any, data: dict[str, Any], error: ErrorFactory, lines: dict[tuple, int] | None = None
 ) -> StudyExpansion:
@@ -307,6 +328,13 @@ def expand_study(
                         f"steps: {', '.join(templates)}",
                     )
     _check_axis_strategies(study, error)
+    for key in study.notes:
+        if key not in study.strategies and key not in templates:
+            raise error(
+                ("study", "notes", key),
+                f"note for {key!r}, which is neither a strategy nor a step"
+                f"{did_you_mean(key, [*study.strategies, *templates])}",
+            )
     epoch_axis = study.ablations.cpt_epochs
     if epoch_axis and epoch_axis.mode == "checkpoints":
         kind = step_kind(epoch_axis.step, templates[epoch_axis.step])
@@ -409,15 +437,17 @@ def expand_study(
                     if epoch_axis is not None and epochs is not None and step == epoch_axis.step:
                         if epoch_axis.mode == "checkpoints":  # one run, its epoch-k models
                             last = max(epoch_axis.epochs)
-                            run = _set_epochs(config, last)
-                            run["save_epochs"] = last > min(epoch_axis.epochs)
+                            run = _checkpoint_run(config, epoch_axis.epochs)
+                            # the template's own run when it has N epochs: one run serves both
+                            shared = run == _checkpoint_run(config, epoch_axis.epochs, last=False)
                             run["model"] = parent_source
-                            stage = register(f"{prefix}_{token}-e{last}", run, origin)
+                            name = f"{prefix}_{token}" if shared else f"{prefix}_{token}-e{last}"
+                            stage = register(name, run, origin)
                             prefix = f"{prefix}_{token}-e{epochs}"
                             parent_source = stage_ref(stage)
                             if epochs != last:
                                 parent_source = f"{parent_source}/epochs/{epochs}"
-                                checkpoints[prefix] = (stage, parent_source)
+                            checkpoints[prefix] = (stage, parent_source)
                             continue
                         links = range(1, epochs + 1) if epoch_axis.mode == "chained" else [epochs]
                         for k in links:
@@ -430,6 +460,8 @@ def expand_study(
                             parent_source = stage_ref(stage)
                         prefix = stage
                         continue
+                    if epoch_axis and epoch_axis.mode == "checkpoints" and step == epoch_axis.step:
+                        config = _checkpoint_run(config, epoch_axis.epochs, last=False)
                     config["model"] = parent_source
                     stage = register(f"{prefix}_{token}", config, origin)
                     parent_source, prefix = stage_ref(stage), stage
@@ -524,6 +556,7 @@ def expand_study(
         eval_stage=study.eval_stage,
         baseline=baseline,
         curves=curves,
+        notes=dict(study.notes),
     )
     if lines is not None:
         expansion.lines = generated_lines(expansion, lines)
@@ -830,6 +863,7 @@ def plan_document(pipeline: Pipeline) -> dict[str, Any]:
         "baseline": expansion.baseline,
         "models": models,
         "curves": copy.deepcopy(expansion.curves),
+        "notes": dict(expansion.notes),
     }
 
 
