@@ -34,6 +34,7 @@ def test_one_cpt_run_gives_every_epoch_model():
     expansion = _expand(SECTION)
     cpt = [n for n, c in expansion.stages.items() if c["kind"] == "cpt"]
     assert cpt == ["base_cpt"]  # the template's one run of 5 epochs, one schedule
+    assert expansion.name == "t"  # the study keeps its name
     run = expansion.stages["base_cpt"]
     assert run["train"]["epochs"] == 5 and run["save_epochs"] is True
     assert run["train"]["lr_scheduler"] == "cosine"

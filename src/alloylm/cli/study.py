@@ -117,9 +117,10 @@ def plan(args: argparse.Namespace) -> int:
         print(json.dumps({**document, "memory_plan": plan_rows_json(pipeline, args)}, indent=2))
         return 0
     status = stage_status(pipeline)
-    by_stage: dict[str, dict] = {}  # a stage's own model first (an epoch checkpoint shares it)
+    by_stage: dict[str, dict] = {}  # a stage's own model, else its last (a cpt run's last epoch)
     for model in document["models"]:
-        if model.get("stage") and (model["stage"] not in by_stage or model["id"] == model["stage"]):
+        held = by_stage.get(model.get("stage") or "")
+        if model.get("stage") and (held is None or held["id"] != held["stage"]):
             by_stage[model["stage"]] = model
     notes = document.get("notes") or {}
     table = Table(title=f"study {document['study']} -> {document['output']}", show_lines=False)

@@ -441,8 +441,8 @@ def expand_study(
                             # the template's own run when it has N epochs: one run serves both
                             shared = run == _checkpoint_run(config, epoch_axis.epochs, last=False)
                             run["model"] = parent_source
-                            name = f"{prefix}_{token}" if shared else f"{prefix}_{token}-e{last}"
-                            stage = register(name, run, origin)
+                            run_stage = f"{prefix}_{token}" + ("" if shared else f"-e{last}")
+                            stage = register(run_stage, run, origin)
                             prefix = f"{prefix}_{token}-e{epochs}"
                             parent_source = stage_ref(stage)
                             if epochs != last:
