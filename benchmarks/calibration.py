@@ -496,7 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--studies", type=int, default=500, help="simulated studies per case")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    parser.add_argument("--bt-resamples", type=int, default=100,
+    parser.add_argument("--bt-resamples", type=int, default=1000,
                         help="bootstrap resamples of a Bradley-Terry fit (the slow case)")  # fmt: skip
     parser.add_argument("--seed", type=int, default=23)
     parser.add_argument("--only", nargs="*", choices=list(CASES))

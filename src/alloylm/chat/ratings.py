@@ -24,7 +24,6 @@ Pure functions of plain values; `chat/judge.py` feeds them.
 from __future__ import annotations
 
 import math
-import random
 import statistics
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
@@ -128,12 +127,15 @@ def bradley_terry(
     prior: float = 0.0,
     iterations: int = 2000,
     tolerance: float = 1e-10,
+    start: Sequence[float] | None = None,
 ) -> list[float]:
     """Strengths p (geometric mean 1) maximising the Bradley-Terry likelihood of `wins`.
 
     Hunter's MM update. `prior` adds that many virtual wins each way between every pair that
     was compared, which keeps the estimate finite when a model never wins (the MLE then does
-    not exist: Hunter 2004, Assumption 1). A model never compared keeps strength 1.
+    not exist: Hunter 2004, Assumption 1). A model never compared keeps strength 1. `start`
+    (positive strengths, e.g. the full data's fit for a bootstrap resample) only saves
+    iterations: the MM iteration converges to the same maximum from any positive start.
     """
     import numpy as np
 
@@ -144,7 +146,7 @@ def bradley_terry(
     games = w + w.T
     total_wins = w.sum(1)
     played = games.sum(1) > 0
-    p = np.ones(len(w))
+    p = np.ones(len(w)) if start is None else np.where(played, np.asarray(start, dtype=float), 1.0)
     for _ in range(iterations):
         denominator = (games / (p[:, None] + p[None, :])).sum(1)
         new = np.where(played, np.maximum(total_wins, 1e-300) / np.where(played, denominator, 1), p)
@@ -154,6 +156,41 @@ def bradley_terry(
         if change < tolerance:
             break
     return [float(v) for v in p]
+
+
+def bradley_terry_batch(
+    wins: Any,
+    *,
+    prior: float,
+    start: Sequence[float],
+    iterations: int = 2000,
+    tolerance: float = 1e-10,
+) -> Any:
+    """`bradley_terry` of many win matrices at once (an array (R, M, M): bootstrap resamples),
+    the same MM update on every one, run until all have converged. Returns (R, M) strengths with
+    geometric mean 1 over the models each resample compared (the rest keep strength 1)."""
+    import numpy as np
+
+    w = np.asarray(wins, dtype=float)
+    compared = (w + np.swapaxes(w, 1, 2)) > 0
+    w = w + prior * compared
+    idx = np.arange(w.shape[1])
+    w[:, idx, idx] = 0.0
+    games = w + np.swapaxes(w, 1, 2)
+    total_wins = w.sum(2)
+    played = games.sum(2) > 0
+    p = np.where(played, np.broadcast_to(np.asarray(start, dtype=float), played.shape), 1.0)
+    for _ in range(iterations):
+        denominator = (games / (p[:, :, None] + p[:, None, :])).sum(2)
+        new = np.where(
+            played, np.maximum(total_wins, 1e-300) / np.where(played, denominator, 1.0), p
+        )
+        new = new / np.exp(np.log(new).mean(axis=1, keepdims=True))
+        change = float(np.max(np.abs(np.log(new) - np.log(p))))
+        p = new
+        if change < tolerance:
+            break
+    return p
 
 
 def elo_ratings(strengths: Sequence[float]) -> list[float]:
@@ -254,12 +291,20 @@ def bradley_terry_ratings(
     for key, comparison in zip(keys, comparisons, strict=True):
         by_cluster.setdefault(key, []).append(comparison)
     groups = list(by_cluster.values())
-    rng = random.Random(seed)
+    import numpy as np
+
+    # a resample's wins are the sum of its clusters' wins: one matrix per cluster, added up
+    cluster_wins = np.stack([np.asarray(win_matrix(group, models)) for group in groups])
+    # resample r draws len(groups) clusters with replacement; counts[r, c]: how often c was drawn
+    picks = np.random.default_rng(seed).integers(0, len(groups), size=(resamples, len(groups)))
+    counts = np.zeros((resamples, len(groups)))
+    np.add.at(counts, (np.arange(resamples)[:, None], picks), 1.0)
+    strengths = bradley_terry_batch(
+        np.tensordot(counts, cluster_wins, axes=1), prior=prior, start=point
+    )
     draws: list[list[float]] = [[] for _ in models]
-    for _ in range(resamples):
-        sample = [c for _ in groups for c in groups[rng.randrange(len(groups))]]
-        resampled = elo_ratings(bradley_terry(win_matrix(sample, models), prior=prior))
-        for i, value in enumerate(resampled):
+    for resampled in strengths:
+        for i, value in enumerate(elo_ratings(list(resampled))):
             draws[i].append(value)
     tail = (1 - confidence) / 2
     rows = []
