@@ -17,6 +17,8 @@ lineage, and into the study plan (`study_plan.json`, the contract with `alloylm.
 Ablations multiply the strategies they apply to:
 - `data`: named variants of one step's `data:` (the study's clean vs noisy CPT corpus); the step and
   everything after it exist once per variant, the stages before it are shared;
+- `settings`: named variants of other keys of one step, laid over its template (e.g. the SFT
+  `objective`: the study's against alloylm's); named and shared like data variants;
 - `cpt_epochs`: one model per number of CPT epochs. The cpt stage saves only its final model, so
   each value is its own stage: `independent` (default) trains k epochs from the start model, each
   with the template's full schedule (exact, cost 1 + 2 + ... + N epochs); `chained` trains one epoch
@@ -148,9 +150,25 @@ class DataAxis(StrictModel):
         return value
 
 
+class SettingsAxis(StrictModel):
+    step: str = Field(description="the step whose settings vary")
+    variants: dict[str, dict[str, Any]] = Field(
+        min_length=1, description="name -> keys laid over the step's template (deep-merged)"
+    )
+    strategies: list[str] | None = None
+
+    @field_validator("variants")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return DataAxis._names(value)
+
+
 class Ablations(StrictModel):
     cpt_epochs: EpochAxis | None = None
     data: dict[str, DataAxis] = Field(default_factory=dict)
+    settings: dict[str, SettingsAxis] = Field(
+        default_factory=dict, description="e.g. the SFT objective: {step: sft, variants: {...}}"
+    )
 
 
 class StudySection(StrictModel):
@@ -411,7 +429,7 @@ def expand_study(
         overrides = {} if isinstance(lineage, str) else lineage.stages
         for strategy, steps in chains.items():
             axes: list[tuple[str, str, list[Any]]] = []  # (axis name, step, values)
-            for axis_name, axis in study.ablations.data.items():
+            for axis_name, axis in {**study.ablations.data, **study.ablations.settings}.items():
                 if _applies(axis.strategies, strategy, axis.step, steps):
                     axes.append((axis_name, axis.step, list(axis.variants)))
             epoch_axis = study.ablations.cpt_epochs
@@ -428,10 +446,22 @@ def expand_study(
                     for (axis_name, axis_step, _), value in zip(axes, combo, strict=True):
                         if axis_step != step or axis_name == "cpt_epoch":
                             continue
-                        config["data"] = copy.deepcopy(
-                            study.ablations.data[axis_name].variants[value]
-                        )
-                        origin = ("study", "ablations", "data", axis_name, "variants", value)
+                        if axis_name in study.ablations.settings:
+                            change = study.ablations.settings[axis_name].variants[value]
+                            config = deep_merge(config, change)
+                            origin = (
+                                "study",
+                                "ablations",
+                                "settings",
+                                axis_name,
+                                "variants",
+                                value,
+                            )
+                        else:
+                            config["data"] = copy.deepcopy(
+                                study.ablations.data[axis_name].variants[value]
+                            )
+                            origin = ("study", "ablations", "data", axis_name, "variants", value)
                         token += f"-{value}"
                     epochs = variant.get("cpt_epoch")
                     if epoch_axis is not None and epochs is not None and step == epoch_axis.step:
@@ -683,9 +713,17 @@ def _baseline(study: StudySection, error: ErrorFactory) -> str:
 
 def _check_axis_strategies(study: StudySection, error: ErrorFactory) -> None:
     axes: list[tuple[tuple, str, list[str] | None]] = [
-        (("study", "ablations", "data", name), axis.step, axis.strategies)
-        for name, axis in study.ablations.data.items()
+        (("study", "ablations", kind, name), axis.step, axis.strategies)
+        for kind, group in (("data", study.ablations.data), ("settings", study.ablations.settings))
+        for name, axis in group.items()
     ]
+    for name in study.ablations.settings:
+        if name in study.ablations.data or name == "cpt_epoch":
+            raise error(
+                ("study", "ablations", "settings", name),
+                f"axis name {name!r} is taken (a data axis or cpt_epoch)",
+                "give each axis its own name: it keys the plan's `variant`",
+            )
     if study.ablations.cpt_epochs:
         axis = study.ablations.cpt_epochs
         axes.append((("study", "ablations", "cpt_epochs"), axis.step, axis.strategies))
