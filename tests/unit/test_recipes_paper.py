@@ -274,3 +274,19 @@ def test_the_readme_table_matches_the_recipes() -> None:
     for setting, claim in claims.items():
         assert claim in row[setting], (setting, claim)
     assert "unverified" in readme and "Table 6" in readme
+
+
+def test_the_llama_grids_commented_objective_axis_works(tmp_path: Path) -> None:
+    """Uncommented, the example compares the study's SFT objective with alloylm's default."""
+    text = (PAPER / "study" / "llama31_8b.yaml").read_text()
+    start = text.index("    # settings:\n")
+    block = text[start:].split("\n  merge:")[0]
+    uncommented = "\n".join(line.replace("# ", "", 1) for line in block.splitlines())
+    path = tmp_path / "llama31_8b.yaml"  # data paths are not checked (placeholders)
+    path.write_text(text.replace(block, uncommented))
+    stages = _load(path).stages
+    objectives = {
+        name: spec.config.objective for name, spec in stages.items() if spec.kind == "sft"
+    }
+    assert objectives["base_cpt_sft-study"] == "all_tokens_concatenated"
+    assert objectives["base_cpt_sft-ours"] == "assistant_tokens"
