@@ -36,21 +36,20 @@ class EpochModelSaver(TrainerCallback):
     `save_strategy: epoch`: the epoch-k checkpoints of one run, one learning-rate schedule).
 
     The last epoch's model is the run's final model, saved by the stage. An epoch already saved
-    (a resumed run) is kept. `trainer` is set once the trainer exists; every rank calls the save
-    (it gathers sharded weights), the main process writes.
+    (a resumed run) is kept. `trainer` and `save` (target folder -> None, the stage's way of
+    saving a model) are set once the trainer exists; every rank calls `save` (it gathers sharded
+    weights), the main process renames the finished folder.
     """
 
-    def __init__(self, folder: Any, tokenizer: Any) -> None:
+    def __init__(self, folder: Any) -> None:
         from pathlib import Path
 
         self.folder = Path(folder)
-        self.tokenizer = tokenizer
         self.trainer: Any = None
+        self.save: Any = None
         self.saved: list[int] = []
 
     def on_epoch_end(self, args, state, control, **kwargs):  # noqa: ANN001 - transformers' signature
-        from alloylm.train._trl import is_main_process, save_trained_model
-
         if state.max_steps > 0 and state.global_step >= state.max_steps:
             return control  # the final model
         epoch = int(round(state.epoch or 0))
@@ -58,8 +57,8 @@ class EpochModelSaver(TrainerCallback):
         if epoch < 1 or target.is_dir():
             return control
         partial = self.folder / f".{epoch}.partial"
-        save_trained_model(self.trainer, self.tokenizer, partial)
-        if is_main_process(self.trainer):
+        self.save(partial)
+        if self.trainer.is_world_process_zero():
             partial.rename(target)  # complete or absent
         self.trainer.accelerator.wait_for_everyone()
         self.saved.append(epoch)

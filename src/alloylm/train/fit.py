@@ -116,7 +116,7 @@ def fit_and_save(
     if epoch_models_dir is not None:
         from alloylm.train.callbacks import EpochModelSaver
 
-        saver = EpochModelSaver(epoch_models_dir, tokenizer)
+        saver = EpochModelSaver(epoch_models_dir)
     trainer = make_sft_trainer(
         model,
         tokenizer,
@@ -129,6 +129,7 @@ def fit_and_save(
     )
     if saver is not None:
         saver.trainer = trainer
+        saver.save = lambda target: save_trained_model(trainer, tokenizer, target)
     metrics = train_resumable(trainer, checkpoint_dir)
     save_trained_model(trainer, tokenizer, output.model_dir, train.lora)
     if trainer.is_world_process_zero():
