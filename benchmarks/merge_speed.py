@@ -10,6 +10,12 @@ imports included) per run, speed and memory ratios, and the largest element-wise
 between the two tools' outputs.
 
     python benchmarks/merge_speed.py --mergekit-yaml /work/mergekit-venv/bin/mergekit-yaml
+    python benchmarks/merge_speed.py --methods all     # also one row per merge method (below)
+
+`--methods` adds a row per merge method (METHOD_ROWS: every method alloylm and mergekit 0.1.5
+share), each tool on the same parents (the pair, plus a second perturbed copy where a method
+merges more than two models) from the same mergekit YAML with `dtype: float32`: wall time, peak RSS
+and the largest difference, per method.
 
 mergekit lives in its own virtual environment (see docs/merge.md); without it the script still
 measures alloylm and says that the comparison was skipped.
@@ -47,6 +53,52 @@ SWEEP = [
     {"name": "t0.7", "parameters": {"t": 0.7}},
     {"name": "t0.9", "parameters": {"t": 0.9}},
 ]
+# One row per merge method: the mergekit YAML beyond `models:`/`base_model:` (BASE, A, B: the
+# base, the perturbed copy, a second perturbed copy), every method of mergekit 0.1.5 alloylm has.
+METHOD_ROWS: dict[str, dict] = {
+    "slerp": {"models": ["BASE", "A"], "base_model": "BASE", "parameters": {"t": STUDY_T}},
+    "linear": {"models": [("BASE", {"weight": 0.5}), ("A", {"weight": 0.5})]},
+    "task_arithmetic": {"models": [("A", {"weight": 0.7})], "base_model": "BASE"},
+    "ties": {
+        "models": [("A", {"weight": 0.7, "density": 0.5}), ("B", {"weight": 0.3, "density": 0.5})],
+        "base_model": "BASE",
+    },
+    "dare_linear": {
+        "models": [("A", {"weight": 0.7, "density": 0.5}), ("B", {"weight": 0.3, "density": 0.5})],
+        "base_model": "BASE",
+    },
+    "dare_ties": {
+        "models": [("A", {"weight": 0.7, "density": 0.5}), ("B", {"weight": 0.3, "density": 0.5})],
+        "base_model": "BASE",
+    },
+    "breadcrumbs": {
+        "models": [("A", {"weight": 0.7, "density": 0.8}), ("B", {"weight": 0.3, "density": 0.8})],
+        "base_model": "BASE",
+    },
+    "breadcrumbs_ties": {
+        "models": [("A", {"weight": 0.7, "density": 0.8}), ("B", {"weight": 0.3, "density": 0.8})],
+        "base_model": "BASE",
+    },
+    "della": {
+        "models": [("A", {"weight": 0.7, "density": 0.5}), ("B", {"weight": 0.3, "density": 0.5})],
+        "base_model": "BASE",
+    },
+    "della_linear": {
+        "models": [("A", {"weight": 0.7, "density": 0.5}), ("B", {"weight": 0.3, "density": 0.5})],
+        "base_model": "BASE",
+    },
+    "model_stock": {"models": ["A", "B"], "base_model": "BASE"},
+    "nuslerp": {"models": [("A", {"weight": 0.4}), ("B", {"weight": 0.6})], "base_model": "BASE"},
+    "multislerp": {
+        "models": [("A", {"weight": 0.4}), ("B", {"weight": 0.6})],
+        "base_model": "BASE",
+    },
+    "karcher": {"models": ["BASE", "A", "B"]},
+    "sce": {"models": ["A", "B"], "base_model": "BASE", "parameters": {"select_topk": 0.5}},
+    "arcee_fusion": {"models": ["A"], "base_model": "BASE"},
+    "nearswap": {"models": ["A"], "base_model": "BASE", "parameters": {"t": 0.001}},
+    "passthrough": {"slices": [("BASE", 0, "HALF"), ("A", "HALF", "ALL")]},
+}
 # mergekit again with one OpenMP thread, as alloylm merges by default (fairness check).
 MERGEKIT_ONE_THREAD = ["env", "OMP_NUM_THREADS=1"]
 # Runs a command and prints its wall time and the peak RSS of it and its children (ru_maxrss, KiB).
@@ -107,6 +159,64 @@ def write_configs(work: Path, base: Path, other: Path) -> tuple[Path, Path]:
     (work / "slerp_mergekit.yaml").write_text(yaml.safe_dump(mergekit_cfg, sort_keys=False))
     (work / "slerp_sweep7.yaml").write_text(yaml.safe_dump(sweep_cfg, sort_keys=False))
     return work / "slerp_mergekit.yaml", work / "slerp_sweep7.yaml"
+
+
+def method_config(method: str, parents: dict[str, Path], layers: int) -> dict:
+    """The mergekit YAML of METHOD_ROWS[method] with the parents' folders filled in."""
+    row = dict(METHOD_ROWS[method])
+    config: dict = {"merge_method": method, "dtype": "float32"}
+    if "slices" in row:
+        bounds = {0: 0, "HALF": layers // 2, "ALL": layers}
+        config["slices"] = [
+            {"sources": [{"model": str(parents[m]), "layer_range": [bounds[a], bounds[b]]}]}
+            for m, a, b in row.pop("slices")
+        ]
+    else:
+        config["models"] = [
+            {"model": str(parents[m])}
+            if isinstance(m, str)
+            else {"model": str(parents[m[0]]), "parameters": m[1]}
+            for m in row.pop("models")
+        ]
+    if "base_model" in row:
+        config["base_model"] = str(parents[row.pop("base_model")])
+    config.update(row)
+    return config
+
+
+def measure_methods(
+    methods: list[str], work: Path, parents: dict[str, Path], mergekit_bin: str | None, repeats: int
+) -> dict:
+    """Per method: alloylm's and mergekit's wall time and peak RSS, and their largest difference."""
+    import yaml
+
+    from alloylm.merge.checks import num_layers, read_config
+
+    layers = num_layers(read_config(parents["BASE"])) or 2
+    rows = {}
+    for method in methods:
+        config = work / f"method_{method}.yaml"
+        config.write_text(yaml.safe_dump(method_config(method, parents, layers), sort_keys=False))
+        ours_out, theirs_out = work / f"out_{method}_alloylm", work / f"out_{method}_mergekit"
+        ours_cmd = [
+            sys.executable,
+            "-m",
+            "alloylm.cli.merge",
+            str(config),
+            str(ours_out),
+            "--quiet",
+        ]
+        row: dict = {"config": str(config), "alloylm": measure(ours_cmd, ours_out, repeats)}
+        if mergekit_bin:
+            row["mergekit"] = measure(
+                [mergekit_bin, str(config), str(theirs_out)], theirs_out, repeats
+            )
+            row["speedup_vs_mergekit"] = round(
+                row["mergekit"]["wall_s"] / row["alloylm"]["wall_s"], 2
+            )
+            row["difference"] = max_difference(ours_out, theirs_out, list(set(parents.values())))
+        rows[method] = row
+    return rows
 
 
 def measure(command: list[str], output: Path, repeats: int) -> dict:
@@ -194,6 +304,11 @@ def parse_args() -> argparse.Namespace:
         "--work-dir", default=os.environ.get("ALLOY_BENCH_DIR", "/tmp/alloylm-merge-bench")
     )
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--methods",
+        default="",
+        help="also a row per merge method: 'all' or a comma-separated list (see METHOD_ROWS)",
+    )
     add_force_argument(parser)
     return parser.parse_args()
 
@@ -246,6 +361,16 @@ def main() -> int:
             "(install mergekit in its own venv, see docs/merge.md)"
         )
 
+    if args.methods:
+        methods = list(METHOD_ROWS) if args.methods == "all" else args.methods.split(",")
+        unknown = [m for m in methods if m not in METHOD_ROWS]
+        if unknown:
+            raise SystemExit(f"unknown methods {unknown}; known: {', '.join(METHOD_ROWS)}")
+        second = perturbed_copy(base, work / f"perturbed-5pct-seed1-{base.name}", seed=1)
+        parents = {"BASE": base, "A": other, "B": second}
+        mergekit_bin = args.mergekit_yaml if Path(args.mergekit_yaml).exists() else None
+        results["methods"] = measure_methods(methods, work, parents, mergekit_bin, args.repeats)
+
     results["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["run"] = run_record(run)  # date, load at start and end, CPU (benchmarks/_common.py)
     print_table(results)
@@ -280,6 +405,20 @@ def compare_with_mergekit(
     return out
 
 
+def print_methods(rows: dict) -> None:
+    print(
+        f"\n{'method':<18}{'alloylm s':>11}{'mergekit s':>12}{'speed-up':>10}{'RSS MiB':>10}{'max bf16 ulps':>15}"
+    )
+    for method, row in rows.items():
+        theirs = row.get("mergekit") or {}
+        diff = row.get("difference") or {}
+        print(
+            f"{method:<18}{row['alloylm']['wall_s']:>11.2f}{theirs.get('wall_s', float('nan')):>12.2f}"
+            f"{row.get('speedup_vs_mergekit', float('nan')):>10.2f}{row['alloylm']['peak_rss_mib']:>10.0f}"
+            f"{diff.get('max_diff_bf16_ulps', float('nan')):>15.2f}"
+        )
+
+
 def print_table(results: dict) -> None:
     print(f"\n{'run':<28}{'wall s (min)':>16}{'runs':>26}{'peak RSS MiB':>14}")
     for key in ("alloylm_single", "alloylm_sweep7", "mergekit_single", "mergekit_single_omp1"):
@@ -292,6 +431,8 @@ def print_table(results: dict) -> None:
         f"\nload average (1, 5, 15 min) at start {results['load_average_at_start']}, at end {results['load_average_at_end']} on {results['cpu_count']} CPUs"
     )
     print(f"sweep of 7 / one merge (alloylm): {results['sweep7_over_single']}x (target <= 3x)")
+    if results.get("methods"):
+        print_methods(results["methods"])
     if results.get("mergekit_single"):
         print(
             f"speed-up vs mergekit: {results['speedup_vs_mergekit']}x (target >= 2x); vs mergekit with OMP_NUM_THREADS=1: {results['speedup_vs_mergekit_omp1']}x"
