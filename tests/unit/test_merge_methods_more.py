@@ -205,3 +205,46 @@ def test_passthrough(x):
     assert torch.equal(passthrough(x), x)
     assert torch.equal(passthrough(x, 2.0), 2 * x)
     assert torch.equal(passthrough(x.to(torch.bfloat16)), x.to(torch.bfloat16).float())
+
+
+MERGEKIT_0_1_5 = {
+    "linear",
+    "slerp",
+    "nuslerp",
+    "multislerp",
+    "karcher",
+    "task_arithmetic",
+    "ties",
+    "dare_ties",
+    "dare_linear",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+    "model_stock",
+    "sce",
+    "arcee_fusion",
+    "nearswap",
+    "passthrough",
+}  # fmt: skip  (mergekit 0.1.5 also registers ram and ramplus_tl: not implemented here)
+
+
+def test_alloy_ls_lists_every_mergekit_method(capsys):
+    from alloylm.cli.main import main
+    from alloylm.registry import MERGE_METHODS
+
+    assert set(MERGE_METHODS.names()) >= MERGEKIT_0_1_5
+    assert main(["ls"]) == 0
+    listed = capsys.readouterr().out
+    assert all(f" {name} " in listed for name in MERGEKIT_0_1_5)
+
+
+def test_only_an_interpolation_t_warns_outside_0_1():
+    from alloylm.merge.checks import interpolation_warnings
+    from alloylm.merge.config import settings_from_dict
+
+    base = {"base_model": "tiny:llama", "models": ["tiny:llama:1"]}
+    slerp = settings_from_dict({**base, "method": "slerp", "parameters": {"t": 1.7}})
+    assert any("outside [0, 1]" in w for w in interpolation_warnings(slerp))
+    nearswap = settings_from_dict({**base, "method": "nearswap", "parameters": {"t": 5.0}})
+    assert interpolation_warnings(nearswap) == []  # a distance, not a fraction
