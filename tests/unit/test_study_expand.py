@@ -400,3 +400,19 @@ def test_a_misspelt_key_is_named_rather_than_the_missing_one():
         _expand(_section(ablations={"cpt_epochs": {"epochs": [0, 1]}}))
     assert error.value.key == "study.ablations.cpt_epochs.epochs"
     assert error.value.message.count("got") == 1
+
+
+def test_confirmation_tasks_are_scored_and_named_in_the_plan():
+    confirm = [{"path": "mmlu.csv", "type": "mcq", "name": "mmlu_confirm"}]
+    section = _section()
+    section["eval"]["confirm"] = confirm
+    expansion = _expand(section)
+    tasks = expansion.stages["eval"]["tasks"]
+    assert [t.get("name") for t in tasks] == [
+        None,
+        "mmlu_confirm",
+    ] and "confirm" not in expansion.stages["eval"]
+    assert expansion.confirm_tasks == ["mmlu_confirm"]
+    section["eval"]["confirm"] = [{"path": "mmlu.csv"}]
+    with pytest.raises(ConfigError, match="needs a `name`"):
+        _expand(section)

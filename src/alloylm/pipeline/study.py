@@ -205,6 +205,7 @@ class StudyExpansion:
     baseline: str
     lines: dict[tuple[str | int, ...], int] = field(default_factory=dict)
     curves: list[dict[str, Any]] = field(default_factory=list)  # the plan's `curves`
+    confirm_tasks: list[str] = field(default_factory=list)  # eval.confirm: no choice made on them
     notes: dict[str, str] = field(default_factory=dict)  # strategy or step -> note
 
     def stage_names(self) -> list[str]:
@@ -571,9 +572,14 @@ def expand_study(
                 f"study.eval sets {key!r}, which the study fills in",
                 "the eval stage scores every model of the grid; the baseline is study.baseline",
             )
+    eval_keys = copy.deepcopy(study.eval)
+    confirm = eval_keys.pop("confirm", None) or []
+    confirm_tasks = _confirm_task_names(confirm, error)
+    if confirm:  # scored with the others; the analysis makes no choice on them (docs/study.md)
+        eval_keys["tasks"] = [*(eval_keys.get("tasks") or []), *confirm]
     eval_config = {
         "kind": "eval",
-        **copy.deepcopy(study.eval),
+        **eval_keys,
         "models": sources,
         "baseline": baseline_source,
     }
@@ -587,6 +593,7 @@ def expand_study(
         baseline=baseline,
         curves=curves,
         notes=dict(study.notes),
+        confirm_tasks=confirm_tasks,
     )
     if lines is not None:
         expansion.lines = generated_lines(expansion, lines)
@@ -604,6 +611,21 @@ def scale_setting(setting: Any, factor: float) -> Any:
     if isinstance(setting, dict):
         return {k: scale_setting(v, factor) if k == "value" else v for k, v in setting.items()}
     return setting
+
+
+def _confirm_task_names(confirm: Any, error: ErrorFactory) -> list[str]:
+    """The names of `study.eval.confirm`'s tasks: each needs its own `name`, the name its records
+    carry, so that the analysis knows them (a confirmation task is never used to choose)."""
+    if not isinstance(confirm, list):
+        raise error(("study", "eval", "confirm"), "expected a list of eval tasks",
+                    "e.g. confirm: [{path: ..., type: mcq, name: mmlu_anatomy}]")  # fmt: skip
+    names = []
+    for i, task in enumerate(confirm):
+        if not isinstance(task, dict) or not isinstance(task.get("name"), str):
+            raise error(("study", "eval", "confirm", i), "a confirmation task needs a `name`",
+                        "the name its scores carry: e.g. {path: ..., type: mcq, name: mmlu_anatomy}")  # fmt: skip
+        names.append(task["name"])
+    return names
 
 
 def _expand_curves(
@@ -901,6 +923,7 @@ def plan_document(pipeline: Pipeline) -> dict[str, Any]:
         "baseline": expansion.baseline,
         "models": models,
         "curves": copy.deepcopy(expansion.curves),
+        "confirm_tasks": list(expansion.confirm_tasks),
         "notes": dict(expansion.notes),
     }
 
