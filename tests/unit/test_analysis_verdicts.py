@@ -191,3 +191,25 @@ def test_the_correction_is_a_setting_of_the_analysis(tmp_path):
     assert family["family"] == "vs base on t/cloze" and family["size"] == 2
     assert "Holm's step-down" in family["sentence"]
     assert "turned off" in none["verdicts"]["families"][0]["sentence"]
+
+
+def test_the_confirmation_split_chooses_on_dev_and_tests_once_on_confirm(tmp_path):
+    # s1 is the best strategy on the dev questions (selection), then tested once against the
+    # base on the confirmation questions, where it is no better: the headline says so
+    n = 60
+    dev = {"base": [0.0] * n, "s1": [1.0] * 40 + [0.0] * 20, "s2": [1.0] * 30 + [0.0] * 30}
+    conf = {"base": [1.0, 0.0] * 30, "s1": [1.0, 0.0] * 30, "s2": [1.0] * n}
+    models = [_model("base"), _model("s1", strategy="CPT"), _model("s2", strategy="CPT-SFT")]
+    records = [_accuracy(m, dev[m], task="dev") for m in dev]
+    records += [_accuracy(m, conf[m], task="conf") for m in conf]
+    plan = {**_plan(models), "confirm_tasks": ["conf"]}
+    study = analyse_study(StudyInputs(tmp_path, plan, records, {"resamples": 200}))
+    assert study["headline"] == "dev/cloze" and study["confirm_headline"] == "conf/cloze"
+    confirmed = study["confirmed"]
+    (claim,) = confirmed["claims"]
+    assert claim["model"] == "s1" and claim["selection_score"] == pytest.approx(40 / 60)
+    assert claim["verdict"].startswith("no evidence of a difference from base: +0.0 pp")
+    # no verdict of the ordinary families is drawn on the confirmation questions
+    s2 = next(m for m in study["models"] if m["id"] == "s2")
+    assert "conf/cloze" in s2["scores"] and "conf/cloze" not in s2["vs_baseline"]
+    assert study["verdicts"]["families"][0]["family"] == "confirmed on conf/cloze"

@@ -98,7 +98,8 @@ def summary_rows(
     perplexity = [b["key"] for b in study["benchmarks"] if b["metric"] == "perplexity"]
     header = ["model", "lineage", "strategy", "merged"]
     if headline:
-        header += [f"{headline} [95% CI]", "vs baseline (paired)"]
+        selection = " (selection)" if study.get("confirmed") else ""
+        header += [f"{headline} [95% CI]{selection}", "vs baseline (paired)"]
     header += [f"{key} [95% CI]" for key in perplexity]
     rows = []
     for model in study["models"]:

@@ -21,6 +21,7 @@ PLAN_FILE = "study_plan.json"
 MANIFEST = "alloy.json"
 TRAINING_KINDS = ("cpt", "sft", "dpo", "orpo")
 OVERALL = "overall"
+CONFIRM = "confirm"
 
 
 @dataclass
@@ -121,9 +122,13 @@ def model_records(inputs: StudyInputs) -> dict[str, dict[str, dict[str, Any]]]:
     return {model["id"]: by_source.get(_eval_model(model), {}) for model in inputs.plan["models"]}
 
 
-def benchmarks(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+def benchmarks(
+    records: Sequence[dict[str, Any]], confirm_tasks: Sequence[str] = ()
+) -> list[dict[str, Any]]:
     """The benchmarks of the eval, in its order, plus one pooled 'overall' per protocol that has
-    two or more accuracy tasks."""
+    two or more accuracy tasks. Tasks named in `confirm_tasks` (the study's `eval.confirm`) are
+    marked `confirm` and pooled apart, as 'confirm/<protocol>': no choice is made on them."""
+    confirm = set(confirm_tasks)
     seen: dict[str, dict[str, Any]] = {}
     for record in records:
         key = benchmark_key(record["task"], record["protocol"])
@@ -135,33 +140,42 @@ def benchmarks(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 "metric": record["metric"],
                 "pooled": False,
                 "n": record["n"],
+                "confirm": record["task"] in confirm,
             }
     rows = list(seen.values())
     for protocol in dict.fromkeys(r["protocol"] for r in rows if r["metric"] == "accuracy"):
-        tasks = [r for r in rows if r["metric"] == "accuracy" and r["protocol"] == protocol]
-        if len(tasks) >= 2:
-            rows.append(
-                {
-                    "key": benchmark_key(OVERALL, protocol),
-                    "task": OVERALL,
-                    "protocol": protocol,
-                    "metric": "accuracy",
-                    "pooled": True,
-                    "tasks": [r["task"] for r in tasks],
-                    "n": sum(r["n"] for r in tasks),
-                }
-            )
+        for split, name in ((False, OVERALL), (True, CONFIRM)):
+            tasks = [
+                r
+                for r in rows
+                if r["metric"] == "accuracy" and r["protocol"] == protocol and r["confirm"] == split
+            ]
+            if len(tasks) >= 2:
+                rows.append(
+                    {
+                        "key": benchmark_key(name, protocol),
+                        "task": name,
+                        "protocol": protocol,
+                        "metric": "accuracy",
+                        "pooled": True,
+                        "tasks": [r["task"] for r in tasks],
+                        "n": sum(r["n"] for r in tasks),
+                        "confirm": split,
+                    }
+                )
     return rows
 
 
-def headline_benchmark(rows: Sequence[dict[str, Any]]) -> str | None:
-    """The pooled accuracy of the first protocol, else the first accuracy benchmark."""
-    accuracy = [r for r in rows if r["metric"] == "accuracy"]
+def headline_benchmark(rows: Sequence[dict[str, Any]], *, confirm: bool = False) -> str | None:
+    """The pooled accuracy of the first protocol, else the first accuracy benchmark (among the
+    selection benchmarks, or among the confirmation ones with `confirm=True`)."""
+    accuracy = [r for r in rows if r["metric"] == "accuracy" and r.get("confirm", False) == confirm]
     if not accuracy:
         return None
     first_protocol = accuracy[0]["protocol"]
-    pooled = [r for r in accuracy if r["pooled"] and r["protocol"] == first_protocol]
-    return (pooled or accuracy)[0]["key"]
+    same = [r for r in accuracy if r["protocol"] == first_protocol]
+    pooled = [r for r in same if r["pooled"]]
+    return (pooled or same)[0]["key"]
 
 
 def answers(bench: dict[str, Any], records: dict[str, dict[str, Any]]) -> dict[str, bool] | None:
@@ -225,7 +239,9 @@ def score_models(
                         "n": record["n"],
                     }
                 theirs = (
-                    answers(bench, base_records) if baseline and model["id"] != baseline else None
+                    answers(bench, base_records)
+                    if baseline and model["id"] != baseline and not bench.get("confirm")
+                    else None
                 )
                 if theirs:
                     comparison = improvement_over_baseline(
@@ -340,8 +356,8 @@ def analyse_merges(
             out.append(entry)
             continue
         for bench in rows:
-            if bench["metric"] != "accuracy":
-                continue
+            if bench["metric"] != "accuracy" or bench.get("confirm"):
+                continue  # no choice, and no verdict, on a confirmation benchmark
             mine = answers(bench, per_model.get(model["id"], {}))
             first = answers(bench, per_model.get(parents[0], {}))
             second = answers(bench, per_model.get(parents[1], {}))
@@ -729,6 +745,122 @@ def apply_verdicts(
     return families
 
 
+def confirm_selection(
+    inputs: StudyInputs,
+    rows: list[dict[str, Any]],
+    key: str | None,
+    confirm_key: str | None,
+    *,
+    resamples: int,
+    seed: int,
+    correction: str,
+) -> dict[str, Any] | None:
+    """The confirmation split: the best strategy, the best merge and the best curve point are
+    chosen on the selection benchmark `key`; each is tested once on `confirm_key`, questions no
+    choice was made on (the best strategy against the baseline, the best merge against both
+    parents, the best curve point against both ends), one family, Holm. Picking the best of many
+    on the same questions inflates its estimate (the winner's curse); the confirmed verdicts are
+    the study's headline, and the selection figures are only the reason for the choice."""
+    from alloylm.analysis import verdicts as v
+
+    if confirm_key is None:
+        return None
+    if key is None:
+        return {"benchmark": confirm_key, "selected_on": None, "claims": [],
+                "note": "no selection benchmark: nothing was chosen to confirm"}  # fmt: skip
+    per_model = model_records(inputs)
+    select = next(r for r in rows if r["key"] == key)
+    check = next(r for r in rows if r["key"] == confirm_key)
+    baseline = inputs.plan.get("baseline")
+    plan_models = {m["id"]: m for m in inputs.plan["models"]}
+
+    def scored(model_id: str, bench: dict[str, Any]) -> dict[str, bool] | None:
+        return answers(bench, per_model.get(model_id, {}))
+
+    def dev_score(model_id: str) -> float | None:
+        got = scored(model_id, select)
+        return sum(got.values()) / len(got) if got else None
+
+    def best(ids: list[str]) -> str | None:
+        ranked = [(dev_score(i), i) for i in ids]
+        ranked = [(score, i) for score, i in ranked if score is not None]
+        return max(ranked)[1] if ranked else None
+
+    def values(*ids: str) -> list[list[float]] | None:
+        got = [scored(i, check) for i in ids]
+        if any(g is None for g in got):
+            return None
+        shared = [k for k in got[0] if all(k in g for g in got)]  # type: ignore[union-attr]
+        return [[float(g[k]) for k in shared] for g in got]  # type: ignore[index]
+
+    claims: list[dict[str, Any]] = []
+    strategies = [m["id"] for m in inputs.plan["models"] if m.get("strategy")
+                  and not m.get("merged") and m.get("role") != "curve" and m["id"] != baseline]  # fmt: skip
+    chosen = best(strategies)
+    if chosen and baseline and (got := values(chosen, baseline)) and got[0]:
+        test = paired_bootstrap_test(got[0], got[1], resamples=resamples, seed=seed)
+        claims.append({"claim": "best strategy vs the baseline", "model": chosen,
+                       "compared_with": [baseline], "test": test, "kind": "vs_baseline"})  # fmt: skip
+    merge_ids = [m["id"] for m in inputs.plan["models"]
+                 if m.get("merged") and m.get("role") == "merge" and len(m.get("parents") or []) == 2]  # fmt: skip
+    chosen = best(merge_ids)
+    if chosen:
+        parents = list(plan_models[chosen]["parents"])
+        got = values(chosen, *parents)
+        if got and got[0]:
+            test = v.versus_both_parents(*got, resamples=resamples, seed=seed)
+            claims.append({"claim": "best merge vs both parents", "model": chosen,
+                           "compared_with": parents, "test": test, "kind": "vs_parents"})  # fmt: skip
+    for curve in inputs.plan.get("curves") or []:
+        ordered = sorted(curve.get("points") or [], key=lambda point: float(point["t"]))
+        if len(ordered) < 3:
+            continue
+        inner = [p["model"] for p in ordered[1:-1]]
+        chosen = best(inner)
+        got = values(chosen, ordered[0]["model"], ordered[-1]["model"]) if chosen else None
+        if chosen and got and got[0]:
+            test = v.inner_point_test([got[0]], got[1], got[2], resamples=resamples, seed=seed)
+            t = next(float(p["t"]) for p in ordered if p["model"] == chosen)
+            claims.append({"claim": f"best inner point of the curve of {curve.get('merge')}",
+                           "model": chosen, "t": t,
+                           "compared_with": [ordered[0]["model"], ordered[-1]["model"]],
+                           "test": test, "kind": "curve"})  # fmt: skip
+    family = f"confirmed on {confirm_key}"
+    if claims:
+        v.correct_family([c["test"] for c in claims], family=family, correction=correction)
+    for claim in claims:
+        test = claim["test"]
+        claim["selection_score"] = dev_score(claim["model"])
+        if claim["kind"] == "vs_baseline":
+            claim["verdict"] = v.words_vs_baseline(test, str(baseline))
+        elif claim["kind"] == "vs_parents":
+            claim["verdict"] = v.words_vs_parents(test, claim["compared_with"])
+        else:
+            claim["verdict"] = v.words_curve(test, [claim["t"]])
+    return {
+        "benchmark": confirm_key,
+        "n": check["n"],
+        "selected_on": key,
+        "family": family,
+        "claims": claims,
+        "sentence": v.family_sentence(
+            family,
+            "confirmed",
+            len(claims),
+            correction,
+            sum(1 for c in claims if c["test"].get("significant")),
+        ),  # fmt: skip
+    }
+
+
+def paired_bootstrap_test(
+    a: list[float], b: list[float], *, resamples: int, seed: int
+) -> dict[str, Any]:
+    from alloylm.evals.stats import paired_bootstrap
+
+    return paired_bootstrap(a, b, resamples=resamples, seed=seed)
+
+
 # --- everything ---------------------------------------------------------------------------------------
 
 
@@ -748,8 +880,9 @@ def analyse_study(inputs: StudyInputs, *, correction: str | None = None) -> dict
         )
     resamples = int(inputs.eval_settings.get("resamples") or 1000)
     seed = int(inputs.eval_settings.get("seed") or 0)
-    rows = benchmarks(inputs.records)
+    rows = benchmarks(inputs.records, inputs.plan.get("confirm_tasks") or ())
     key = headline_benchmark(rows)
+    confirm_key = headline_benchmark(rows, confirm=True)
     models = score_models(inputs, rows, resamples=resamples, seed=seed)
     merges = analyse_merges(inputs, rows, resamples=resamples, seed=seed)
     curves = analyse_curves(inputs, rows, key, resamples=resamples, seed=seed)
@@ -759,6 +892,21 @@ def analyse_study(inputs: StudyInputs, *, correction: str | None = None) -> dict
     families = apply_verdicts(
         models, merges, curves, strategies, inputs.plan.get("baseline"), correction
     )
+    confirmed = confirm_selection(
+        inputs, rows, key, confirm_key, resamples=resamples, seed=seed, correction=correction
+    )
+    if confirmed and confirmed.get("claims"):
+        families.insert(
+            0,
+            {
+                "family": confirmed["family"],
+                "kind": "confirmed",
+                "size": len(confirmed["claims"]),
+                "correction": correction if len(confirmed["claims"]) > 1 else "none",
+                "significant": sum(1 for c in confirmed["claims"] if c["test"]["significant"]),
+                "sentence": confirmed["sentence"],
+            },
+        )
     notes = list(inputs.notes)
     not_scored = [m["id"] for m in models if not m["evaluated"]]
     if not_scored:
@@ -780,6 +928,8 @@ def analyse_study(inputs: StudyInputs, *, correction: str | None = None) -> dict
         "verdicts": {"alpha": ALPHA, "correction": correction, "families": families},
         "benchmarks": rows,
         "headline": key,
+        "confirm_headline": confirm_key,
+        "confirmed": confirmed,
         "models": models,
         "merges": merges,
         "across": analyse_across(merges, key, seed=seed),

@@ -40,6 +40,8 @@ FAMILIES = {
     "merge": "every merge verdict: each merge against its parents' mean and against both parents",
     "curve": "every interpolation curve: does an inner point beat both ends",
     "strategies": "every pair of strategies of one lineage, merged or not",
+    "confirmed": "the choices made on the selection questions, each tested once on the "
+    "confirmation questions",
 }
 
 

@@ -96,6 +96,10 @@ def print_summary(report_path: Path) -> None:
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
+    confirmed = study.get("confirmed") or {}
+    for claim in confirmed.get("claims") or []:
+        console.print(Text(f"confirmed on {confirmed['benchmark']}: {claim['claim']} "
+                           f"({claim['model']}): {claim['verdict']}"))  # fmt: skip
     for family in (study.get("verdicts") or {}).get("families") or []:
         console.print(Text(family["sentence"]))
     for note in study.get("notes") or []:
