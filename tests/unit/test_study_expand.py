@@ -316,7 +316,10 @@ def test_study_cpu_recipe_validates():
     assert kinds.count("merge") == 4 + 3 and kinds.count("eval") == 1
     evaluation = pipeline.stages["eval"].config
     assert evaluation.protocols == ["cloze"]
-    assert [t.type for t in evaluation.tasks] == ["mcq", "perplexity"]
+    assert [t.type for t in evaluation.tasks] == ["mcq", "perplexity", "mcq", "mcq"]
+    # the confirmation split: the shipped MMLU questions, no choice made on them
+    assert [t.name for t in evaluation.tasks[2:]] == ["mmlu_anatomy", "mmlu_college_biology"]
+    assert pipeline.study.confirm_tasks == ["mmlu_anatomy", "mmlu_college_biology"]
     assert evaluation.tasks[0].limit is None  # all 336 review questions
     assert evaluation.tasks[1].path.endswith("instruct_cpt.output}/heldout.jsonl")
     assert len(evaluation.models) == 9 + 3  # the start model is the partner; 3 curve points
