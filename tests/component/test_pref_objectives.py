@@ -81,3 +81,41 @@ def test_trl_dpo_sigmoid_loss_matches_formula(tiny_llama: Path, tmp_path: Path) 
         losses.dpo_sigmoid_loss(pi_c, pi_r, ref_c, ref_r, beta=0.1), rel=1e-4
     )
     assert abs(loss - math.log(2)) > 1e-4
+
+
+def test_trl_weighted_dpo_losses_are_the_weighted_sum_of_the_formulas(
+    tiny_llama: Path, tmp_path: Path
+) -> None:
+    """dpo.loss_type [sigmoid, hinge] with loss_weights [0.7, 0.3], as the stage passes them."""
+    from datasets import Dataset
+
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.stages import dpo
+    from alloylm.train import _trl, losses
+
+    cfg = dpo.Config(
+        model="x",
+        data=[{"path": "x"}],
+        beta=0.1,
+        loss_type=["sigmoid", "hinge"],
+        loss_weights=[0.7, 0.3],
+    )
+    tokenizer = load_tokenizer(tiny_llama)
+    args = _args(_trl.DPOConfig, tmp_path, beta=cfg.beta, loss_type=cfg.loss_types(),
+                 loss_weights=cfg.loss_weights, max_length=64, precompute_ref_log_probs=True)  # fmt: skip
+    model = load_causal_lm(tiny_llama)
+    trainer = _trl.make_dpo_trainer(model, tokenizer, Dataset.from_list([PAIR]), args)
+    model.train()
+    batch = _one_batch(trainer)
+    ref_c, ref_r = float(batch["ref_chosen_logps"][0]), float(batch["ref_rejected_logps"][0])
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.02 * torch.randn_like(parameter))
+        loss = float(trainer.compute_loss(model, dict(batch)))
+    pi_c = trainer._metrics["train"]["logps/chosen"][-1]
+    pi_r = trainer._metrics["train"]["logps/rejected"][-1]
+    sigmoid = losses.dpo_sigmoid_loss(pi_c, pi_r, ref_c, ref_r, beta=0.1)
+    hinge = losses.dpo_hinge_loss(pi_c, pi_r, ref_c, ref_r, beta=0.1)
+    assert loss == pytest.approx(0.7 * sigmoid + 0.3 * hinge, rel=1e-4)
+    assert abs(loss - sigmoid) > 1e-3 and abs(loss - hinge) > 1e-3  # both terms count

@@ -7,6 +7,8 @@
         - path: ${stages.distill.output}   # or any {prompt, chosen, rejected} JSONL, HH-RLHF transcripts
       beta: 0.05
       train: {max_steps: 40, learning_rate: 5.0e-7}
+      # loss_type: [sigmoid, bco_pair]     # several of TRL's losses, summed with
+      # loss_weights: [0.8, 0.2]           # these weights (MPO-style)
 
 Defaults are the study's (Lu, Luu & Buehler 2024): sigmoid loss, beta 0.05, lr 5e-7, cosine,
 warmup ratio 0.1, one epoch. Pairs are rendered with the model's chat template by the same
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from alloylm.config.strict import StageConfig
 from alloylm.contract import InputSpec, StageContext, StageResult
@@ -54,8 +56,13 @@ class Config(StageConfig):
         gt=0,
         description="strength of the pull to the reference (study: 0.05; 0.01, 0.1 tried)",
     )
-    loss_type: str = Field(
-        "sigmoid", description="a TRL DPO loss: sigmoid, ipo, hinge, robust, ..."
+    loss_type: str | list[str] = Field(
+        "sigmoid",
+        description="a TRL DPO loss (sigmoid, ipo, hinge, robust, ...), or a list of them, "
+        "summed with loss_weights",
+    )
+    loss_weights: list[float] | None = Field(
+        None, description="one weight per loss_type entry (TRL's default: 1 each)"
     )
     label_smoothing: float = Field(
         0.0, ge=0.0, lt=0.5, description="robust / exo_pair: assumed label noise"
@@ -76,13 +83,40 @@ class Config(StageConfig):
 
     @field_validator("loss_type")
     @classmethod
-    def _known_loss(cls, value: str) -> str:
-        if value not in DPO_LOSS_TYPES:
-            raise ValueError(
-                f"unknown DPO loss_type {value!r}{did_you_mean(value, DPO_LOSS_TYPES)}; "
-                f"known: {', '.join(DPO_LOSS_TYPES)}"
-            )
+    def _known_loss(cls, value: str | list[str]) -> str | list[str]:
+        names = [value] if isinstance(value, str) else list(value)
+        if not names:
+            raise ValueError("loss_type is an empty list: name at least one loss, e.g. sigmoid")
+        for name in names:
+            problem = unknown_loss(name, DPO_LOSS_TYPES)
+            if problem:
+                raise ValueError(problem)
+        if len(set(names)) != len(names):
+            raise ValueError(f"loss_type names a loss twice: {names}")
         return value
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> Config:
+        weights = self.loss_weights
+        if weights is not None:
+            if len(weights) != len(self.loss_types()):
+                raise ValueError(
+                    f"loss_weights has {len(weights)} weight(s) for {len(self.loss_types())} "
+                    f"loss_type(s) {self.loss_types()}: give one weight per loss"
+                )
+            if any(w < 0 for w in weights) or not any(w > 0 for w in weights):
+                raise ValueError(f"loss_weights must be >= 0, one at least > 0; got {weights}")
+        return self
+
+    def loss_types(self) -> list[str]:
+        return [self.loss_type] if isinstance(self.loss_type, str) else list(self.loss_type)
+
+
+def unknown_loss(name: str, known: tuple[str, ...]) -> str | None:
+    """Why `name` is not a DPO loss of `known` (with did-you-mean), or None."""
+    if name in known:
+        return None
+    return f"unknown DPO loss_type {name!r}{did_you_mean(name, known)}; known: {', '.join(known)}"
 
 
 def inputs(cfg: Config) -> list[InputSpec]:
@@ -132,6 +166,14 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     from alloylm.train.fit import CHECKPOINTS, TrainingOutput, load_trainable_model
     from alloylm.train.preference_fit import fit_preference, prepare_pairs
 
+    for name in cfg.loss_types():  # the installed TRL's own list, in case it is not 1.16's
+        problem = unknown_loss(name, _trl.dpo_loss_types())
+        if problem:
+            from alloylm.errors import ConfigError
+
+            raise ConfigError(
+                problem, key="loss_type", hint="this TRL's DPOTrainer has no such loss"
+            )
     seed = cfg.train.seed if cfg.train.seed is not None else ctx.seed
     model_dir = ctx.model_path(cfg.model)
     ref_dir = ctx.model_path(cfg.ref_model) if cfg.ref_model else model_dir
@@ -154,7 +196,8 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
         cache_file = ctx.state_dir / REF_CACHE_DIR / f"{key}.safetensors"
     args = _trl.build_training_args(
         cfg.train, output.checkpoint_dir, seed=seed, args_class=_trl.DPOConfig,
-        beta=cfg.beta, loss_type=[cfg.loss_type], label_smoothing=cfg.label_smoothing,
+        beta=cfg.beta, loss_type=cfg.loss_types(), loss_weights=cfg.loss_weights,
+        label_smoothing=cfg.label_smoothing,
         max_length=cfg.train.max_seq_length, precompute_ref_log_probs=cfg.precompute_ref_log_probs,
         dataset_num_proc=None,
     )  # fmt: skip
@@ -180,6 +223,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
             "reference_model": str(ref_dir),
             "loss": {
                 "type": cfg.loss_type,
+                "weights": cfg.loss_weights,
                 "beta": cfg.beta,
                 "label_smoothing": cfg.label_smoothing,
             },
