@@ -139,3 +139,18 @@ def test_mapping_on_a_csv_with_its_own_header_and_a_choices_cell(tmp_path):
     )
     (item,) = load_items(path, {"question": "Stem", "choices": "Options", "answer": "Key"}).items
     assert item.choices == ("silk", "wool", "cotton") and item.gold == "A"
+
+
+def test_a_long_text_splits_into_scoring_units(tmp_path):
+    # issue 23 defect 5: a held-out file that is not JSONL was one document: no interval. Cut at
+    # blank lines into units of >= 10 characters: "aaaa" + "bbbbbb" (10), "cccccccccccc" (12),
+    # and the short tail "dd" joins the last unit
+    from alloylm.evals.loaders import load_documents, split_units
+
+    text = "aaaa\n\nbbbbbb\n\ncccccccccccc\n\n\ndd\n"
+    assert split_units(text, 10) == ["aaaa\n\nbbbbbb", "cccccccccccc\n\ndd"]
+    assert split_units("short", 10) == ["short"]
+    path = tmp_path / "heldout.txt"
+    path.write_text(text)
+    assert load_documents(path) == [text]  # one unit unless asked
+    assert len(load_documents(path, unit_chars=10)) == 2

@@ -322,6 +322,7 @@ def test_study_cpu_recipe_validates():
     assert pipeline.study.confirm_tasks == ["mmlu_anatomy", "mmlu_college_biology"]
     assert evaluation.tasks[0].limit is None  # all 336 review questions
     assert evaluation.tasks[1].path.endswith("instruct_cpt.output}/heldout.jsonl")
+    assert evaluation.tasks[1].unit_chars == 1000  # 32 scoring units of the 8 held-out sections
     assert len(evaluation.models) == 9 + 3  # the start model is the partner; 3 curve points
     (curve,) = pipeline.study.curves
     assert curve["merge"] == "instruct_cpt_sft_dpo_slerp" and len(curve["points"]) == 5

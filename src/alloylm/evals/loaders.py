@@ -285,10 +285,38 @@ def split_inline_options(text: str) -> tuple[str, list[str]]:
     return text[: starts[0].start()].strip(), options
 
 
+def split_units(text: str, min_chars: int) -> list[str]:
+    """`text` cut at blank lines into units of at least `min_chars` characters (paragraphs joined
+    in order; a short tail joins the last unit). More units give perplexity's document bootstrap
+    an interval worth reading; each unit is scored on its own, so context does not cross them."""
+    paragraphs = [part.strip() for part in re.split(r"\n\s*\n", text) if part.strip()]
+    units: list[str] = []
+    current: list[str] = []
+    for paragraph in paragraphs:
+        current.append(paragraph)
+        if sum(len(part) for part in current) >= min_chars:
+            units.append("\n\n".join(current))
+            current = []
+    if current:
+        if units:
+            units[-1] = "\n\n".join([units[-1], *current])
+        else:
+            units.append("\n\n".join(current))
+    return units
+
+
 def load_documents(
-    path: str | Path, *, text_field: str = "text", limit: int | None = None
+    path: str | Path,
+    *,
+    text_field: str = "text",
+    limit: int | None = None,
+    unit_chars: int | None = None,
 ) -> list[str]:
-    """Held-out text for perplexity: a JSONL of documents with a text field, or any text file."""
+    """Held-out text for perplexity: a JSONL of documents with a text field, or any text file.
+
+    With `unit_chars`, every document is cut at blank lines into scoring units of at least that
+    many characters (`split_units`): the bootstrap resamples units, and one long text file is no
+    longer a single unit without an interval."""
     path = Path(path)
     if not path.is_file():
         raise DataError("held-out text file not found", file=str(path))
@@ -308,6 +336,8 @@ def load_documents(
                     hint="set text_field",
                 )
             documents.append(text)
+    if unit_chars:
+        documents = [unit for doc in documents for unit in split_units(doc, unit_chars)]
     documents = [doc for doc in documents if doc.strip()][:limit]
     if not documents:
         raise DataError("no text to measure perplexity on", file=str(path))

@@ -46,6 +46,7 @@ class TaskSpec:
     max_length: int = 512  # perplexity window, tokens
     include_path: str | None = None  # lm_eval:<task>: a folder of the user's lm-eval task YAMLs
     strict: bool = False  # a record the loader would skip is an error instead
+    unit_chars: int | None = None  # perplexity: split documents into units of >= this many chars
 
 
 def default_baseline(models: list[str], baseline: str | None) -> str | None:
@@ -134,18 +135,21 @@ def prepare_task(spec: TaskSpec) -> PreparedTask:
         return prepared
     assert spec.path is not None
     file_hash = sha256_file(spec.path)
-    prepared.content_hash = hash_json(
-        {
-            "file": file_hash,
-            "type": spec.type,
-            "mapping": spec.mapping,
-            "limit": spec.limit,
-            "text_field": spec.text_field,
-            "max_length": spec.max_length,
-        }
-    )
+    identity = {
+        "file": file_hash,
+        "type": spec.type,
+        "mapping": spec.mapping,
+        "limit": spec.limit,
+        "text_field": spec.text_field,
+        "max_length": spec.max_length,
+    }
+    if spec.unit_chars:  # only when set, so that existing scores keep their cache keys
+        identity["unit_chars"] = spec.unit_chars
+    prepared.content_hash = hash_json(identity)
     if spec.type == "perplexity":
-        prepared.documents = load_documents(spec.path, text_field=spec.text_field, limit=spec.limit)
+        prepared.documents = load_documents(
+            spec.path, text_field=spec.text_field, limit=spec.limit, unit_chars=spec.unit_chars
+        )
         return prepared
     if spec.type == "extract":
         from alloylm.evals.extract import load_extract

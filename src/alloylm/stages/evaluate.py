@@ -47,6 +47,12 @@ class TaskConfig(StrictModel):
         None, description="lm_eval:<task> only: a folder of your own lm-eval task YAMLs"
     )
     strict: bool = Field(False, description="an unusable record is an error, not skipped")
+    unit_chars: int | None = Field(
+        None,
+        ge=100,
+        description="perplexity: cut each document at blank lines into scoring units of at least "
+        "this many characters (more units, a readable interval; context does not cross units)",
+    )
 
     @model_validator(mode="after")
     def _path_or_name(self) -> TaskConfig:
@@ -108,6 +114,7 @@ def task_specs(cfg: Config) -> list[Any]:
             "max_length": task.max_length,
             "include_path": task.include_path,
             "strict": task.strict,
+            "unit_chars": task.unit_chars,
         }
         specs.append(
             resolve_task(task.path or task.name or "", name=task.name, type=task.type, **options)
