@@ -93,6 +93,12 @@ PLANS = (
     Plan("serve_load", ("--seconds", "20"), 45, 120,
          "20 s of load + 10 s warm-up + server start (its default is 60 s)",
          ("--clients", "4", "--seconds", "3", "--warmup", "1")),
+    # before calibration: it needs more than the 30-minute budget leaves it (`--only merge_scale`), and disk
+    # (the script skips a size, or the sweep, that would not fit the free space and says so)
+    Plan("merge_scale", ("--mergekit-yaml", str(MERGEKIT)), 1800, 3600,
+         "no recorded run: builds 1B, 3B and 8B random pairs once (50 GB cache), 2 merges a size, "
+         "a 7-schedule sweep at 8B",
+         ("--check", "--mergekit-yaml", "/nonexistent")),
     # error rates, not timings (issue 23): valid on a loaded machine too, so last, and the only
     # one that does not refuse a loaded CPU; run it alone with --only calibration
     Plan("calibration", (), CALIBRATION_ESTIMATE_S, CALIBRATION_TIMEOUT_S, CALIBRATION_BASIS,

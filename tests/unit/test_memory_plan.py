@@ -71,13 +71,22 @@ def test_ddp_replicates_and_zero3_shards_by_hand():
     assert ddp.parts == single.parts  # every rank holds everything
     zero = plan_memory(TINY, stage, Launch("zero3", 2))
     assert zero.parts["weights"] == 2 * P // 2  # bf16 working copy, halved
-    assert zero.parts["gradients"] == 2 * P // 2
+    # bf16 gradient partition, plus DeepSpeed's reduce bucket (all P < 5e8 elements) and the
+    # interleaved copy reduce_scatter_coalesced makes of it
+    assert zero.parts["gradients"] == 2 * P // 2 + 2 * 2 * P
     assert zero.parts["optimizer"] == (8 + 4) * P // 2  # moments + fp32 master weights
-    # the embedding (3145728 parameters) is gathered whole, in bf16
-    assert zero.parts["gathered"] == 2 * 3_145_728
+    # P < stage3_max_live_parameters (1e9): every parameter stays gathered, in bf16
+    assert zero.parts["gathered"] == 2 * P
     # 16-bit residual: 32 x 64 + 6 x 32 + 8 x 128 = 3264 per token and layer
     assert zero.parts["activations"] == 2 * 8 * 3264 + 8 * 64 * 2
-    assert plan_memory(TINY, stage, Launch("fsdp", 2)).parts == zero.parts
+    fsdp = plan_memory(TINY, stage, Launch("fsdp", 2))
+    assert fsdp.parts["gradients"] == 2 * P // 2
+    # one unit computed and one prefetched, or the embedding (3145728 parameters) when larger
+    assert fsdp.parts["gathered"] == 2 * 3_145_728
+    llama = ModelShape.from_config(KNOWN_CONFIGS["meta-llama/Llama-3.1-8B"])
+    big = plan_memory(llama, stage, Launch("zero3", 8))
+    assert big.parts["gathered"] == 2 * 10**9  # capped at stage3_max_live_parameters
+    assert big.parts["gradients"] == 2 * llama.params // 8 + 2 * 2 * 5 * 10**8
 
 
 def test_dpo_reference_lora_and_4bit_by_hand():

@@ -8,8 +8,12 @@ it before anything is loaded. The parts, in bytes per device:
 - weights: fp32 (4 bytes a parameter) in one process or DDP, where bf16 autocast computes over
   fp32 weights (train/config.py); under ZeRO-3 / FSDP with bf16 or fp16 mixed precision the
   engine's working copy is 16-bit (2 bytes) and the fp32 master copy is counted in the optimizer
-  state; sharded over the N processes, plus the parameters gathered for the layers in flight.
-- gradients: as the trainable weights (sharded under ZeRO-3 / FSDP).
+  state; sharded over the N processes.
+- gathered (ZeRO-3 / FSDP): whole parameters held beside the shards. With DeepSpeed's defaults
+  a parameter used again within 1e9 parameters stays gathered, up to 1e9 in all (so a small
+  model stays whole); FSDP holds the unit computed and the one prefetched.
+- gradients: as the trainable weights (sharded under ZeRO-3 / FSDP); ZeRO-3 adds its reduce
+  bucket and the interleaved copy its reduce-scatter makes.
 - optimizer state: AdamW's two fp32 moments (8 bytes a trainable parameter), plus the fp32
   master weights under 16-bit ZeRO-3 / FSDP (4 bytes).
 - activations: what backward keeps of each decoder layer per token (counted tensor by tensor
@@ -36,13 +40,17 @@ from typing import Any, Literal
 
 LaunchKind = Literal["single", "ddp", "zero3", "fsdp"]
 GB = 10**9
-GIB = 1 << 30
 
-# What one process of the training stack holds before any model, on CPU: measured as the peak
-# RSS of `python -c "import torch, transformers, trl, datasets, peft"` plus the tokenizer and
-# data of a short run on this project's machines (tests/integration/test_memory_plan_measured.py
-# keeps the whole estimate within 25 % of measured peaks).
-CPU_RUNTIME_BYTES = 900 * 10**6
+# What one process of the training stack holds before any model, on CPU: the peak RSS of
+# `python -c "import torch, transformers, trl, datasets, peft, accelerate; import
+# alloylm.stages.cpt, alloylm.train._trl"` was 509,268 KB (2026-12-08, torch 2.x CPU wheels).
+CPU_RUNTIME_BYTES = 500 * 10**6
+# DeepSpeed's import on top of that: 577,868 KB with `deepspeed` imported too (same day).
+DS_RUNTIME_BYTES = 70 * 10**6
+# DeepSpeed ZeRO-3 defaults (deepspeed/runtime/zero/config.py: stage3_max_live_parameters,
+# stage3_max_reuse_distance, reduce_bucket_size), kept by the shipped deepspeed_zero3 config.
+DS_MAX_LIVE_PARAMETERS = 10**9
+DS_REDUCE_BUCKET = 5 * 10**8
 # alloylm's chunked loss keeps 2**25 fp32 logits at a time (train/chunked_loss.py), and their
 # gradient block.
 CHUNKED_LOSS_BYTES = 2 * 4 * (1 << 25)
@@ -293,12 +301,21 @@ def plan_memory(model: ModelShape, stage: StageShape, launch: Launch) -> MemoryP
         trainable = p
         weights = p * weight_bytes // n
     plan.parts["weights"] = weights
-    if launch.sharded:
-        # the layers in flight are gathered whole: the one computed and the one prefetched, or
-        # the embedding (and an untied head) when it is larger
-        plan.parts["gathered"] = weight_bytes * max(2 * model.layer_params, model.embedding_params)
     grad_bytes = 4 if stage.lora_r else weight_bytes
     plan.parts["gradients"] = trainable * grad_bytes // n
+    if launch.kind == "zero3":
+        # DeepSpeed's defaults (the shipped config sets none of them): a parameter used again
+        # within stage3_max_reuse_distance (1e9) parameters stays gathered, up to
+        # stage3_max_live_parameters (1e9) in all; and gradients are reduced through a bucket of
+        # reduce_bucket_size (5e8) elements, filled before each reduction, which copies the
+        # bucket once more to interleave the ranks' parts
+        # (runtime/comm/coalesced_collectives.py:reduce_scatter_coalesced, torch.cat)
+        plan.parts["gathered"] = weight_bytes * min(p, DS_MAX_LIVE_PARAMETERS)
+        plan.parts["gradients"] += 2 * grad_bytes * min(trainable, DS_REDUCE_BUCKET)
+    elif launch.kind == "fsdp":
+        # one FSDP unit (a decoder layer) computed and one prefetched, or the embedding (and an
+        # untied head) when it is larger
+        plan.parts["gathered"] = weight_bytes * max(2 * model.layer_params, model.embedding_params)
     master = 4 if sharded_16bit and not stage.lora_r else 0
     plan.parts["optimizer"] = trainable * (8 + master) // n
 
@@ -320,7 +337,9 @@ def plan_memory(model: ModelShape, stage: StageShape, launch: Launch) -> MemoryP
     if stage.kind == "dpo" and stage.reference:
         plan.parts["reference"] = p * weight_bytes // n
     if stage.on_cpu:
-        plan.parts["runtime"] = CPU_RUNTIME_BYTES
+        plan.parts["runtime"] = CPU_RUNTIME_BYTES + (
+            DS_RUNTIME_BYTES if launch.kind == "zero3" else 0
+        )
     return plan
 
 
