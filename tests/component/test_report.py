@@ -315,7 +315,11 @@ def test_cli_prints_the_summary_and_writes_elsewhere(run_dir, tmp_path, capsys):
     assert main(["report", str(run_dir), "-o", str(tmp_path / "out")]) == 0
     printed = capsys.readouterr()
     assert "cpt_sft_slerp" in printed.err and "A vs both parents" in printed.err
+    # the terminal names each family and its correction (issue 23)
+    assert "Family 'vs " in printed.err and "Holm's step-down correction" in printed.err
     assert f"report: {tmp_path / 'out' / 'report.html'}" in printed.out
+    assert main(["report", str(run_dir), "-o", str(tmp_path / "off"), "--correction", "none"]) == 0
+    assert "no multiplicity correction (turned off)" in capsys.readouterr().err
     assert (tmp_path / "out" / "study.json").is_file()
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no study_plan.json" in capsys.readouterr().err

@@ -100,6 +100,9 @@ def print_summary(report_path: Path) -> None:
     for claim in confirmed.get("claims") or []:
         console.print(Text(f"confirmed on {confirmed['benchmark']}: {claim['claim']} "
                            f"({claim['model']}): {claim['verdict']}"))  # fmt: skip
+    for matrix in study.get("strategies") or []:
+        group = f"{matrix['lineage']}{', merged' if matrix['merged'] else ''}"
+        console.print(Text(f"strategies ({group}): {matrix['verdict']}"))
     for family in (study.get("verdicts") or {}).get("families") or []:
         console.print(Text(family["sentence"]))
     for note in study.get("notes") or []:
