@@ -46,6 +46,7 @@ from _common import add_force_argument, begin, results_dir, run_record  # noqa: 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_NAME = "merge_scale.json"
 GB = 10**9
+COMPARE_BLOCK = 1 << 22  # elements widened at a time when comparing outputs
 SHARD = "5GB"
 # mergekit counts shard sizes in parameters: 2.5B bf16 parameters are 5 GB
 MERGEKIT_SHARD = "2500M"
@@ -234,8 +235,8 @@ def measure(command: list[str], output: Path) -> dict:
 
 
 def compare_streaming(ours: Path, theirs: Path, parents: list[Path]) -> dict:
-    """Largest |ours - theirs| in bf16 ulps, one tensor of each output (and of each parent) in
-    memory at a time. The ulp is taken at the magnitude of the inputs and outputs of each
+    """Largest |ours - theirs| in bf16 ulps, one tensor of each output (and of each parent) read
+    at a time, compared in blocks of COMPARE_BLOCK elements. The ulp is taken at the magnitude of the inputs and outputs of each
     element (as benchmarks/merge_speed.py does): a near-zero result after cancellation can
     only be compared at that scale."""
     import torch
@@ -248,18 +249,24 @@ def compare_streaming(ours: Path, theirs: Path, parents: list[Path]) -> dict:
     worst_ulp, worst_name, over_one, total = 0.0, None, 0, 0
     try:
         for name in common:
-            x, y = a.get(name).float(), b.get(name).float()
-            scale = torch.maximum(x.abs(), y.abs())
-            for parent in inputs:
-                scale = torch.maximum(scale, parent.get(name).float().abs())
-            ulp = torch.exp2(torch.floor(torch.log2(scale.clamp_min(2.0**-126))) - 7)
-            in_ulps = (x - y).abs() / ulp
-            tensor_worst = float(in_ulps.max()) if in_ulps.numel() else 0.0
-            if tensor_worst > worst_ulp:
-                worst_ulp, worst_name = tensor_worst, name
-            over_one += int((in_ulps > 1).sum())
-            total += in_ulps.numel()
-            del x, y, scale, ulp, in_ulps
+            # flat views in the stored dtype; widened a block at a time (an 8B model's
+            # embedding is 525M elements: widened whole, its working copies would take 15 GB)
+            flat = [
+                t.reshape(-1) for t in (a.get(name), b.get(name), *(r.get(name) for r in inputs))
+            ]
+            for start in range(0, flat[0].numel(), COMPARE_BLOCK):
+                x, y, *parent_blocks = (t[start : start + COMPARE_BLOCK].float() for t in flat)
+                scale = torch.maximum(x.abs(), y.abs())
+                for block in parent_blocks:
+                    scale = torch.maximum(scale, block.abs())
+                ulp = torch.exp2(torch.floor(torch.log2(scale.clamp_min(2.0**-126))) - 7)
+                in_ulps = (x - y).abs() / ulp
+                block_worst = float(in_ulps.max()) if in_ulps.numel() else 0.0
+                if block_worst > worst_ulp:
+                    worst_ulp, worst_name = block_worst, name
+                over_one += int((in_ulps > 1).sum())
+                total += in_ulps.numel()
+            del flat
     finally:
         for reader in (a, b, *inputs):
             reader.close()

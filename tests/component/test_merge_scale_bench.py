@@ -53,3 +53,25 @@ def test_check_run_builds_sharded_parents_merges_and_cleans_up(tmp_path, monkeyp
     stamp = (parent / "built.json").stat().st_mtime_ns
     assert bench.main(argv) == 0
     assert (parent / "built.json").stat().st_mtime_ns == stamp
+
+
+def test_streaming_comparison_counts_ulps_block_by_block(tmp_path, monkeypatch):
+    import torch
+    from safetensors.torch import save_file
+
+    bench = _module()
+    monkeypatch.setattr(bench, "COMPARE_BLOCK", 4)  # 3 blocks for a tensor of 10
+    folders = {}
+    for name, bump in (("ours", 0), ("theirs", 3), ("parent", 0)):
+        w = torch.ones(10, dtype=torch.bfloat16)
+        w[9] += bump * 2.0**-7  # bf16 numbers near 1 are 2**-7 apart: `bump` ulps
+        folders[name] = tmp_path / name
+        folders[name].mkdir()
+        save_file(
+            {"w": w, "same": torch.ones(3, dtype=torch.bfloat16)},
+            str(folders[name] / "model.safetensors"),
+        )
+    d = bench.compare_streaming(folders["ours"], folders["theirs"], [folders["parent"]])
+    assert d["max_diff_bf16_ulps"] == 3.0 and d["max_diff_tensor"] == "w"
+    assert d["elements_over_one_ulp"] == 1 and d["total_elements"] == 13
+    assert d["common_tensors"] == 2
