@@ -68,13 +68,20 @@ def test_paired_bootstrap_tails_by_hand():
 
 def test_paired_ratio_of_perplexities_by_hand():
     # model a: NLL/token 1.0 and 3.0 on two documents of 10 tokens; b: 10% lower on each.
-    # ppl_a / ppl_b: every resample's log ratio is 0.1 x (a's NLL/token of that resample) > 0,
-    # between 0.1 (both picks the easy document) and 0.3 (both the hard one); overall 0.1 x 2
-    result = paired_ratio_bootstrap([10, 30], [10, 10], [9, 27], [10, 10], resamples=500)
+    # ppl_a / ppl_b: a resample's log ratio is 0.1 x (a's NLL/token of that resample): 0.1, 0.2,
+    # 0.3 with probability 1/4, 1/2, 1/4 (sd sqrt(0.005)); overall 0.2. The t-based interval:
+    # se = sqrt(0.005) x sqrt(2 / 1) = 0.1, t(1 df, 97.5%) = 12.706, p = 2 P(T1 > 2) = 0.2952
+    result = paired_ratio_bootstrap([10, 30], [10, 10], [9, 27], [10, 10], resamples=4000)
     assert result["ratio"] == pytest.approx(np.exp(0.2))
+    assert result["se"] == pytest.approx(0.1, rel=0.03)
     low, high = result["ci95"]
-    assert low == pytest.approx(np.exp(0.1)) and high == pytest.approx(np.exp(0.3))
-    assert result["p_greater"] == 0.0 and result["p_less"] == 1.0  # a's perplexity is higher
+    assert np.log(low) == pytest.approx(0.2 - 1.2706, abs=0.04)
+    assert np.log(high) == pytest.approx(0.2 + 1.2706, abs=0.04)
+    assert result["p"] == pytest.approx(0.2952, abs=0.01)  # two documents: no evidence
+    # every resample the same: a point interval, p = 0
+    same = paired_ratio_bootstrap([10, 30], [10, 10], [5, 25], [10, 10], resamples=100)
+    assert same["ci95"] == [same["ratio"], same["ratio"]] == [pytest.approx(np.exp(0.5))] * 2
+    assert same["p"] == 0.0 and same["p_greater"] == 0.0
     assert result["approximate"] is True and "only 2 documents" in result["ci_note"]
     one = paired_ratio_bootstrap([10], [10], [9], [10])
     assert one["ci95"] == [None, None] and one["p"] == 1.0
