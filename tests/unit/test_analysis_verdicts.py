@@ -213,3 +213,12 @@ def test_the_confirmation_split_chooses_on_dev_and_tests_once_on_confirm(tmp_pat
     s2 = next(m for m in study["models"] if m["id"] == "s2")
     assert "conf/cloze" in s2["scores"] and "conf/cloze" not in s2["vs_baseline"]
     assert study["verdicts"]["families"][0]["family"] == "confirmed on conf/cloze"
+    # the report's first section gives the confirmed verdict, the dev figure marked as selection
+    from alloylm.analysis.plots import all_figures
+    from alloylm.analysis.report import render_html, summary_rows
+
+    html = render_html(study, all_figures(study))
+    assert html.index('id="confirmed"') < html.index('id="verdicts"') < html.index('id="models"')
+    assert "best strategy vs the baseline" in html and "66.7% (selection)" in html
+    assert "Family &#39;confirmed on conf/cloze&#39;" in html
+    assert summary_rows(study)[0][4] == "dev/cloze [95% CI] (selection)"
