@@ -3,6 +3,7 @@
     python benchmarks/run_all.py                # all of them, <= 30 min on 2 idle cores
     python benchmarks/run_all.py --only merge_speed eval_speed
     python benchmarks/run_all.py --check        # tiny sizes into a scratch folder: plumbing only
+    python benchmarks/run_all.py --only calibration   # error rates of every verdict, not timings
 
 Each benchmark runs in its own process with the size below, chosen to fit the budget; the
 estimates are upper bounds above each script's time in the first idle `make bench` (below). Before each one the
@@ -38,7 +39,7 @@ MERGEKIT = REPO / ".ci-venvs" / "mergekit" / "bin" / "mergekit-yaml"  # .ci/side
 LM_EVAL = Path(sys.executable).parent / "lm_eval"  # the `lm-eval` extra, in the project's venv
 
 
-CALIBRATION_ESTIMATE_S = 1800
+CALIBRATION_ESTIMATE_S = 1500  # fits the default budget when run alone (--only calibration)
 CALIBRATION_TIMEOUT_S = 3600
 CALIBRATION_BASIS = (
     "not measured idle: on 2026-12-08 at a load of 8-13 on 2 cores the cases took 998 s "
