@@ -205,6 +205,7 @@ def run(ctx: StageContext, cfg: Config) -> StageResult:
     metrics, trainer, diagnostics = fit_preference(
         output, make_trainer=_trl.make_dpo_trainer, model=load_trainable_model(model_dir, cfg.train, seed),
         tokenizer=tokenizer, args=args, rows=rows, train=cfg.train, description="DPO",
+        reference_beta=cfg.beta,
         ref_model=ref_model, ref_cache_file=cache_file,
     )  # fmt: skip
     metrics["ref_log_probs"] = (

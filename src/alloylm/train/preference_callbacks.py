@@ -7,7 +7,15 @@ and warn about two known failure modes:
 
 - both log-probs fall fast together: the policy pushes chosen *and* rejected down, only the
   rejected faster (the margin still grows, the model gets worse at the chosen replies too;
-  "likelihood displacement", Razin et al. 2024, https://arxiv.org/abs/2410.08847);
+  "likelihood displacement", Razin et al. 2024, https://arxiv.org/abs/2410.08847). With a
+  reference model (DPO) this is measured on each step's own pairs: TRL's implicit rewards are
+  beta * (policy - reference) log-probs of the same pairs, so the reference's log-prob is
+  logp - reward / beta. Comparing log-probs *between* logging steps compares different pairs:
+  with the quickstart's DPO settings (batches of two pairs) on the embedded model, the summed
+  log-probs moved by -50 % to +78 % between logging steps 3 apart, while on each step's own pairs
+  the policy stayed within 3.3 % of the reference (16 steps, 2026-12-08); the shipped recipes'
+  warning at DPO step 11 (issue 24) was this between-batch comparison. Without a reference
+  (ORPO) the between-steps check remains;
 - the loss collapses to ~0: the pairs are trivially separable or the policy has run far from
   the reference (raise beta, lower the learning rate, check the data).
 
@@ -30,6 +38,8 @@ LOG_KEYS = {
     "rewards/accuracies": "reward_accuracy",
     "logps/chosen": "logp_chosen",
     "logps/rejected": "logp_rejected",
+    "rewards/chosen": "reward_chosen",
+    "rewards/rejected": "reward_rejected",
 }
 DEFAULT_WINDOW = 3  # logging steps over which a fall is measured
 DEFAULT_FALL = 0.2  # relative drop of both log-probs over the window that counts as "fast"
@@ -63,6 +73,21 @@ def both_logps_falling(
     return dropped("logp_chosen") and dropped("logp_rejected")
 
 
+def below_reference(row: dict[str, float], beta: float, fall: float = DEFAULT_FALL) -> bool:
+    """True when, on this step's pairs, the policy's chosen and rejected log-probs are both more
+    than `fall` (relative) below the reference's (reference = logp - reward / beta)."""
+    keys = ("logp_chosen", "logp_rejected", "reward_chosen", "reward_rejected")
+    if beta <= 0 or not all(k in row for k in keys):
+        return False
+
+    def dropped(side: str) -> bool:
+        policy = row[f"logp_{side}"]
+        reference = policy - row[f"reward_{side}"] / beta
+        return policy < reference - fall * max(abs(reference), 1e-6)
+
+    return dropped("chosen") and dropped("rejected")
+
+
 def loss_collapsed(history: list[dict[str, float]], threshold: float = DEFAULT_COLLAPSE) -> bool:
     """True when the latest logged loss is finite and below `threshold`."""
     losses = [r["loss"] for r in history if "loss" in r]
@@ -76,6 +101,9 @@ class PreferenceDiagnostics:
     window: int = DEFAULT_WINDOW
     fall: float = DEFAULT_FALL
     collapse: float = DEFAULT_COLLAPSE
+    # DPO's beta: log-probs are then compared with the reference's on the same pairs (from TRL's
+    # rewards); None (ORPO, no reference): between logging steps, over `window`
+    beta: float | None = None
     history: list[dict[str, float]] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
@@ -84,14 +112,28 @@ class PreferenceDiagnostics:
         self.history.append(row)
         new: list[str] = []
         step = int(row["step"])
-        if both_logps_falling(self.history, self.window, self.fall) and not self._warned(
+        if self.beta is not None:
+            if below_reference(row, self.beta, self.fall) and not self._warned("log-probs"):
+                reference = {
+                    side: row[f"logp_{side}"] - row[f"reward_{side}"] / self.beta
+                    for side in ("chosen", "rejected")
+                }
+                new.append(
+                    f"step {step}: chosen and rejected log-probs are both more than {self.fall:.0%} "
+                    f"below the reference's on the same pairs (chosen {row['logp_chosen']:.2f} vs "
+                    f"{reference['chosen']:.2f}, rejected {row['logp_rejected']:.2f} vs "
+                    f"{reference['rejected']:.2f}); the model is unlearning the chosen replies too: "
+                    "lower the learning rate or raise beta"
+                )
+        elif both_logps_falling(self.history, self.window, self.fall) and not self._warned(
             "log-probs"
         ):
             new.append(
                 f"step {step}: chosen and rejected log-probs both fell by more than {self.fall:.0%} over "
                 f"{self.window} logging steps (chosen {row.get('logp_chosen', float('nan')):.2f}, "
                 f"rejected {row.get('logp_rejected', float('nan')):.2f}); the model is unlearning the "
-                "chosen replies too: lower the learning rate or raise beta"
+                "chosen replies too: lower the learning rate or raise beta (these are different "
+                "batches: with small batches, long replies alone can do this)"
             )
         if loss_collapsed(self.history, self.collapse) and not self._warned("loss collapsed"):
             new.append(

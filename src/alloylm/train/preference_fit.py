@@ -112,17 +112,19 @@ def fit_preference(
     rows: list[dict[str, str]],
     train: TrainConfig,
     description: str,
+    reference_beta: float | None = None,
     **trainer_kwargs: Any,
 ) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """Train `model` on `rows` with the trainer `make_trainer` builds; save; return
-    (metrics, trainer, diagnostics summary)."""
+    (metrics, trainer, diagnostics summary). `reference_beta`: DPO's beta, so that the
+    diagnostics compare the policy with the reference on the same pairs."""
     from datasets import Dataset
 
     from alloylm.train._trl import save_trained_model, train_resumable
     from alloylm.train.lora import trainable_parameter_count
     from alloylm.train.preference_callbacks import PreferenceCallback, PreferenceDiagnostics
 
-    diagnostics = PreferenceDiagnostics()
+    diagnostics = PreferenceDiagnostics(beta=reference_beta)
     callback = PreferenceCallback(
         output.progress, output.log, diagnostics, f"{output.name} ({description})"
     )
