@@ -30,6 +30,7 @@ from alloylm.train.checkpoints import (
 from alloylm.train.config import LoraConfig, TrainConfig
 from alloylm.train.lora import has_frozen_base_cast, is_peft_model
 from alloylm.train.qlora import merge_adapter_into_full_precision
+from alloylm.train.token_count import count_trained_tokens
 
 __all__ = [
     "LeanSFTTrainer",
@@ -325,6 +326,7 @@ def train_resumable(trainer: Any, checkpoint_dir: str | Path) -> dict[str, Any]:
     if checkpoint is not None:
         _log(trainer, f"resuming from {checkpoint.name} (step {checkpoint_step(checkpoint)})")
     trainer.add_callback(NoCheckpointAtTheEnd)  # after DefaultFlowCallback, which it overrides
+    count_trained_tokens(trainer)  # every stage kind's tokens_trained counted alike
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     seconds = time.perf_counter() - started
