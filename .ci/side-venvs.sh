@@ -8,7 +8,11 @@
 #   alongside our torch / transformers / trl (checked below: nothing of ours changes version), so
 #   tests/integration/test_eval_lm_eval_end_to_end.py imports it directly; the `tracking` extra
 #   (tensorboard, mlflow-skinny) the same way, for tests/component/test_tracking.py.
-# Re-running is cheap: an existing mergekit venv is kept.
+# - llama-cpp-python with its server extra, built from the PyPI sdist (cmake and a C++ compiler,
+#   which .ci/run installs from Debian when missing), in a venv of its own (.ci-venvs/llamacpp):
+#   tests/component/test_gguf_llama_cpp.py opens our GGUF exports with it (LLAMA_CPP_PYTHON) and
+#   the slow tier serves them as an OpenAI-compatible teacher and judge.
+# Re-running is cheap: an existing venv is kept.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -40,6 +44,16 @@ if [ ! -x "$tf4/bin/python" ] || ! "$tf4/bin/python" -c "import torch, transform
   "$tf4/bin/pip" install --quiet "${TF4_SPEC:-transformers<5}" tokenizers jinja2
 fi
 echo "side-venvs: transformers $("$tf4/bin/python" -c 'import transformers; print(transformers.__version__)') in $tf4 ($((SECONDS - started)) s)"
+
+started=$SECONDS
+llamacpp="$SIDE/llamacpp"
+if ! "$llamacpp/bin/python" -c "import llama_cpp, llama_cpp.server" 2>/dev/null; then
+  rm -rf "$llamacpp"
+  "$PYTHON" -m venv "$llamacpp"
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+    "$llamacpp/bin/pip" install --quiet --no-binary llama-cpp-python "${LLAMA_CPP_SPEC:-llama-cpp-python[server]==0.3.36}"
+fi
+echo "side-venvs: llama-cpp-python $("$llamacpp/bin/python" -c 'import llama_cpp; print(llama_cpp.__version__)') in $llamacpp ($((SECONDS - started)) s)"
 
 started=$SECONDS
 ours() { "$VENV/bin/pip" list --format=freeze 2>/dev/null | grep -iE '^(torch|transformers|trl|peft|accelerate|datasets)=='; }

@@ -4,6 +4,11 @@ answers), and head-of-line blocking (a 1-token request alone vs behind a long on
 
     python benchmarks/serve_speed.py [--model embedded:smollm2-135m-instruct] [--max-tokens 128] [--threads N]
     python benchmarks/serve_speed.py --check     # tiny:llama, a few tokens, nothing written
+    python benchmarks/serve_speed.py --llama-cpp [--gguf-dtype f16]   # + llama.cpp's server as a peer
+
+With --llama-cpp the same measurements run against llama-cpp-python's OpenAI-compatible server
+(from the side venv .ci/side-venvs.sh builds; LLAMA_CPP_PYTHON) on the same model exported to
+GGUF by alloylm, with as many threads; the table then shows both servers and their ratio.
 
 Prints a table and writes benchmarks/results/serve_speed.json (not with --check). Run it on an
 idle machine: the load average is recorded with the numbers, and numbers from a loaded machine
@@ -126,6 +131,87 @@ def head_of_line(client: openai.OpenAI, model: str, long_tokens: int) -> dict[st
     return {"short_alone_s": round(alone, 3), "short_behind_long_s": round(behind, 3)}
 
 
+def start_llama_cpp_server(gguf: Path, threads: int) -> tuple[Any, str]:
+    """llama-cpp-python's server (`python -m llama_cpp.server`) on a free loopback port."""
+    import json
+    import socket
+    import subprocess
+    import urllib.request
+
+    python = os.environ.get(
+        "LLAMA_CPP_PYTHON", str(ROOT / ".ci-venvs" / "llamacpp" / "bin" / "python")
+    )
+    if not Path(python).exists():
+        raise SystemExit(
+            f"llama-cpp-python not found at {python}: run .ci/side-venvs.sh or set LLAMA_CPP_PYTHON"
+        )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen(
+        [
+            python,
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(gguf),
+            "--model_alias",
+            "m",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--n_threads",
+            str(threads),
+            "--n_ctx",
+            "2048",
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}/v1"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(
+                f"llama.cpp's server stopped: {process.stderr.read().decode()[-2000:]}"
+            )
+        try:
+            with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
+                json.loads(response.read())
+                return process, url
+        except OSError:
+            time.sleep(0.5)
+    process.kill()
+    raise SystemExit("llama.cpp's server did not answer within 120 s")
+
+
+def measure(client: openai.OpenAI, max_tokens: int) -> dict[str, Any]:
+    stream_one(client, "m", QUESTIONS[0], 4)  # warm-up, not timed
+    return {
+        "one": concurrent(client, "m", 1, max_tokens),
+        "eight": concurrent(client, "m", 8, max_tokens),
+    }
+
+
+def llama_cpp_peer(folder: Path, dtype: str, threads: int, max_tokens: int) -> dict[str, Any]:
+    """The same time-to-first-token and tokens/s, 1 and 8 clients, from llama.cpp's server."""
+    import tempfile
+
+    from alloylm.models.export_gguf import export_gguf
+
+    with tempfile.TemporaryDirectory() as scratch:
+        gguf = Path(scratch) / f"model-{dtype}.gguf"
+        export_gguf(folder, gguf, dtype=dtype)
+        process, url = start_llama_cpp_server(gguf, threads)
+        try:
+            client = openai.OpenAI(base_url=url, api_key="none", timeout=600)
+            return {"gguf_dtype": dtype, "threads": threads, **measure(client, max_tokens)}
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -137,14 +223,17 @@ def main() -> None:
     parser.add_argument(
         "--check", action="store_true", help="tiny:llama, 4 tokens: the script works; no file"
     )
+    parser.add_argument(
+        "--llama-cpp", action="store_true", help="also measure llama.cpp's server on a GGUF export"
+    )
+    parser.add_argument("--gguf-dtype", default="f16", help="the export's dtype for --llama-cpp")
     add_force_argument(parser)
     args = parser.parse_args()
     if args.check:
         args.model, args.max_tokens, args.long_tokens = "tiny:llama", 4, 8
     run = begin("serve_speed", force=args.force or args.check)  # --check measures nothing
-    server, _ = start_server(
-        resolve_model(args.model), model_name="m", max_batch=8, threads=args.threads
-    )
+    folder = resolve_model(args.model)
+    server, _ = start_server(folder, model_name="m", max_batch=8, threads=args.threads)
     client = openai.OpenAI(
         base_url=f"http://127.0.0.1:{server.server_address[1]}/v1", api_key="none", timeout=600
     )
@@ -163,6 +252,12 @@ def main() -> None:
         server.server_close()
     same = sequential == eight["texts"]
     rows = [one, eight]
+    peer = None
+    if args.llama_cpp:
+        import torch
+
+        threads = args.threads or torch.get_num_threads()
+        peer = llama_cpp_peer(folder, args.gguf_dtype, threads, args.max_tokens)
     print(f"alloy serve speed: {args.model}, greedy, max_tokens={args.max_tokens}, streamed")
     print(
         f"{'clients':>7} {'TTFT med s':>10} {'TTFT max s':>10} {'tok/s/client':>12} {'tok/s all':>9}"
@@ -181,10 +276,24 @@ def main() -> None:
         f"1-token request: alone {blocking['short_alone_s']:.3f} s, behind a "
         f"{args.long_tokens}-token one {blocking['short_behind_long_s']:.3f} s"
     )
+    if peer is not None:
+        print(
+            f"llama.cpp server ({peer['gguf_dtype']} GGUF, {peer['threads']} threads) vs alloy serve:"
+        )
+        for ours, theirs in ((one, peer["one"]), (eight, peer["eight"])):
+            ratio = theirs["aggregate_tokens_per_s"] / max(ours["aggregate_tokens_per_s"], 1e-9)
+            print(
+                f"{theirs['clients']:>7} clients: TTFT med {theirs['ttft_median_s']:.3f} s "
+                f"(ours {ours['ttft_median_s']:.3f}), tok/s all {theirs['aggregate_tokens_per_s']:.2f} "
+                f"(ours {ours['aggregate_tokens_per_s']:.2f}, llama.cpp/ours {ratio:.2f}x)"
+            )
     if args.check:
         return
     for row in rows:
         row.pop("texts")
+    if peer is not None:
+        for row in (peer["one"], peer["eight"]):
+            row.pop("texts")
     atomic_write_json(
         results_dir() / "serve_speed.json",
         {
@@ -203,6 +312,7 @@ def main() -> None:
             "concurrent_speedup": round(sequential_s / eight["wall_s"], 2),
             "same_answers": same,
             "head_of_line": blocking,
+            "llama_cpp": peer,
             "run": run_record(run),  # date, load at start and end, CPU (benchmarks/_common.py)
         },
     )
