@@ -38,6 +38,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
 
 
 def start_llama_cpp_server(gguf: Path, alias: str) -> tuple[subprocess.Popen, str]:
+    """The server on a free loopback port; its log goes to a file beside the model (a pipe
+    would fill up with llama.cpp's load log and stop the server before it listens)."""
     if not Path(LLAMA_CPP_PYTHON).exists():
         message = f"llama-cpp-python's venv not found at {LLAMA_CPP_PYTHON} (run .ci/side-venvs.sh)"
         if REQUIRED:
@@ -50,13 +52,14 @@ def start_llama_cpp_server(gguf: Path, alias: str) -> tuple[subprocess.Popen, st
         [LLAMA_CPP_PYTHON, "-m", "llama_cpp.server", "--model", str(gguf), "--model_alias", alias,
          "--host", "127.0.0.1", "--port", str(port), "--n_ctx", "4096", "--n_threads", "2"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=(gguf.parent / "llama-server.log").open("wb"),
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}/v1"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            pytest.fail(f"llama.cpp's server stopped: {process.stderr.read().decode()[-3000:]}")
+            log = (gguf.parent / "llama-server.log").read_text(errors="replace")
+            pytest.fail(f"llama.cpp's server stopped: {log[-3000:]}")
         try:
             with urllib.request.urlopen(f"{url}/models", timeout=2) as response:
                 models = json.loads(response.read())
