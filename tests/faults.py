@@ -188,6 +188,8 @@ def stage_configs(data: dict[str, str], teacher_url: str | None, steps: int = 3)
                 "max_prompt_length": 48, "train": _train(steps, max_seq_length=80)},
         "orpo": {"kind": "orpo", "model": "tiny:llama", "data": [{"path": data["pref"]}],
                  "max_prompt_length": 48, "train": _train(steps, max_seq_length=80)},
+        "simpo": {"kind": "simpo", "model": "tiny:llama", "data": [{"path": data["pref"]}],
+                  "max_prompt_length": 48, "train": _train(steps, max_seq_length=80)},
         "merge": {"kind": "merge", "method": "slerp", "base_model": "tiny:llama",
                   "models": ["tiny:llama:1"], "parameters": {"t": 0.3}},
         "eval": {"kind": "eval", "models": ["tiny:llama", "${stages.merge.output}"],
@@ -419,12 +421,13 @@ class Trial:
 # --------------------------------------------------------------------------- one trial
 # Seconds a kill may wait once the stage's build has begun (about its length on tiny:llama).
 KILL_WINDOW_S = {
-    "cpt": 6.0, "sft": 6.0, "dpo": 6.0, "orpo": 6.0, "merge": 0.4, "eval": 2.0, "distill": 2.0,
+    "cpt": 6.0, "sft": 6.0, "dpo": 6.0, "orpo": 6.0, "simpo": 6.0, "merge": 0.4, "eval": 2.0,
+    "distill": 2.0,
 }  # fmt: skip
 # A killed rebuild must land inside the build. A tiny merge builds in ~0.2 s on an idle CPU and
 # its process lives ~0.5 s after the commit, so a late kill still finds it alive (seen in CI).
 REBUILD_KILL_WINDOW_S = {"cpt": 3.0, "merge": 0.05, "eval": 1.0, "distill": 1.0}
-TRAINING = ("cpt", "sft", "dpo", "orpo")
+TRAINING = ("cpt", "sft", "dpo", "orpo", "simpo")
 
 
 def pipeline_for(kind: str, data: dict[str, str], teacher_url: str | None, **changes) -> dict:

@@ -118,6 +118,7 @@ RELATION_OF_KIND = {
     "sft": "finetune",
     "dpo": "finetune",
     "orpo": "finetune",
+    "simpo": "finetune",
     "merge": "merge",
     "export": "quantized",
 }

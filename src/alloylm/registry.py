@@ -70,6 +70,10 @@ STAGE_KINDS = Registry(
         ),
         "dpo": Entry("alloylm.stages.dpo", "direct preference optimisation (TRL DPOTrainer)"),
         "orpo": Entry("alloylm.stages.orpo", "odds-ratio preference optimisation, reference-free"),
+        "simpo": Entry(
+            "alloylm.stages.simpo",
+            "SimPO or CPO preference optimisation, reference-free (TRL CPOTrainer)",
+        ),
         "merge": Entry(
             "alloylm.stages.merge", "merge models (SLERP, linear, TIES, DARE, ...) incl. sweeps"
         ),

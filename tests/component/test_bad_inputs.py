@@ -295,6 +295,8 @@ CASES = [
     Case("yaml-merge-unknown-method", lambda f: pipeline_yaml(f, stage(f"    kind: merge\n    method: slurp\n    base_model: {TINY}\n    models: [tiny:llama:1]\n")), ("slurp", "did you mean")),
     Case("yaml-dpo-unknown-loss", lambda f: pipeline_yaml(f, dpo_on("x.jsonl").replace("    data:", "    loss_type: sigmund\n    data:")), ("loss_type",)),
     Case("yaml-dpo-unknown-loss-in-list", lambda f: pipeline_yaml(f, dpo_on("x.jsonl").replace("    data:", "    loss_type: [sigmoid, hinj]\n    data:")), ("loss_type", "did you mean 'hinge'")),
+    Case("yaml-simpo-unknown-loss", lambda f: pipeline_yaml(f, dpo_on("x.jsonl").replace("kind: dpo", "kind: simpo").replace("    data:", "    loss: simpoo\n    data:")), ("stages.s.loss", "simpo")),
+    Case("yaml-simpo-negative-gamma", lambda f: pipeline_yaml(f, dpo_on("x.jsonl").replace("kind: dpo", "kind: simpo").replace("    data:", "    gamma: -1\n    data:")), ("gamma",)),
     Case("yaml-dpo-loss-weights-count", lambda f: pipeline_yaml(f, dpo_on("x.jsonl").replace("    data:", "    loss_type: [sigmoid, ipo]\n    loss_weights: [1.0]\n    data:")), ("loss_weights", "one weight per loss")),
     Case("override-without-equals", lambda f: pipeline_yaml(f, cpt_on("x.jsonl")) + ["run.seed"], ("run.seed", "KEY=VALUE")),
     Case("override-unknown-key", lambda f: pipeline_yaml(f, cpt_on("x.jsonl")) + ["stages.s.train.nope=1"], ("nope",)),

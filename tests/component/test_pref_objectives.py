@@ -119,3 +119,35 @@ def test_trl_weighted_dpo_losses_are_the_weighted_sum_of_the_formulas(
     hinge = losses.dpo_hinge_loss(pi_c, pi_r, ref_c, ref_r, beta=0.1)
     assert loss == pytest.approx(0.7 * sigmoid + 0.3 * hinge, rel=1e-4)
     assert abs(loss - sigmoid) > 1e-3 and abs(loss - hinge) > 1e-3  # both terms count
+
+
+@pytest.mark.parametrize("loss", ["simpo", "cpo"])
+def test_trl_simpo_and_cpo_losses_match_the_formulas(
+    loss: str, tiny_llama: Path, tmp_path: Path
+) -> None:
+    """The simpo stage's TRL arguments (trl_loss_arguments) give the paper's losses on one pair."""
+    from datasets import Dataset
+
+    from alloylm.models.loading import load_causal_lm, load_tokenizer
+    from alloylm.stages import simpo
+    from alloylm.train import _trl_cpo, losses
+
+    cfg = simpo.Config(
+        model="x", data=[{"path": "x"}], loss=loss, beta=2.0, gamma=0.5, cpo_alpha=0.7
+    )
+    tokenizer = load_tokenizer(tiny_llama)
+    args = _args(_trl_cpo.CPOConfig, tmp_path, beta=cfg.beta, max_length=64,
+                 include_num_input_tokens_seen="no", **simpo.trl_loss_arguments(cfg))  # fmt: skip
+    trainer = _trl_cpo.make_cpo_trainer(
+        load_causal_lm(tiny_llama), tokenizer, Dataset.from_list([PAIR]), args
+    )
+    with torch.no_grad():
+        value, metrics = trainer.get_batch_loss_metrics(trainer.model, _one_batch(trainer))
+    c, r = metrics["logps/chosen"], metrics["logps/rejected"]
+    if loss == "simpo":  # mean token log-probs (TRL averages them for simpo), no NLL term
+        assert c > -20 and metrics["nll_loss"] == 0.0
+        expected = losses.simpo_loss(c, r, beta=2.0, gamma=0.5)
+    else:  # summed log-probs, plus 0.7 x the chosen reply's NLL
+        assert c < -20 and metrics["nll_loss"] > 0
+        expected = losses.cpo_loss(metrics["nll_loss"], c, r, beta=2.0, alpha=0.7)
+    assert float(value) == pytest.approx(expected, rel=1e-5)

@@ -100,6 +100,26 @@ def test_orpo_stage_trains_and_margin_rises(tiny_llama: Path, tmp_path: Path) ->
     assert _changed_tensors(tiny_llama, ctx.work_dir) > 0
 
 
+def test_simpo_stage_trains_and_margin_rises(tiny_llama: Path, tmp_path: Path) -> None:
+    from alloylm.stages import simpo
+
+    data = _write_pairs(tmp_path / "pairs.jsonl")
+    cfg = simpo.Config(model=str(tiny_llama), data=[{"path": str(data)}], train=TRAIN)
+    ctx = _ctx(tmp_path, "simpo")
+    result = simpo.run(ctx, cfg)
+    metrics = result.metrics
+    assert metrics["steps"] == 4 and metrics["loss_finite"]
+    assert metrics["reward_margin_last"] > metrics["reward_margin_first"]
+    assert _changed_tensors(tiny_llama, ctx.work_dir) > 0
+    assert result.details["loss"] == {
+        "type": "simpo",
+        "beta": 2.0,
+        "loss_type": "simpo",
+        "simpo_gamma": 1.0,
+        "cpo_alpha": 0.0,
+    }
+
+
 def test_dpo_config_errors() -> None:
     from pydantic import ValidationError
 

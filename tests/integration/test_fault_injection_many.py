@@ -1,4 +1,4 @@
-"""kill -9 at seeded random moments inside every stage kind: 42 trials plus killed rebuilds.
+"""kill -9 at seeded random moments inside every stage kind: 48 trials plus killed rebuilds.
 
 Each trial starts a real `alloy run` (tiny:llama, 3 steps, short rows), kills it with SIGKILL a
 random delay after the stage's build began (random.Random(f"{kind}-{seed}"): a failure
@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 from tests import faults
 
-KINDS = ["cpt", "sft", "dpo", "orpo", "merge", "eval", "distill"]
-SEEDS = range(6)  # 7 kinds x 6 = 42 trials
+KINDS = ["cpt", "sft", "dpo", "orpo", "simpo", "merge", "eval", "distill"]
+SEEDS = range(6)  # 8 kinds x 6 = 48 trials
 
 pytestmark = [pytest.mark.slow]
 

@@ -76,3 +76,20 @@ def test_log1mexp_stable_near_zero_and_far() -> None:
     assert losses.log1mexp(-1e-10) == pytest.approx(math.log(1e-10), rel=1e-6)
     assert losses.log1mexp(-50.0) == pytest.approx(-math.exp(-50.0), rel=1e-6)
     assert losses.log_sigmoid(-1000.0) == pytest.approx(-1000.0)
+
+
+def test_simpo_hand_computed() -> None:
+    # beta * (mean c - mean r) - gamma = 2 * (-1 - (-2)) - 1 = 1; -ln sigmoid(1) = ln(1 + e^-1)
+    assert losses.simpo_loss(-1.0, -2.0, beta=2.0, gamma=1.0) == pytest.approx(0.3132617, abs=1e-7)
+    # gamma = beta * difference: the margin is exactly met, loss ln 2
+    assert losses.simpo_loss(-1.0, -1.5, beta=2.0, gamma=1.0) == pytest.approx(math.log(2))
+
+
+def test_cpo_hand_computed() -> None:
+    # beta * (c - r) = 0.1 * 2 = 0.2: -ln sigmoid(0.2) = 0.5981389; + alpha * NLL = 1.0 * 2.0
+    assert losses.cpo_loss(2.0, -10.0, -12.0, beta=0.1, alpha=1.0) == pytest.approx(
+        2.5981389, abs=1e-6
+    )
+    assert losses.cpo_loss(2.0, -10.0, -12.0, beta=0.1, alpha=0.0) == pytest.approx(
+        0.5981389, abs=1e-6
+    )

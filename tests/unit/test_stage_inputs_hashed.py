@@ -47,6 +47,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "data": [{"path": "FILE:pairs.jsonl"}],
     },
     "orpo": {"model": "MODEL:policy", "data": [{"path": "FILE:pairs.jsonl"}]},
+    "simpo": {"model": "MODEL:policy", "data": [{"path": "FILE:pairs.jsonl"}]},
     "converse": {"script_file": "FILE:script.yaml", "models": ["MODEL:talker"]},
     "merge": {
         "method": "task_arithmetic",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-TRAINING_KINDS = ("cpt", "sft", "dpo", "orpo")
+TRAINING_KINDS = ("cpt", "sft", "dpo", "orpo", "simpo")
 STAGE_REF_PREFIX = "${stages."
 
 
@@ -203,7 +203,7 @@ def batch_warning(row: StageRow, launch) -> str | None:
     if row.intended is None or row.intended == row.effective:
         return None
     per_process = row.effective // launch.processes  # rows per optimizer step and process
-    unit = "pairs" if row.kind in ("dpo", "orpo") else "rows"
+    unit = "pairs" if row.kind in ("dpo", "orpo", "simpo") else "rows"
     fixes = []
     processes = row.intended / per_process
     if processes == int(processes):

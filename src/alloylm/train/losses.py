@@ -117,6 +117,22 @@ def orpo_loss(nll_chosen: Number, mean_logp_c: Number, mean_logp_r: Number, beta
     return nll_chosen + beta * orpo_odds_ratio_loss(mean_logp_c, mean_logp_r)
 
 
+def simpo_loss(mean_logp_c: Number, mean_logp_r: Number, beta: float, gamma: float) -> Number:
+    """SimPO: -log sigmoid(beta * (mean log-prob chosen - mean log-prob rejected) - gamma), the
+    length-normalised log-likelihood as reward and a target margin gamma (Meng, Xia & Chen 2024,
+    eq. 6, https://arxiv.org/abs/2405.14734)."""
+    return -log_sigmoid(beta * (mean_logp_c - mean_logp_r) - gamma)
+
+
+def cpo_loss(
+    nll_chosen: Number, logp_c: Number, logp_r: Number, beta: float, alpha: float
+) -> Number:
+    """CPO: -log sigmoid(beta * (log-prob chosen - log-prob rejected)) + alpha * NLL of the chosen
+    reply (summed log-probs, no reference; Xu et al. 2024, eq. 3 and 6,
+    https://arxiv.org/abs/2401.08417)."""
+    return -log_sigmoid(beta * (logp_c - logp_r)) + alpha * nll_chosen
+
+
 def mean(values: Number) -> float:
     """Mean of a tensor or a sequence of floats, as a float."""
     if _is_tensor(values):

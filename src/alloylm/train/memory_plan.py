@@ -223,7 +223,7 @@ class StageShape:
 
     @property
     def preference(self) -> bool:
-        return self.kind in ("dpo", "orpo")
+        return self.kind in ("dpo", "orpo", "simpo")
 
     @property
     def rows(self) -> int:
