@@ -70,6 +70,10 @@ def stream_one(client: openai.OpenAI, model: str, question: str, max_tokens: int
             parts.append(chunk.choices[0].delta.content)
         if chunk.usage is not None:
             tokens = chunk.usage.completion_tokens
+    if not tokens:
+        # llama-cpp-python's server ignores stream_options.include_usage (no usage chunk); it
+        # streams one token per chunk, so the content chunks count the tokens
+        tokens = len(parts)
     total = time.perf_counter() - started
     return {"ttft_s": first or total, "seconds": total, "tokens": tokens, "text": "".join(parts)}
 
