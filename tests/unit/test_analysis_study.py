@@ -266,3 +266,29 @@ def test_no_merges_and_no_accuracy_task_draw_notes_not_errors(tmp_path):
         html = render_html(study, list(figures.values()))
         assert "Not drawn: " in html and "<svg" in html
     assert all_figures(only_perplexity)[0].note == "no accuracy benchmark was evaluated"
+
+
+def test_the_report_says_how_many_tensors_slerp_took_spherically(study):
+    from markupsafe import escape
+
+    from alloylm.analysis.plots import all_figures
+    from alloylm.analysis.report import merge_rows, render_html, slerp_paths
+
+    assert slerp_paths(study) is None  # no merge manifest: nothing said
+    (merge,) = study["merges"]
+    twin = {**merge, "id": "merge2"}
+    merge["linear_fallback"] = {"tensors": 272, "fallback": 61, "share": 0.2243}
+    twin["linear_fallback"] = {"tensors": 272, "fallback": 272, "share": 1.0}
+    study["merges"].append(twin)
+    header, rows = merge_rows(study)
+    column = header.index("SLERP spherical")
+    assert [row[column] for row in rows] == ["211 of 272", "0 of 272"]
+    sentence = slerp_paths(study)
+    assert sentence.startswith(
+        "SLERP took the spherical path on 211 of 544 tensors over 2 merges (per merge 0 to 211); "
+        "the other 333 took its linear fallback"
+    )
+    assert "linear interpolation only" not in sentence
+    assert str(escape(sentence)) in render_html(study, all_figures(study))
+    merge["linear_fallback"] = {"tensors": 272, "fallback": 272, "share": 1.0}
+    assert slerp_paths(study).endswith("These merges test linear interpolation only.")

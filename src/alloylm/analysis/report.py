@@ -140,7 +140,7 @@ def merge_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         "A vs both parents",
         "diversity |P1-P2|",
         "disagreement",
-        "linear fallback",
+        "SLERP spherical",
         "emergent / lost",
     ]
     rows = []
@@ -148,8 +148,8 @@ def merge_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         result = merge["benchmarks"].get(headline or "")
         fallback = merge.get("linear_fallback")
         fallback_text = (
-            f"{fallback['fallback']}/{fallback['tensors']} ({fallback['share']:.0%})"
-            if fallback and fallback.get("share") is not None
+            f"{fallback['tensors'] - fallback['fallback']} of {fallback['tensors']}"
+            if fallback and fallback.get("tensors")
             else ""
         )
         if result is None:
@@ -180,6 +180,30 @@ def merge_rows(study: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
             ]
         )
     return header, rows
+
+
+def slerp_paths(study: dict[str, Any]) -> str | None:
+    """How many tensors SLERP interpolated on the sphere, over the merges that report it (None
+    when none does: no SLERP merge, or manifests without the counts)."""
+    counts = [
+        m["linear_fallback"]
+        for m in study["merges"]
+        if (m.get("linear_fallback") or {}).get("tensors")
+    ]
+    if not counts:
+        return None
+    tensors = sum(c["tensors"] for c in counts)
+    spherical = [c["tensors"] - c["fallback"] for c in counts]
+    merges = f"{len(counts)} merge{'s' if len(counts) != 1 else ''}"
+    per_merge = f" (per merge {min(spherical):,} to {max(spherical):,})" if len(counts) > 1 else ""
+    text = (
+        f"SLERP took the spherical path on {sum(spherical):,} of {tensors:,} tensors over "
+        f"{merges}{per_merge}; the other {tensors - sum(spherical):,} took its linear fallback "
+        "(|cos| > 0.9995 between the parents' tensors, where SLERP is linear interpolation)."
+    )
+    if sum(spherical) == 0:
+        text += " These merges test linear interpolation only."
+    return text
 
 
 def models_csv(study: dict[str, Any]) -> str:
@@ -342,6 +366,7 @@ def render_html(study: dict[str, Any], figures: list[Any]) -> str:
         summary=summary,
         merge_header=merge_header,
         merges=merges,
+        slerp_paths=slerp_paths(study),
         settings_json=json.dumps(study["eval"]["settings"], sort_keys=True),
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     )

@@ -14,7 +14,7 @@ RUN_DIR is the study's output folder: it holds study_plan.json (written by `allo
 and the eval stage's results. The report shows per model accuracy per benchmark and overall with
 95% bootstrap intervals, relative improvement over the baseline, held-out perplexity; per merge
 the parents' scores P1, P2, E = (P1 + P2) / 2, the merge's gains over E and over its best parent
-with paired intervals, parent diversity and disagreement, the linear-fallback share, emergent and
+with paired intervals, parent diversity and disagreement, the tensors SLERP took spherically, emergent and
 lost questions; across merges the correlation of attributes and the clusters on (E, A); the
 interpolation curves, training losses, per-layer t schedules and the lineage graph.
 `alloy study run` writes the report at its end; run this to rewrite it (nothing is re-scored).
@@ -28,7 +28,7 @@ examples:
 
 
 # the terminal is narrower than the page: the merge table's key columns (all are in the HTML)
-TERMINAL_MERGE_COLUMNS = ("merge", "P1", "P2", "E", "A", "A vs both parents", "linear fallback")
+TERMINAL_MERGE_COLUMNS = ("merge", "P1", "P2", "E", "A", "A vs both parents", "SLERP spherical")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +75,7 @@ def print_summary(report_path: Path) -> None:
     from rich.table import Table
     from rich.text import Text
 
-    from alloylm.analysis.report import merge_rows, summary_rows
+    from alloylm.analysis.report import merge_rows, slerp_paths, summary_rows
     from alloylm.cli.display import console
 
     study = json.loads((report_path.parent / "study.json").read_text(encoding="utf-8"))
@@ -96,6 +96,8 @@ def print_summary(report_path: Path) -> None:
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
         console.print(table)
+    if paths := slerp_paths(study):
+        console.print(Text(paths))
     confirmed = study.get("confirmed") or {}
     for claim in confirmed.get("claims") or []:
         console.print(Text(f"confirmed on {confirmed['benchmark']}: {claim['claim']} "
