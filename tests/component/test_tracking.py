@@ -45,7 +45,8 @@ def _pipeline(tmp_path: Path, tracking: dict, dpo_report_to: list[str] | None = 
                 "max_prompt_length": 48, "train": dpo_train},
         "merge": {"kind": "merge", "method": "slerp", "parameters": {"t": 0.5},
                   "base_model": "${stages.cpt.output}", "models": ["tiny:llama:1"]},
-        "eval": {"kind": "eval", "models": ["${stages.merge.output}"], "protocols": ["cloze"],
+        "eval": {"kind": "eval", "models": ["${stages.merge.output}", "${stages.cpt.output}"],
+                 "protocols": ["cloze"],
                  "resamples": 20, "tasks": [{"path": "mcq.jsonl", "type": "mcq", "name": "review"}]},
     }  # fmt: skip
     path = tmp_path / "p.yaml"
@@ -106,6 +107,20 @@ def test_tensorboard_and_mlflow_receive_what_alloy_json_records(tmp_path, monkey
     assert scores
     for key, value in scores.items():
         assert [e.value for e in eval_events.Scalars(f"eval/{key}")] == pytest.approx([value])
+    # the 95% intervals, and the second model's paired verdict against the first (the baseline)
+    records = json.loads((out / "eval" / "results.json").read_text())["results"]
+    assert len(records) == len(scores) == 2
+    for key, record in zip(scores, records, strict=True):
+        low, high = record["ci95"]
+        assert [e.value for e in eval_events.Scalars(f"eval/{key}.ci95_low")] == pytest.approx(
+            [low]
+        )
+        assert [e.value for e in eval_events.Scalars(f"eval/{key}.ci95_high")] == pytest.approx(
+            [high]
+        )
+    second, compared = list(scores)[1], records[1]["vs_baseline"]
+    verdict = eval_events.Tensors(f"eval/{second}.vs_baseline.verdict/text_summary")
+    assert compared["verdict"] in verdict[0].tensor_proto.string_val[0].decode()
 
     # MLflow: one experiment (the pipeline's name), one run per stage; the dpo stage's
     # train.report_to overrides the pipeline's tracking block (tensorboard only)
@@ -122,6 +137,12 @@ def test_tensorboard_and_mlflow_receive_what_alloy_json_records(tmp_path, monkey
     assert merge_run["linear_fallback_fraction"] == pytest.approx(merge["linear_fallback_fraction"])
     for key, value in scores.items():
         assert runs["eval"].data.metrics[key] == pytest.approx(value)
+    first = list(scores)[0]
+    assert runs["eval"].data.metrics[f"{first}.ci95_low"] == pytest.approx(records[0]["ci95"][0])
+    assert runs["eval"].data.params[f"{second}.vs_baseline.verdict"] == compared["verdict"]
+    assert runs["eval"].data.metrics[f"{second}.vs_baseline.difference"] == pytest.approx(
+        compared["paired"]["difference"]
+    )
 
     # a rerun builds nothing, and switching trackers off changes no content hash
     path = _pipeline(tmp_path, {})

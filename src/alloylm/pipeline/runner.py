@@ -339,7 +339,7 @@ class PipelineRunner:
         if tracking.report_to and getattr(config, "train", None) is None:
             # a training stage's curves went to the trackers through transformers already
             try:
-                log_stage_metrics(tracking, result.metrics, spec.kind)
+                log_stage_metrics(tracking, result.metrics, spec.kind, result.details)
             except Exception as error:  # the stage is built; a tracker's failure must not undo it
                 progress.log(
                     f"[{spec.name}] warning: its metrics were not logged to "

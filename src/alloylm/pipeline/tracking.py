@@ -150,10 +150,53 @@ def _metric_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-. /" else "_" for c in name)
 
 
-def log_stage_metrics(tracking: StageTracking, metrics: dict[str, Any], kind: str) -> list[str]:
-    """Log a finished stage's metrics to its TensorBoard and MLflow trackers; return the
-    trackers written to."""
+def stage_values(
+    kind: str, metrics: dict[str, Any], details: dict[str, Any] | None = None
+) -> tuple[dict[str, float], dict[str, str]]:
+    """(numbers, texts) to log for a finished stage: its metrics, and from its details what the
+    metrics summarise: an eval's 95% intervals and paired verdicts against the baseline (the
+    result records are in the order of the metrics' score keys), a merge sweep's per-variant
+    linear fallback. Added to a metric's own name with '.' (review/cloze/m1.ci95_low): MLflow's
+    file store keeps a metric as a file, which cannot also be a folder."""
     numbers, texts = flatten_metrics(metrics)
+    details = details or {}
+    results = details.get("results")
+    score_keys = [key for key in metrics if key != "summary"]
+    if kind == "eval" and isinstance(results, list) and len(results) == len(score_keys):
+        for key, record in zip(score_keys, results, strict=True):
+            low, high = (record.get("ci95") or [None, None])[:2]
+            for name, value in (("ci95_low", low), ("ci95_high", high)):
+                if isinstance(value, int | float) and math.isfinite(value):
+                    numbers[f"{key}.{name}"] = float(value)
+            comparison = record.get("vs_baseline") or {}
+            paired = comparison.get("paired") or {}
+            low, high = (paired.get("ci95") or [None, None])[:2]
+            for name, value in (
+                *((n, paired.get(n)) for n in ("difference", "ratio", "p", "p_adjusted")),
+                ("ci95_low", low),
+                ("ci95_high", high),
+            ):
+                if isinstance(value, int | float) and math.isfinite(value):
+                    numbers[f"{key}.vs_baseline.{name}"] = float(value)
+            if comparison.get("verdict"):
+                texts[f"{key}.vs_baseline.verdict"] = str(comparison["verdict"])
+    variants = details.get("variants")
+    if kind == "merge" and isinstance(variants, dict):
+        for name, summary in variants.items():
+            inner, _ = flatten_metrics(summary if isinstance(summary, dict) else {})
+            numbers.update({f"variants/{name}/{k}": v for k, v in inner.items()})
+    return numbers, texts
+
+
+def log_stage_metrics(
+    tracking: StageTracking,
+    metrics: dict[str, Any],
+    kind: str,
+    details: dict[str, Any] | None = None,
+) -> list[str]:
+    """Log a finished stage's metrics (and what `stage_values` takes from its details) to its
+    TensorBoard and MLflow trackers; return the trackers written to."""
+    numbers, texts = stage_values(kind, metrics, details)
     written: list[str] = []
     if "tensorboard" in tracking.report_to:
         from torch.utils.tensorboard import SummaryWriter
