@@ -66,3 +66,19 @@ if [ "$before" != "$after" ]; then
   exit 1
 fi
 echo "side-venvs: lm-eval $("$VENV/bin/pip" show lm_eval | sed -n 's/^Version: //p'), tensorboard, mlflow-skinny in $VENV ($((SECONDS - started)) s)"
+
+# DeepSpeed (issue 28), into the project's .venv through the `deepspeed` extra:
+# tests/component/test_zero3_torchrun.py trains every stage kind under ZeRO-3 on 2 CPU ranks.
+# --no-build-isolation: its setup.py imports the installed (CPU) torch; no op is compiled (the
+# CPU shared-memory all-reduce op that it would JIT-build is skipped, train/distributed.py).
+# About 18 s here (2026-12-08, wheels downloaded). Our pinned packages must not move.
+started=$SECONDS
+before="$(ours)"
+"$VENV/bin/pip" install --quiet --no-build-isolation "deepspeed>=0.14"  # = the extra in pyproject.toml
+after="$(ours)"
+if [ "$before" != "$after" ]; then
+  echo "side-venvs: installing the deepspeed extra changed our pinned packages:" >&2
+  diff <(echo "$before") <(echo "$after") >&2 || true
+  exit 1
+fi
+echo "side-venvs: deepspeed $("$VENV/bin/pip" show deepspeed | sed -n 's/^Version: //p') in $VENV ($((SECONDS - started)) s)"

@@ -1,4 +1,8 @@
-"""A training stage on 2 CPU processes (torchrun, DDP over gloo): both ranks train, one artifact."""
+"""A training stage on 2 CPU processes (torchrun, DDP over gloo): both ranks train, one artifact.
+
+The dpo stage precomputes its reference log-probs: TRL's pass writes them to a file that every
+rank reads, named after the dataset's cache files (issue 28, defect 1: with an in-memory
+selection each rank named a temporary file of its own, and rank 1 raised FileNotFoundError)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ def test_dpo_stage_on_two_processes(tiny_llama: Path, tmp_path: Path) -> None:
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     config = dpo.Config(
-        model=str(tiny_llama), data=[{"path": str(data)}], beta=0.1,
+        model=str(tiny_llama), data=[{"path": str(data)}], beta=0.1, precompute_ref_log_probs=True,
         train={"max_steps": 2, "learning_rate": 1.0e-3, "per_device_batch_size": 2, "max_seq_length": 64},
     )  # fmt: skip
     work, state = tmp_path / "work", tmp_path / "state"
@@ -34,6 +38,8 @@ def test_dpo_stage_on_two_processes(tiny_llama: Path, tmp_path: Path) -> None:
     assert all(m["world_size"] == 2 and m["steps"] == 2 for m in markers)
     assert markers[0]["pid"] != markers[1]["pid"]
     assert result.metrics["steps"] == 2 and result.metrics["loss_finite"]
+    assert result.metrics["ref_log_probs"] == "computed"
+    assert not (state / "checkpoints" / "ref-logps-scoring").exists()  # the scoring files are gone
     # one artifact, written once (by rank 0): a loadable model folder
     assert sorted(p.name for p in work.iterdir() if p.suffix == ".safetensors") == [
         "model.safetensors"

@@ -14,6 +14,8 @@ examples:
   alloy run p.yaml --only eval                                run one stage, inputs must exist
   alloy run p.yaml --launcher accelerate --num-processes 8 --config-file deepspeed_zero3
   alloy run p.yaml --parallel 2                               independent stages side by side
+  alloy run p.yaml --launcher torchrun --num-processes 8 --nnodes 2 --node-rank 0 --master-addr 10.0.0.1
+                                                              node 0 (the same with --node-rank 1 on node 1)
   alloy run recipes/study_cpu.yaml                            a study file runs its whole grid
 
 Stages already built with the same content hash are skipped. An interrupted run (Ctrl-C, kill -9)
@@ -43,8 +45,25 @@ leaves no half-written artifact; run the same command again to continue.
     )
     parser.add_argument(
         "--config-file",
-        help="accelerate config file, or a shipped one by name: ddp, fsdp, deepspeed_zero3, multinode",
+        help="accelerate config file, or a shipped one by name: ddp, fsdp, fsdp2, deepspeed_zero3, "
+        "multinode",
     )
+    parser.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        help="machines in the launch (torchrun or accelerate); run the same command on each",
+    )
+    parser.add_argument(
+        "--node-rank",
+        type=int,
+        default=0,
+        help="this machine's rank: 0 runs the pipeline, the others only join its training launches",
+    )
+    parser.add_argument(
+        "--master-addr", default="127.0.0.1", help="address of node 0, reachable from every node"
+    )
+    parser.add_argument("--master-port", type=int, default=29500, help="a free port on node 0")
     parser.add_argument(
         "--parallel",
         type=int,
@@ -70,6 +89,28 @@ def run(args: argparse.Namespace) -> int:
     return 1 if any(o.status == "failed" for o in outcomes) else 0
 
 
+def _nodes(args: argparse.Namespace):
+    """The launch's machines, or None for one machine."""
+    from alloylm.errors import ConfigError
+    from alloylm.pipeline.launch import Nodes
+
+    count = getattr(args, "nnodes", 1)
+    if count == 1:
+        return None
+    if count < 1 or not 0 <= args.node_rank < count:
+        raise ConfigError(
+            f"--node-rank must be in 0..{count - 1} for --nnodes {count}", key="--node-rank"
+        )
+    if not args.launcher or getattr(args, "parallel", 1) > 1:
+        raise ConfigError(
+            "--nnodes needs --launcher (torchrun or accelerate) and no --parallel",
+            key="--nnodes",
+            hint="e.g. alloy run p.yaml --launcher torchrun --num-processes 8 --nnodes 2 "
+            "--node-rank 0 --master-addr 10.0.0.1",
+        )
+    return Nodes(count, args.node_rank, args.master_addr, args.master_port)
+
+
 def execute(pipeline, args: argparse.Namespace) -> list:
     """Run a loaded pipeline with the options of `alloy run` (also used by `alloy study run`)."""
     from rich.markup import escape
@@ -84,7 +125,15 @@ def execute(pipeline, args: argparse.Namespace) -> list:
         write_plan(pipeline)  # before any stage runs: the grid as planned
     force = set(args.force)
     # Forcing a stage also rebuilds what depends on it: their inputs change.
-    launcher = Launcher(args.launcher, args.num_processes, args.config_file)
+    nodes = _nodes(args)
+    launcher = Launcher(args.launcher, args.num_processes, args.config_file, nodes)
+    if nodes is not None and nodes.rank > 0:  # only node 0 runs the pipeline (see launch.py)
+        from alloylm.pipeline.launch import follow_node_zero
+
+        console.print(f"node {nodes.rank}: joining the training launches of node 0")
+        joined = follow_node_zero(pipeline.output_dir, args.launcher, args.num_processes, nodes)
+        console.print(f"node {nodes.rank}: node 0 finished; joined {joined} launch(es)")
+        return []
 
     def on_event(event: str, outcome) -> None:
         if event == "skipped":
@@ -138,7 +187,19 @@ def execute(pipeline, args: argparse.Namespace) -> list:
             progress_factory=RichStageProgress,
             on_event=on_event,
         )
-        outcomes = runner.run()
+        if nodes is None:
+            outcomes = runner.run()
+        else:
+            from alloylm.pipeline.launch import begin_session, end_session
+
+            session = begin_session(pipeline.output_dir)
+            outcomes = []
+            try:
+                outcomes = runner.run()
+            finally:
+                end_session(
+                    pipeline.output_dir, session, ok=not any(o.status == "failed" for o in outcomes)
+                )
     if getattr(pipeline, "study", None) is not None:
         write_plan(pipeline)
     return outcomes

@@ -44,8 +44,9 @@ from alloylm.pipeline.tracking import (
 @dataclass
 class Launcher:
     kind: str | None = None  # None (in-process), "accelerate" or "torchrun"
-    num_processes: int = 1
+    num_processes: int = 1  # per node
     config_file: str | None = None
+    nodes: Any = None  # alloylm.pipeline.launch.Nodes for several machines; None: this one
 
 
 @dataclass
@@ -400,6 +401,7 @@ class PipelineRunner:
                 launcher=self.launcher.kind,
                 num_processes=self.launcher.num_processes,
                 config_file=self.launcher.config_file,
+                nodes=self.launcher.nodes,
             )
         from alloylm.models.sources import model_trust
 

@@ -19,6 +19,13 @@ from typing import Any
 from alloylm.atomic import atomic_write_json
 from alloylm.contract import Progress, StageContext, StageResult
 
+RANK_METRICS = (
+    "distributed_type",
+    "partitioned_at_load",
+    "parameter_elements_held",
+    "total_parameters",
+)
+
 
 class RankProgress(Progress):
     """Progress of one rank: rank 0 reports as usual, the other ranks stay quiet."""
@@ -36,6 +43,13 @@ class RankProgress(Progress):
                 f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in fields.items()
             )
             print(f"step {step}: {shown}", flush=True)
+
+
+def peak_rss_mb() -> float:
+    """This rank's peak resident memory so far, in MiB (Linux reports ru_maxrss in KiB)."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def rank_and_world() -> tuple[int, int]:
@@ -75,10 +89,15 @@ def main(argv: list[str] | None = None) -> int:
     config = module.Config.model_validate(spec["config"])
     ctx = build_context(spec, rank, world_size)
     from alloylm.models.sources import model_trust
+    from alloylm.train.distributed import read_launch_config, training_backend
 
-    with model_trust(  # the stage's opt-ins hold on every rank, as in-process
-        allow_pickle=getattr(config, "allow_pickle", False),
-        trust_remote_code=getattr(config, "trust_remote_code", False),
+    backend = read_launch_config(spec["config_file"]) if spec.get("config_file") else None
+    with (
+        model_trust(  # the stage's opt-ins hold on every rank, as in-process
+            allow_pickle=getattr(config, "allow_pickle", False),
+            trust_remote_code=getattr(config, "trust_remote_code", False),
+        ),
+        training_backend(backend),
     ):
         result = module.run(ctx, config) or StageResult()
     marker = {
@@ -86,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
         "world_size": world_size,
         "steps": result.metrics.get("steps"),
         "pid": os.getpid(),
+        "backend": backend.kind if backend else "ddp",
+        "peak_rss_mb": peak_rss_mb(),
+        # ZeRO-3: this rank's share of the parameters' storage, from the loaded model
+        **{k: result.metrics[k] for k in RANK_METRICS if k in result.metrics},
     }
     atomic_write_json(Path(spec["ranks_dir"]) / f"rank-{rank}.json", marker)
     if rank == 0:

@@ -28,6 +28,7 @@ from alloylm.train.checkpoints import (
     tokens_at_checkpoint,
 )
 from alloylm.train.config import LoraConfig, TrainConfig
+from alloylm.train.distributed import active_backend, adapter_state_dict, is_partitioned
 from alloylm.train.lora import has_frozen_base_cast, is_peft_model
 from alloylm.train.qlora import merge_adapter_into_full_precision
 from alloylm.train.token_count import count_trained_tokens
@@ -124,6 +125,17 @@ def build_training_args(
     if kwargs["bf16"] and not _has_cuda():
         kwargs["use_cpu"] = True  # transformers refuses bf16 off-GPU unless told it is on CPU
     kwargs.update(_checkpointing_kwargs(args_class or SFTConfig, train.gradient_checkpointing))
+    backend = active_backend()  # set by the worker from the launch's accelerate config
+    if backend is not None and backend.kind == "deepspeed":
+        import copy
+
+        kwargs["deepspeed"] = ds = copy.deepcopy(backend.deepspeed)
+        if kwargs["bf16"]:
+            # bf16 autocast over fp32 weights, as in one process (DeepSpeed's "bf16" mode would
+            # store the weights in bf16, and gather a bf16 artifact)
+            ds["torch_autocast"] = {"enabled": True, "dtype": "bfloat16"}
+        if not _has_cuda():
+            kwargs["use_cpu"] = True  # DeepSpeed's CPU accelerator, ranks over gloo
     if args_class is None or args_class is SFTConfig:
         args_class = SFTConfig
         kwargs.update(
@@ -132,7 +144,12 @@ def build_training_args(
             dataset_kwargs={"skip_prepare_dataset": True},
         )
     kwargs.update(overrides)
-    return args_class(**kwargs)
+    args = args_class(**kwargs)
+    if "deepspeed" in kwargs:
+        from alloylm.train.distributed import join_deepspeed_world
+
+        join_deepspeed_world(args)
+    return args
 
 
 def tracking_kwargs(train: TrainConfig) -> dict[str, Any]:
@@ -355,9 +372,23 @@ def _log(trainer: Any, message: str) -> None:
             return
 
 
-def model_for_saving(model: Any, lora: LoraConfig | None) -> Any:
-    """The module to save: merged into plain weights when asked, else as trained (adapter only)."""
+def model_for_saving(model: Any, lora: LoraConfig | None, *, main_process: bool = True) -> Any:
+    """The module to save: merged into plain weights when asked, else as trained (adapter only).
+
+    Under ZeRO-3 the weights here are partitions (0-element tensors), and peft would merge
+    nothing: the adapter is gathered on every rank (a collective), and the main process merges
+    it into the base reloaded whole from its folder (None elsewhere)."""
     if lora is not None and lora.merge_adapter and is_peft_model(model):
+        if is_partitioned(model):
+            adapter = adapter_state_dict(model)  # every rank: the gather is collective
+            if not main_process:
+                return None
+            from alloylm.train.distributed import without_zero3_init
+
+            with without_zero3_init():
+                return merge_adapter_into_full_precision(
+                    model, lora, dtype="float32", adapter=adapter
+                )
         if lora.quantize:  # QLoRA: merge into the unquantized base, not into 4-bit weights
             return merge_adapter_into_full_precision(model, lora)
         if has_frozen_base_cast(model):  # bf16 frozen weights: merge into the fp32 ones
@@ -370,23 +401,47 @@ def save_trained_model(trainer: Any, tokenizer: Any, target: str | Path, lora: A
     """Write the final model (safetensors) and tokenizer into `target`, on the main process only.
 
     With LoRA and `merge_adapter`, the adapter is merged and a plain model is saved; without
-    merge, the adapter alone (peft format) is saved.
+    merge, the adapter alone (peft format) is saved. Under ZeRO-3 the weights are gathered
+    (`stage3_gather_16bit_weights_on_model_save`, which alloylm requires). A save that leaves no
+    weights in `target` raises instead of reporting success.
     """
     target = Path(target)
+    main = is_main_process(trainer)
     if lora is not None and lora.merge_adapter:
-        merged = model_for_saving(trainer.accelerator.unwrap_model(trainer.model), lora)
-        if is_main_process(trainer):
+        merged = model_for_saving(
+            trainer.accelerator.unwrap_model(trainer.model), lora, main_process=main
+        )
+        if main:
             merged.save_pretrained(str(target), safe_serialization=True)
             tokenizer.save_pretrained(str(target))
     else:
         trainer.save_model(str(target))  # rank-safe; also saves the processing class
-    if is_main_process(trainer):
+    if main:
         from alloylm.models.saving import finalize_model_files
 
         for name in _NOT_IN_ARTIFACT:
             (target / name).unlink(missing_ok=True)
+        check_saved_weights(target)
         finalize_model_files(target)  # 4.x-loadable tokenizer, one pad-token rule
     trainer.accelerator.wait_for_everyone()
+
+
+def check_saved_weights(target: Path) -> None:
+    """Raise when a save wrote no weights an artifact can carry (e.g. a ZeRO or FSDP sharded
+    checkpoint in their place)."""
+    from alloylm.train.checkpoints import ARTIFACT_WEIGHT_FILES
+
+    if any((target / name).is_file() for name in ARTIFACT_WEIGHT_FILES):
+        return
+    from alloylm.errors import AlloyError
+
+    found = sorted(p.name for p in target.iterdir()) if target.is_dir() else []
+    raise AlloyError(
+        f"the trained model's save wrote no model.safetensors into {target} "
+        f"(found: {', '.join(found) or 'nothing'})",
+        hint="with DeepSpeed ZeRO-3 set zero3_save_16bit_model: true; with FSDP "
+        "fsdp_state_dict_type: FULL_STATE_DICT",
+    )
 
 
 # =================================================================================================
@@ -439,9 +494,8 @@ class CachedRefDPOTrainer(DPOTrainer):
         used = self._rows_training_uses(dataset)
         missing = [i for i in used if math.isnan(chosen[i]) or math.isnan(rejected[i])]
         if missing:
-            scored = super()._precompute_ref_logps(dataset.select(missing), name, batch_size)
             for i, c, r in zip(
-                missing, scored["ref_chosen_logps"], scored["ref_rejected_logps"], strict=True
+                missing, *self._score_rows(dataset, missing, batch_size), strict=True
             ):
                 chosen[i], rejected[i] = float(c), float(r)
             if self.ref_cache_file is not None and self.accelerator.is_main_process:
@@ -453,6 +507,34 @@ class CachedRefDPOTrainer(DPOTrainer):
         return dataset.add_column("ref_chosen_logps", chosen).add_column(
             "ref_rejected_logps", rejected
         )
+
+    def _score_rows(
+        self, dataset: Any, rows: list[int], batch_size: int
+    ) -> tuple[list[float], list[float]]:
+        """TRL's reference pass over `rows` of `dataset`: (chosen, rejected) log-probs.
+
+        TRL's pass writes its result on the main process into a file named after the dataset's
+        own cache files, which every process then reads. An in-memory selection has none, and
+        each process would name a temporary file of its own that only the main one wrote
+        (FileNotFoundError on the others). So the selection is first written beside the
+        checkpoints (one file per process, a folder all nodes share), and removed after."""
+        import shutil
+
+        folder = Path(self.args.output_dir) / "ref-logps-scoring"
+        rank = self.accelerator.process_index
+        if self.accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)  # a killed run's leftovers
+        self.accelerator.wait_for_everyone()
+        folder.mkdir(parents=True, exist_ok=True)
+        selection = dataset.select(rows).flatten_indices(
+            cache_file_name=str(folder / f"rows-{rank}.arrow")
+        )
+        scored = super()._precompute_ref_logps(selection, "train", batch_size)
+        result = list(scored["ref_chosen_logps"]), list(scored["ref_rejected_logps"])
+        self.accelerator.wait_for_everyone()  # every process has read the file
+        if self.accelerator.is_main_process:
+            shutil.rmtree(folder, ignore_errors=True)
+        return result
 
     def _rows_training_uses(self, dataset: Any) -> list[int]:
         """Indices of the rows `train()` will draw, in its order (first epoch); all rows when it

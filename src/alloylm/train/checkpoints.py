@@ -11,14 +11,29 @@ _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 # Written last by transformers' Trainer._save_checkpoint (after weights, optimizer, scheduler and
 # RNG state): a complete, parseable copy marks a complete checkpoint.
 _COMPLETE_MARKER = "trainer_state.json"
-# One of these holds the weights (full model, sharded model or LoRA adapter).
-_WEIGHT_FILES = (
+# The weights of a finished model: full, sharded with an index, or a LoRA adapter.
+ARTIFACT_WEIGHT_FILES = (
     "model.safetensors",
     "model.safetensors.index.json",
     "adapter_model.safetensors",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
 )
+# One of these holds a checkpoint's weights: the files above, or pickled ones.
+_WEIGHT_FILES = (*ARTIFACT_WEIGHT_FILES, "pytorch_model.bin", "pytorch_model.bin.index.json")
+# A DeepSpeed checkpoint keeps its (partitioned) weights and optimizer state in `global_stepN/`,
+# named by the file `latest`; FSDP's sharded state dict in `pytorch_model_fsdp_0/`.
+_SHARDED_WEIGHT_DIRS = ("pytorch_model_fsdp_0",)
+
+
+def _holds_weights(folder: Path) -> bool:
+    if any((folder / name).is_file() for name in _WEIGHT_FILES):
+        return True
+    if any((folder / name).is_dir() for name in _SHARDED_WEIGHT_DIRS):
+        return True
+    try:  # DeepSpeed: `latest` names the global_step folder of this checkpoint
+        tag = (folder / "latest").read_text(encoding="utf-8").strip()
+    except OSError:
+        return False
+    return bool(tag) and (folder / tag).is_dir() and any((folder / tag).iterdir())
 
 
 def is_complete_checkpoint(folder: Path) -> bool:
@@ -30,7 +45,7 @@ def is_complete_checkpoint(folder: Path) -> bool:
     match = _CHECKPOINT.match(folder.name)
     if not match or not folder.is_dir():
         return False
-    if not any((folder / name).is_file() for name in _WEIGHT_FILES):
+    if not _holds_weights(folder):
         return False
     try:
         state = json.loads((folder / _COMPLETE_MARKER).read_text(encoding="utf-8"))

@@ -105,13 +105,19 @@ def fit_and_save(
         save_trained_model,
         train_resumable,
     )
+    from alloylm.train.distributed import is_partitioned, local_parameter_elements
     from alloylm.train.lora import trainable_parameter_count
 
-    model = load_trainable_model(model_dir, train, seed)
-    store_lora_base_for_autocast(model, train)
-    trainable, total = trainable_parameter_count(model)
     checkpoint_dir = output.checkpoint_dir
+    # The arguments first: under DeepSpeed ZeRO-3 transformers loads the model partitioned
+    # (zero.Init) only while they exist; loaded before, every rank would hold it whole.
     args = build_training_args(train, checkpoint_dir, seed=seed)
+    model = load_trainable_model(model_dir, train, seed)
+    partitioned = is_partitioned(model)
+    held = local_parameter_elements(model)
+    if not partitioned:
+        store_lora_base_for_autocast(model, train)
+    trainable, total = trainable_parameter_count(model)
     saver = None
     if epoch_models_dir is not None:
         from alloylm.train.callbacks import EpochModelSaver
@@ -147,4 +153,8 @@ def fit_and_save(
         dataset_tokens=rows.real_tokens,
         dropped_tail_tokens=rows.dropped_tokens,
     )
+    # what the Trainer actually ran (an FSDP request on CPU would silently be MULTI_CPU, i.e. DDP)
+    metrics["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value", "NO"))
+    if partitioned:  # this rank's share of the parameters' storage (ZeRO-3)
+        metrics.update(partitioned_at_load=True, parameter_elements_held=held)
     return metrics, trainer

@@ -100,7 +100,9 @@ def is_peft_model(model: Any) -> bool:
 
 
 def trainable_parameter_count(model: Any) -> tuple[int, int]:
-    """(trainable, total) parameter counts."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """(trainable, total) parameter counts, whole also where ZeRO-3 holds only a partition here."""
+    from alloylm.train.distributed import parameter_count
+
+    trainable = sum(parameter_count(p) for p in model.parameters() if p.requires_grad)
+    total = sum(parameter_count(p) for p in model.parameters())
     return trainable, total

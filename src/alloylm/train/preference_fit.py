@@ -128,6 +128,9 @@ def fit_preference(
     callback = PreferenceCallback(
         output.progress, output.log, diagnostics, f"{output.name} ({description})"
     )
+    from alloylm.train.distributed import is_partitioned, local_parameter_elements
+
+    partitioned, held = is_partitioned(model), local_parameter_elements(model)
     with _quiet_datasets():  # TRL tokenizes through datasets.map, one bar per pass; we report
         trainer = make_trainer(
             model, tokenizer, Dataset.from_list(rows), args, callbacks=[callback], **trainer_kwargs
@@ -148,6 +151,10 @@ def fit_preference(
         logp_rejected_last=last.get("logp_rejected"),
         diagnostic_warnings=len(summary["warnings"]),
     )
+    # what the Trainer actually ran (an FSDP request on CPU would silently be MULTI_CPU, i.e. DDP)
+    metrics["distributed_type"] = str(getattr(trainer.accelerator.distributed_type, "value", "NO"))
+    if partitioned:  # this rank's share of the parameters' storage (ZeRO-3)
+        metrics.update(partitioned_at_load=True, parameter_elements_held=held)
     return metrics, trainer, summary
 
 

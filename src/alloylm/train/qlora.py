@@ -51,6 +51,23 @@ def quantization_config(quantize: str) -> Any:
         bnb_4bit_quant_type="nf4",
         bnb_4bit_use_double_quant=True,
         bnb_4bit_compute_dtype=torch.bfloat16,
+        # packed 4-bit values stored as bf16: FSDP and ZeRO-3 shard only float storage, and the
+        # rest of the model is bf16 too (bitsandbytes' and peft's FSDP-QLoRA guidance); the same
+        # bits in one process
+        bnb_4bit_quant_storage=torch.bfloat16,
+    )
+
+
+def sharded_launch() -> bool:
+    """Whether this process is one rank of an FSDP or DeepSpeed launch (accelerate sets these)."""
+    from alloylm.train.distributed import active_backend
+
+    backend = active_backend()
+    if backend is not None and backend.shards_parameters:
+        return True
+    return any(
+        os.environ.get(name, "false").lower() == "true"
+        for name in ("ACCELERATE_USE_FSDP", "ACCELERATE_USE_DEEPSPEED")
     )
 
 
@@ -65,6 +82,24 @@ def load_quantized_for_training(
 
     assert lora.quantize is not None
     check_qlora_runtime(lora.quantize)
+    if sharded_launch():
+        # FSDP / ZeRO-3 place and shard the weights themselves: no per-rank device_map, every
+        # float weight in bf16 like the quantized storage, and no prepare_model_for_kbit_training
+        # (it casts the norms and embeddings to fp32, a dtype mix FSDP cannot flatten)
+        import torch
+
+        model = AutoModelForCausalLM.from_pretrained(
+            str(model_dir),
+            quantization_config=quantization_config(lora.quantize),
+            dtype=torch.bfloat16,
+            use_safetensors=True,
+        )
+        if gradient_checkpointing:
+            model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+            model.enable_input_require_grads()
+        return wrap_with_lora(model, lora)
     device = int(os.environ.get("LOCAL_RANK", "0"))
     model = AutoModelForCausalLM.from_pretrained(
         str(model_dir),
@@ -79,17 +114,20 @@ def load_quantized_for_training(
 
 
 def merge_adapter_into_full_precision(
-    trained: Any, lora: LoraConfig, dtype: str = "bfloat16"
+    trained: Any, lora: LoraConfig, dtype: str = "bfloat16", adapter: dict[str, Any] | None = None
 ) -> Any:
     """A plain model: the unquantized base (reloaded from the folder the adapter was trained on)
-    with the trained adapter merged into its weights."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    with the trained adapter merged into its weights. `adapter`: the adapter's weights when the
+    caller gathered them already (ZeRO-3, `alloylm.train.distributed.adapter_state_dict`)."""
+    from peft import set_peft_model_state_dict
 
     from alloylm.models.loading import load_causal_lm
+    from alloylm.train.distributed import adapter_state_dict
     from alloylm.train.lora import wrap_with_lora
 
     base_dir = trained.peft_config["default"].base_model_name_or_path
-    adapter = {k: v.detach().to("cpu") for k, v in get_peft_model_state_dict(trained).items()}
+    if adapter is None:
+        adapter = adapter_state_dict(trained)
     model = wrap_with_lora(load_causal_lm(base_dir, dtype=dtype), lora)
     set_peft_model_state_dict(model, adapter)
     return model.merge_and_unload()
