@@ -64,6 +64,9 @@ def test_two_nodes_on_loopback_share_one_pipeline(tmp_path: Path) -> None:
     markers = rank_markers(tmp_path / "out" / ".alloy" / "state" / "tuned")
     assert [m["rank"] for m in markers] == [0, 1]
     assert all(m["world_size"] == 2 and m["steps"] == 2 for m in markers)
+    # one DDP group over both nodes (fp32 on CPU: accelerate needs use_cpu to make it one; without,
+    # each rank trained alone and both wrote the artifact)
+    assert all(m["distributed_type"] == "MULTI_CPU" for m in markers)
     artifact = tmp_path / "out" / "tuned"
     manifest = json.loads((artifact / "alloy.json").read_text())
     assert manifest["metrics"]["steps"] == 2 and (artifact / "model.safetensors").is_file()

@@ -14,6 +14,7 @@ as the model does, leaving those metrics out unless `token_metrics=True`.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -122,8 +123,11 @@ def build_training_args(
         "dataloader_pin_memory": _has_cuda(),
         **precision_flags(train.dtype),
     }
-    if kwargs["bf16"] and not _has_cuda():
-        kwargs["use_cpu"] = True  # transformers refuses bf16 off-GPU unless told it is on CPU
+    if not _has_cuda() and (kwargs["bf16"] or int(os.environ.get("WORLD_SIZE", "1")) > 1):
+        # transformers refuses bf16 off-GPU unless told it is on CPU; and accelerate makes CPU
+        # ranks one DDP group (MULTI_CPU, gloo) only with it: without, it finds no accelerator,
+        # and each rank of a launch trains alone (DistributedType.NO), silently
+        kwargs["use_cpu"] = True
     kwargs.update(_checkpointing_kwargs(args_class or SFTConfig, train.gradient_checkpointing))
     backend = active_backend()  # set by the worker from the launch's accelerate config
     if backend is not None and backend.kind == "deepspeed":

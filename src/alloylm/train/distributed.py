@@ -202,19 +202,6 @@ def is_partitioned(model: Any) -> bool:
 
 
 @contextmanager
-def gathered_parameters(model: Any) -> Iterator[None]:
-    """Every parameter of `model` whole on this process for the block (ZeRO-3), read-write: what
-    the block writes into them is partitioned again on exit. A no-op for unpartitioned models."""
-    if not is_partitioned(model):
-        yield
-        return
-    import deepspeed
-
-    with deepspeed.zero.GatheredParameters(list(model.parameters()), modifier_rank=None):
-        yield
-
-
-@contextmanager
 def without_zero3_init() -> Iterator[None]:
     """Models loaded in this block are whole on this process even while a ZeRO-3 Trainer config
     is alive (transformers partitions every `from_pretrained` under it): for a one-process merge
