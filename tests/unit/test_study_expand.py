@@ -328,6 +328,24 @@ def test_study_cpu_recipe_validates():
     assert curve["merge"] == "instruct_cpt_sft_dpo_slerp" and len(curve["points"]) == 5
 
 
+def test_study_cpu_deep_is_study_cpu_with_a_longer_cpt():
+    """The deep study asks study_cpu's question where SLERP is spherical: the same grid, with
+    only the names and the cpt stage's steps, learning rate and checkpoint interval changed."""
+    shallow = yaml.safe_load((REPO / "recipes" / "study_cpu.yaml").read_text())
+    deep = yaml.safe_load((REPO / "recipes" / "study_cpu_deep.yaml").read_text())
+    cpt_train = deep["study"]["stages"]["cpt"]["train"]
+    assert (cpt_train["max_steps"], cpt_train["learning_rate"]) == (280, 1.0e-3)
+    assert cpt_train.pop("lr_scheduler") == "cosine"  # the default, stated
+    for key in ("max_steps", "learning_rate", "save_steps"):
+        cpt_train[key] = shallow["study"]["stages"]["cpt"]["train"][key]
+    deep["run"]["name"] = deep["study"]["name"] = "study_cpu"
+    deep["run"]["output"] = "../runs/study_cpu"
+    assert deep == shallow
+    pipeline = load_pipeline(REPO / "recipes" / "study_cpu_deep.yaml")
+    assert pipeline.stages["instruct_cpt"].config.train.max_steps == 280
+    assert len(pipeline.stages["eval"].config.models) == 9 + 3
+
+
 @pytest.mark.parametrize(
     "recipe", sorted((REPO / "recipes" / "paper" / "study").glob("*.yaml")), ids=lambda p: p.stem
 )
