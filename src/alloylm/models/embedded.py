@@ -56,7 +56,9 @@ def embedded_gguf_path(name: str) -> Path:
 
 
 def embedded_folder(name: str) -> Path:
-    return models_cache() / f"embedded-{name}"
+    from alloylm.models.gguf import CONVERSION
+
+    return models_cache() / f"embedded-{name}-{CONVERSION}"
 
 
 def prepare_embedded(name: str) -> Path:
@@ -73,7 +75,9 @@ def prepare_embedded(name: str) -> Path:
 
 def prepare_embedded_tokenizer(name: str = "smollm2-135m-instruct") -> Path:
     """The embedded model's tokenizer alone (seconds, not the whole model conversion)."""
-    target = models_cache() / f"tokenizer-{name}"
+    from alloylm.models.gguf import CONVERSION, restore_pre_tokenizer
+
+    target = models_cache() / f"tokenizer-{name}-{CONVERSION}"
     full = embedded_folder(name)
     if (full / "tokenizer.json").exists():
         return full
@@ -83,6 +87,7 @@ def prepare_embedded_tokenizer(name: str = "smollm2-135m-instruct") -> Path:
 
     gguf_path = embedded_gguf_path(name)
     tokenizer = AutoTokenizer.from_pretrained(str(gguf_path.parent), gguf_file=gguf_path.name)
+    restore_pre_tokenizer(tokenizer, gguf_path)
     clean_stale_temporaries(target.parent)
     with atomic_directory(target) as tmp:
         tokenizer.save_pretrained(tmp)

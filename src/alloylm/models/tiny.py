@@ -23,7 +23,9 @@ def prepare_tiny(spec: str) -> Path:
             f"tiny model seed must be an integer, got {seed_text!r}", hint="e.g. tiny:llama:1"
         )
     seed = int(seed_text or 0)
-    target = models_cache() / f"tiny-{arch}-seed{seed}"
+    from alloylm.models.gguf import CONVERSION  # the tokenizer comes from the embedded GGUF
+
+    target = models_cache() / f"tiny-{arch}-seed{seed}-{CONVERSION}"
     if (target / "config.json").exists():
         return target
 
