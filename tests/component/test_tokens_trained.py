@@ -3,7 +3,8 @@
 Measured independently of the trainer: a hook on the model's decoder adds up the tokens of every
 forward pass run with gradients (the attention mask's ones, or every position of a batch without
 a mask), so the reference passes of DPO and the diagnostics' scoring (no gradients) are left out.
-Before the fix, ORPO reported 0 and DPO and unpacked SFT counted their padding.
+Before the fix, ORPO (and SimPO/CPO, the same batch format) reported 0 and DPO and unpacked SFT
+counted their padding.
 """
 
 from __future__ import annotations
@@ -103,12 +104,14 @@ def test_dpo_counts_both_sequences_without_padding(seen, tmp_path, tiny_llama) -
     assert metrics["tokens_trained"] == sum(seen)
 
 
-def test_orpo_counts_both_sequences(seen, tmp_path, tiny_llama) -> None:
-    from alloylm.stages import orpo
+@pytest.mark.parametrize("kind", ["orpo", "simpo"])
+def test_paired_trainers_count_both_sequences(seen, tmp_path, tiny_llama, kind) -> None:
+    import importlib
 
-    cfg = orpo.Config(model=str(tiny_llama), data=[{"path": str(_pairs(tmp_path / "p.jsonl"))}],
-                      train={**TRAIN, "max_seq_length": 64})  # fmt: skip
-    metrics = orpo.run(_ctx(tmp_path, "orpo"), cfg).metrics
+    stage = importlib.import_module(f"alloylm.stages.{kind}")
+    cfg = stage.Config(model=str(tiny_llama), data=[{"path": str(_pairs(tmp_path / "p.jsonl"))}],
+                       train={**TRAIN, "max_seq_length": 64})  # fmt: skip
+    metrics = stage.run(_ctx(tmp_path, kind), cfg).metrics
     assert len(seen) == 3 and sum(seen) > 0
     assert metrics["tokens_trained"] == sum(seen)
 
