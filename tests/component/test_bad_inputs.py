@@ -383,7 +383,7 @@ def run_cli(argv: list[str], capsys) -> tuple[int, str]:
 
 
 def test_the_corpus_is_large_enough():
-    assert len(CASES) + len(TEACHER_CASES) >= 60
+    assert len(CASES) + len(TEACHER_ANSWERED_CASES) + len(TEACHER_FAILED_CASES) >= 60
     assert len({case.id for case in CASES}) == len(CASES)
 
 
@@ -418,10 +418,8 @@ class BadTeacher(faults._Teacher):
 
 
 # name -> (HTTP status, body, the reason the chunk is counted under)
-TEACHER_CASES = {
-    "teacher-not-json": (200, b"<html>gateway</html>", "teacher_malformed_response"),
-    "teacher-no-choices": (200, json.dumps({"choices": []}).encode(), "teacher_malformed_response"),
-    "teacher-http-500": (500, b'{"error": "boom"}', "teacher_http_500"),
+# A teacher that answered, with content we cannot use: the chunk is counted, the run finishes.
+TEACHER_ANSWERED_CASES = {
     "teacher-unparsable-qa": (
         200,
         json.dumps(
@@ -429,17 +427,21 @@ TEACHER_CASES = {
         ).encode(),
         "no_qa_pairs",
     ),
-    "teacher-http-401": (401, b'{"error": "bad key"}', "teacher_http_401"),
+}
+# name -> (HTTP status, body, what the error says): a teacher that never answered stops the run
+# with an error naming it (issue 27), instead of finishing with nothing distilled
+TEACHER_FAILED_CASES = {
+    "teacher-not-json": (200, b"<html>gateway</html>", "not JSON"),
+    "teacher-no-choices": (200, json.dumps({"choices": []}).encode(), "no choices[0]"),
+    "teacher-http-500": (500, b'{"error": "boom"}', "HTTP 500: boom"),
+    "teacher-http-401": (401, b'{"error": "bad key"}', "set teacher.api_key_env"),
 }
 
 
-@pytest.mark.timeout(120)
-@pytest.mark.parametrize("name", sorted(TEACHER_CASES))
-def test_bad_teacher_replies_are_counted_not_crashing(name, tmp_path, capsys, monkeypatch):
+def _distill_against(tmp_path, capsys, monkeypatch, status, body):
     import threading
     from http.server import ThreadingHTTPServer
 
-    status, body, reason = TEACHER_CASES[name]
     handler = type("T", (BadTeacher,), {"status": status, "body": body})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -453,16 +455,34 @@ def test_bad_teacher_replies_are_counted_not_crashing(name, tmp_path, capsys, mo
             "max_retries: 0, backoff_s: 0, concurrency: 1}\n",
         )
         monkeypatch.chdir(tmp_path)
-        code, output = run_cli(
+        return run_cli(
             ["distill", "run", str(tmp_path / "d.yaml"), "--out", str(tmp_path / "o")], capsys
         )
     finally:
         server.shutdown()
         server.server_close()
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(TEACHER_ANSWERED_CASES))
+def test_bad_teacher_replies_are_counted_not_crashing(name, tmp_path, capsys, monkeypatch):
+    status, body, reason = TEACHER_ANSWERED_CASES[name]
+    code, output = _distill_against(tmp_path, capsys, monkeypatch, status, body)
     assert "Traceback" not in output, output[-3000:]
     # the run finishes; the chunk is counted as failed, under its reason
     assert code == 0, output[-3000:]
     assert f"rejected qa:{reason}: 1" in output, output[-3000:]
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("name", sorted(TEACHER_FAILED_CASES))
+def test_teacher_that_never_answers_stops_with_its_name(name, tmp_path, capsys, monkeypatch):
+    status, body, says = TEACHER_FAILED_CASES[name]
+    code, output = _distill_against(tmp_path, capsys, monkeypatch, status, body)
+    assert "Traceback" not in output, output[-3000:]
+    assert code == 2, output[-3000:]
+    assert "no teacher call succeeded" in output and "teacher openai:http://127.0.0.1:" in output
+    assert says in output, output[-3000:]
 
 
 def test_teacher_key_env_not_set(tmp_path, capsys, monkeypatch):

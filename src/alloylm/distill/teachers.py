@@ -150,7 +150,11 @@ class OpenAITeacher:
                     f"{self.model!r} a model the server has?)"
                 )
             elif error.code in (401, 403):
-                detail += f" (check the key in ${self.api_key_env or 'the api_key_env variable'})"
+                detail += (
+                    f" (check the key in ${self.api_key_env})"
+                    if self.api_key_env
+                    else " (no key was sent: set teacher.api_key_env to the variable holding it)"
+                )
             raise TeacherError(
                 f"http_{error.code}",
                 retryable=retryable,
