@@ -195,6 +195,7 @@ def score_models(
     inputs: StudyInputs, rows: list[dict[str, Any]], *, resamples: int, seed: int
 ) -> list[dict[str, Any]]:
     from alloylm.analysis.scores import accuracy_with_interval, improvement_over_baseline
+    from alloylm.evals.results import paired_perplexity
     from alloylm.evals.stats import relative_improvement
 
     per_model = model_records(inputs)
@@ -279,28 +280,6 @@ def score_models(
                     entry["vs_baseline"][bench["key"]] = comparison
         out.append(entry)
     return out
-
-
-def paired_perplexity(
-    record: dict[str, Any], reference: dict[str, Any], *, resamples: int, seed: int
-) -> dict[str, Any] | None:
-    """The paired document bootstrap of the perplexity ratio against the baseline, over the
-    documents both records scored (`evals.stats.paired_ratio_bootstrap`)."""
-    from alloylm.evals.stats import paired_ratio_bootstrap
-
-    mine = {str(p["id"]): p for p in record.get("predictions") or []}
-    theirs = {str(p["id"]): p for p in reference.get("predictions") or []}
-    shared = [key for key in mine if key in theirs]
-    if not shared:
-        return None
-    return paired_ratio_bootstrap(
-        [float(mine[k]["nll"]) for k in shared],
-        [float(mine[k]["tokens"]) for k in shared],
-        [float(theirs[k]["nll"]) for k in shared],
-        [float(theirs[k]["tokens"]) for k in shared],
-        resamples=resamples,
-        seed=seed,
-    )
 
 
 # --- merges ----------------------------------------------------------------------------------------

@@ -157,15 +157,28 @@ def _paired(
             seed=seed,
         )
     if record["metric"] == "perplexity":
-        return paired_ratio_bootstrap(
-            [float(mine[k]["nll"]) for k in shared],
-            [float(mine[k]["tokens"]) for k in shared],
-            [float(theirs[k]["nll"]) for k in shared],
-            [float(theirs[k]["tokens"]) for k in shared],
-            resamples=resamples,
-            seed=seed,
-        )
+        return paired_perplexity(record, reference, resamples=resamples, seed=seed)
     return None
+
+
+def paired_perplexity(
+    record: Record, reference: Record, *, resamples: int, seed: int
+) -> dict[str, Any] | None:
+    """The paired document bootstrap of the perplexity ratio of two records, over the scoring
+    units both scored (`evals.stats.paired_ratio_bootstrap`); None when they share none."""
+    mine = {str(p["id"]): p for p in record.get("predictions") or []}
+    theirs = {str(p["id"]): p for p in reference.get("predictions") or []}
+    shared = [key for key in mine if key in theirs]
+    if not shared:
+        return None
+    return paired_ratio_bootstrap(
+        [float(mine[k]["nll"]) for k in shared],
+        [float(mine[k]["tokens"]) for k in shared],
+        [float(theirs[k]["nll"]) for k in shared],
+        [float(theirs[k]["tokens"]) for k in shared],
+        resamples=resamples,
+        seed=seed,
+    )
 
 
 def summary(record: Record) -> Record:
