@@ -169,6 +169,10 @@ def start_llama_cpp_server(gguf: Path, threads: int) -> tuple[Any, str]:
             str(threads),
             "--n_ctx",
             "2048",
+            # by default a new request interrupts the one running: 8 clients would then get 64
+            # tokens between them, not 8 x 64; its server answers them one at a time instead
+            "--interrupt_requests",
+            "False",
         ],  # fmt: skip
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,  # a pipe would fill with the load log and stop the server
