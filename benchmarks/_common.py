@@ -157,5 +157,18 @@ def run_record(run: Run) -> dict:
         "cores": cores,
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "command": " ".join(run.command),
+        "command": portable_command(run.command),
     }
+
+
+def portable_command(parts: list[str] | tuple[str, ...]) -> str:
+    """A command as results record it: paths inside the repository relative to its root, the
+    interpreter as `python`, the home folder as `~`, so that no machine's paths are published."""
+    root = str(REPO) + os.sep
+    home = str(Path.home())
+    words = []
+    for word in parts:
+        text = "python" if word == sys.executable else str(word)
+        text = text.replace(root, "").replace(home, "~")
+        words.append(text)
+    return " ".join(words)

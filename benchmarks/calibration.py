@@ -45,7 +45,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import results_dir  # noqa: E402
+from _common import portable_command, results_dir  # noqa: E402
 
 from alloylm.analysis.verdicts import (  # noqa: E402
     correct_family,
@@ -521,7 +521,7 @@ def main(argv: list[str] | None = None) -> int:
         "timing": False,  # error rates, not timings: benchmarks/summary.py lists it apart
         "benchmark": "calibration",
         "date": time.strftime("%Y-%m-%d", time.gmtime()),
-        "command": " ".join(sys.argv),
+        "command": portable_command(["python", *sys.argv]),
         "studies": args.studies,
         "resamples": args.resamples,
         "bt_resamples": args.bt_resamples,

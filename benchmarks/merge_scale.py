@@ -41,7 +41,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+from _common import (  # noqa: E402
+    add_force_argument,
+    begin,
+    portable_command,
+    results_dir,
+    run_record,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_NAME = "merge_scale.json"
@@ -228,7 +234,7 @@ def measure(command: list[str], output: Path) -> dict:
     if result["rc"] != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result['stderr']}")
     return {
-        "command": " ".join(command),
+        "command": portable_command(command),
         "wall_s": round(result["wall_s"], 2),
         "peak_rss_mib": round(result["peak_rss_mib"], 1),
     }

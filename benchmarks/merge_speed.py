@@ -34,7 +34,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import add_force_argument, begin, results_dir, run_record  # noqa: E402
+from _common import (  # noqa: E402
+    add_force_argument,
+    begin,
+    portable_command,
+    results_dir,
+    run_record,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = results_dir() / "merge_speed.json"
@@ -232,7 +238,7 @@ def measure(command: list[str], output: Path, repeats: int) -> dict:
         runs.append(result)
     walls = [r["wall_s"] for r in runs]
     return {
-        "command": " ".join(command),
+        "command": portable_command(command),
         "wall_s_runs": [round(w, 2) for w in walls],
         # the fastest run is the one least disturbed by other work on a shared machine
         "wall_s": round(min(walls), 2),

@@ -31,7 +31,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _common import REFUSED_EXIT, load_threshold, results_dir  # noqa: E402
+from _common import REFUSED_EXIT, load_threshold, portable_command, results_dir  # noqa: E402
 
 REPO = HERE.parent
 BUDGET_S = 30 * 60
@@ -123,7 +123,7 @@ def run_one(plan: Plan, args: argparse.Namespace, env: dict[str, str], seconds: 
     command += list(plan.check_args if args.check else plan.args)
     if args.force or args.check:
         command.append("--force")
-    entry: dict = {"benchmark": plan.name, "command": " ".join(command[1:])}
+    entry: dict = {"benchmark": plan.name, "command": portable_command(command[1:])}
     started = time.monotonic()
     try:
         done = subprocess.run(command, env={**env, **dict(plan.check_env if args.check else ())},
