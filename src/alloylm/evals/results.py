@@ -270,8 +270,11 @@ def table_notes(records: Sequence[Record]) -> list[str]:
         if (r.get("vs_baseline") or {}).get("paired")
     }
     for family, correction in corrections.items():
+        test = "paired bootstrap over the items both scored"
         if correction == "holm":
-            notes.append(f"paired verdicts {family}: Holm step-down, family-wise 5%")
+            notes.append(f"paired verdicts {family}: Holm step-down, family-wise 5% ({test})")
+        else:
+            notes.append(f"paired verdicts {family}: {correction}, 5% ({test})")
     for record in records:
         if record.get("ci_note"):
             notes.append(f"{_short(record['model'])} on {record['task']}: {record['ci_note']}")
